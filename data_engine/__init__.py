@@ -1,0 +1,10 @@
+"""data_engine: SA-1B-style segmentation dataset generation with SAM."""
+
+__version__ = "0.1.0"
+
+
+def build_sam(variant, checkpoint=None, device=None, **kwargs):
+    """See data_engine.models.build_sam (imported lazily: no torch import at package import)."""
+    from .models import build_sam as _build
+
+    return _build(variant, checkpoint=checkpoint, device=device, **kwargs)

@@ -1,0 +1,249 @@
+"""The fully-automatic stage: grid prompts over the image and zoomed crops -> filtered masks.
+
+Same order of work as segment_anything's SamAutomaticMaskGenerator (crops, point batches, IoU and
+stability filters, crop-edge filter, NMS within and across crops, small-region clean-up), with these
+differences in how the work is done:
+- the crops of one layer go through the image encoder as one batch;
+- only masks that pass the predicted-IoU filter are upsampled to full resolution;
+- masks are encoded once, straight to COCO compressed RLE with pycocotools.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.amg import (
+    batched_mask_to_box,
+    build_all_layer_point_grids,
+    generate_crop_boxes,
+    is_box_near_crop_edge,
+    uncrop_boxes_xyxy,
+    uncrop_points,
+)
+from segment_anything.utils.transforms import ResizeLongestSide
+from torchvision.ops.boxes import batched_nms, box_area
+
+from . import rle
+from .postprocess import clean_small_regions, stability_score, stability_thresholds
+
+FIELDS = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords", "crop_box")
+
+
+class MaskGenerator:
+    def __init__(
+        self,
+        model: Sam,
+        points_per_side: int = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.88,
+        strict_iou_thresh: bool = False,
+        stability_score_thresh: float = 0.95,
+        stability_levels: tuple[float, float] = (0.5, 0.55),
+        stability_score_offset: float | None = None,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 2,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 2,
+        min_mask_region_area: int = 100,
+        keep_largest_small_region: bool = False,
+        max_mask_area_frac: float | None = 0.95,
+        crops_per_batch: int = 4,
+    ) -> None:
+        """
+        model: the SAM to prompt.
+        points_per_side: grid size on the full image; crop layer i uses
+            points_per_side / crop_n_points_downscale_factor**i.
+        points_per_batch: point prompts decoded together.
+        pred_iou_thresh: keep masks with predicted IoU >= this (> with strict_iou_thresh, as SAM).
+        stability_score_thresh: keep masks whose stability score is >= this.
+        stability_levels: the two probability levels whose masks' IoU is the stability score.
+        stability_score_offset: if set, use SAM's logit thresholds mask_threshold -/+ offset instead.
+        box_nms_thresh: box IoU for NMS within a crop (and after small-region clean-up).
+        crop_n_layers, crop_overlap_ratio: zoomed crops, as SAM (layer i: 2**i crops per side).
+        crop_nms_thresh: box IoU for NMS across crops; smaller crops win.
+        min_mask_region_area: holes and islands under this many px are removed (0: off).
+        keep_largest_small_region: a mask with only small islands keeps the largest (SAM) instead of
+            being removed (SA-1B).
+        max_mask_area_frac: masks covering at least this fraction of the image are dropped (None: off).
+        crops_per_batch: crops sent through the image encoder together.
+        """
+        self.model = model
+        self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        self.point_grids = build_all_layer_point_grids(points_per_side, crop_n_layers,
+                                                       crop_n_points_downscale_factor)
+        self.points_per_batch = points_per_batch
+        self.pred_iou_thresh = pred_iou_thresh
+        self.strict_iou_thresh = strict_iou_thresh
+        self.stability_score_thresh = stability_score_thresh
+        self.stability_low, self.stability_high = stability_thresholds(
+            model.mask_threshold, stability_levels, stability_score_offset)
+        self.box_nms_thresh = box_nms_thresh
+        self.crop_n_layers = crop_n_layers
+        self.crop_nms_thresh = crop_nms_thresh
+        self.crop_overlap_ratio = crop_overlap_ratio
+        self.min_mask_region_area = min_mask_region_area
+        self.keep_largest_small_region = keep_largest_small_region
+        self.max_mask_area_frac = max_mask_area_frac
+        self.crops_per_batch = crops_per_batch
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @torch.no_grad()
+    def generate(self, image: np.ndarray) -> dict:
+        """[H, W, 3] uint8 RGB -> columns of the kept masks (see FIELDS)."""
+        height, width = image.shape[:2]
+        crop_boxes, layer_idxs = generate_crop_boxes((height, width), self.crop_n_layers,
+                                                     self.crop_overlap_ratio)
+        # Masks from every crop, each crop already de-duplicated
+        parts = [
+            self._crop_masks(embedding, image, box, layer)
+            for layer in sorted(set(layer_idxs))
+            for box, embedding in self._embed_crops(image, [b for b, i in zip(crop_boxes, layer_idxs) if i == layer])
+        ]
+        data = concat(parts)
+        # Remove duplicates across crops: the most zoomed-in crop wins
+        if len(crop_boxes) > 1 and len(data["rles"]):
+            scores = 1 / box_area(data["crop_boxes"].float())
+            data = take(data, batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores),
+                                          self.crop_nms_thresh))
+        if self.min_mask_region_area > 0 and len(data["rles"]):
+            data = self._clean_small_regions(data, height, width)
+        return records(data, height, width)
+
+    def _embed_crops(self, image: np.ndarray, boxes: list[list[int]]):
+        """Yield (crop box, image embedding) for each crop; crops are encoded in batches."""
+        for start in range(0, len(boxes), self.crops_per_batch):
+            chunk = boxes[start:start + self.crops_per_batch]
+            batch = torch.cat([self._preprocess(image[y0:y1, x0:x1]) for x0, y0, x1, y1 in chunk])
+            embeddings = self.model.image_encoder(batch)  # [C, D, h, w]
+            yield from zip(chunk, embeddings)
+
+    def _preprocess(self, crop: np.ndarray) -> torch.Tensor:
+        """Resize the long side to the encoder's size, normalize and pad: [1, 3, S, S]."""
+        resized = torch.as_tensor(self.transform.apply_image(crop), device=self.device)
+        return self.model.preprocess(resized.permute(2, 0, 1).contiguous()[None])
+
+    def _crop_masks(self, embedding: torch.Tensor, image: np.ndarray, crop_box: list[int], layer: int) -> dict:
+        """All kept masks of one crop, de-duplicated by box NMS, in image coordinates."""
+        x0, y0, x1, y1 = crop_box
+        crop_size = (y1 - y0, x1 - x0)
+        points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
+        batches = [
+            self._point_batch(embedding, points[i:i + self.points_per_batch], crop_size, crop_box, image.shape[:2])
+            for i in range(0, len(points), self.points_per_batch)
+        ]
+        data = concat(batches)
+        if len(data["rles"]) == 0:
+            return data
+        # Remove duplicates within this crop, ranked by predicted IoU
+        data = take(data, batched_nms(data["boxes"].float(), data["iou_preds"],
+                                      torch.zeros_like(data["iou_preds"]), self.box_nms_thresh))
+        # Back to image coordinates
+        data["boxes"] = uncrop_boxes_xyxy(data["boxes"], crop_box)
+        data["points"] = uncrop_points(data["points"], crop_box)
+        data["crop_boxes"] = torch.tensor([crop_box] * len(data["rles"]), device=self.device)
+        return data
+
+    def _point_batch(self, embedding, points: np.ndarray, crop_size, crop_box, image_size) -> dict:
+        """Decode 3 masks per point and apply the per-mask filters."""
+        low_res, iou_preds = self._decode(embedding, points, crop_size)  # [B*3, h, w], [B*3]
+        points = torch.as_tensor(points.repeat(3, axis=0), device=self.device)
+        # Filter by predicted IoU before upsampling: only survivors are brought to full resolution
+        keep = iou_preds > self.pred_iou_thresh if self.strict_iou_thresh else iou_preds >= self.pred_iou_thresh
+        low_res, iou_preds, points = low_res[keep], iou_preds[keep], points[keep]
+        logits = self.model.postprocess_masks(low_res[:, None], self.input_size(crop_size), crop_size)[:, 0]
+        # Filter by stability
+        stability = stability_score(logits, self.stability_low, self.stability_high)
+        keep = stability >= self.stability_score_thresh
+        masks = logits[keep] > self.model.mask_threshold
+        iou_preds, points, stability = iou_preds[keep], points[keep], stability[keep]
+        # Drop masks touching an inner crop edge, and masks covering most of the image
+        boxes = batched_mask_to_box(masks)
+        height, width = image_size
+        keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, width, height])
+        if self.max_mask_area_frac is not None:
+            keep &= masks.flatten(1).sum(1) < self.max_mask_area_frac * height * width
+        masks = masks[keep]
+        return {
+            "rles": encode_uncropped(masks, crop_box, height, width),
+            "boxes": boxes[keep], "iou_preds": iou_preds[keep], "points": points[keep],
+            "stability": stability[keep],
+        }
+
+    def _decode(self, embedding, points: np.ndarray, crop_size) -> tuple[torch.Tensor, torch.Tensor]:
+        """Point prompts -> low-res logits [B*3, h, w] and predicted IoU [B*3]."""
+        coords = torch.as_tensor(self.transform.apply_coords(points, crop_size), device=self.device)
+        labels = torch.ones(len(points), dtype=torch.int, device=self.device)
+        sparse, dense = self.model.prompt_encoder(points=(coords[:, None], labels[:, None]), boxes=None, masks=None)
+        low_res, iou_preds = self.model.mask_decoder(
+            image_embeddings=embedding[None], image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
+        )
+        return low_res.flatten(0, 1), iou_preds.flatten(0, 1)
+
+    def input_size(self, crop_size) -> tuple[int, int]:
+        return self.transform.get_preprocess_shape(crop_size[0], crop_size[1], self.transform.target_length)
+
+    def _clean_small_regions(self, data: dict, height: int, width: int) -> dict:
+        """Fill small holes, remove small islands, then NMS again preferring untouched masks."""
+        masks, scores, kept = [], [], []
+        for i, counts in enumerate(data["rles"]):
+            mask, changed = clean_small_regions(rle.decode(counts, height, width), self.min_mask_region_area,
+                                                self.keep_largest_small_region)
+            if mask is not None:
+                masks.append(mask)
+                scores.append(0.0 if changed else 1.0)
+                kept.append(i)
+        if not kept:
+            return take(data, torch.zeros(0, dtype=torch.long))
+        data = take(data, torch.as_tensor(kept))
+        mask_t = torch.as_tensor(np.stack(masks))
+        data["boxes"] = batched_mask_to_box(mask_t).to(self.device)
+        scores = torch.as_tensor(scores, device=self.device)
+        keep = batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores), self.box_nms_thresh)
+        data = take(data, keep)
+        data["rles"] = rle.encode(mask_t[keep.cpu()].numpy())
+        return data
+
+
+def encode_uncropped(masks: torch.Tensor, crop_box, height: int, width: int) -> list[str]:
+    """Crop-frame masks [N, h, w] -> RLE of the masks placed in the full image."""
+    x0, y0, x1, y1 = crop_box
+    full = np.zeros((len(masks), height, width), dtype=bool)
+    full[:, y0:y1, x0:x1] = masks.cpu().numpy()
+    return rle.encode(full)
+
+
+def concat(parts: list[dict]) -> dict:
+    """Concatenate columnar batches (tensors and lists) key by key."""
+    parts = [p for p in parts if p and len(p["rles"])] or parts[:1]
+    if not parts:
+        return {"rles": []}
+    return {k: sum((p[k] for p in parts), []) if isinstance(parts[0][k], list) else torch.cat([p[k] for p in parts])
+            for k in parts[0]}
+
+
+def take(data: dict, idx: torch.Tensor) -> dict:
+    """Rows `idx` of every column."""
+    rows = idx.tolist()
+    return {k: [v[i] for i in rows] if isinstance(v, list) else v[idx.to(v.device)] for k, v in data.items()}
+
+
+def records(data: dict, height: int, width: int) -> dict:
+    """Final columns: COCO RLE, area and bbox from the RLE, scores, prompt point, crop box (XYWH)."""
+    counts = list(data.get("rles", []))
+    if not counts:
+        return {f: [] for f in FIELDS}
+    crop = data["crop_boxes"].cpu().numpy().astype(float)
+    return {
+        "segmentation": counts,
+        "area": rle.area(counts, height, width).tolist(),
+        "bbox": rle.bbox(counts, height, width).tolist(),
+        "predicted_iou": data["iou_preds"].float().cpu().tolist(),
+        "stability_score": data["stability"].float().cpu().tolist(),
+        "point_coords": [[p] for p in data["points"].double().cpu().tolist()],
+        "crop_box": np.concatenate([crop[:, :2], crop[:, 2:] - crop[:, :2]], axis=1).tolist(),
+    }

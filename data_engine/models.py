@@ -1,0 +1,192 @@
+"""Build SAM models: the official ViT variants from a checkpoint, and the embedded `tiny` model."""
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+from functools import partial
+from pathlib import Path
+
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+EMBEDDED_TINY = Path(__file__).parent / "weights" / "sam_tiny.pt"
+
+# Official checkpoints: file name, download URL, SHA-256 of the file.
+OFFICIAL = {
+    "vit_h": ("sam_vit_h_4b8939.pth", "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
+    "vit_l": ("sam_vit_l_0b3195.pth", "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+    "vit_b": ("sam_vit_b_01ec64.pth", "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+}
+OFFICIAL_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+# Architectures: the three official ones and the tiny embedded one.
+ARCHS = {
+    "vit_h": dict(img_size=1024, patch_size=16, embed_dim=1280, depth=32, heads=16, global_attn=(7, 15, 23, 31),
+                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256),
+    "vit_l": dict(img_size=1024, patch_size=16, embed_dim=1024, depth=24, heads=16, global_attn=(5, 11, 17, 23),
+                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256),
+    "vit_b": dict(img_size=1024, patch_size=16, embed_dim=768, depth=12, heads=12, global_attn=(2, 5, 8, 11),
+                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256),
+    # 256 px input, 32x32 image embedding, 128x128 low-res masks; about 1.3M parameters.
+    "tiny": dict(img_size=256, patch_size=8, embed_dim=128, depth=4, heads=4, global_attn=(1, 3),
+                 window=8, prompt_dim=64, decoder_depth=2, decoder_mlp=256, decoder_heads=4, iou_hidden=64),
+}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or does not fit the chosen variant."""
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_sam(variant: str, checkpoint: str | os.PathLike | None = None, device: str | None = None,
+              download: bool = False, cache_dir: str | os.PathLike | None = None) -> Sam:
+    """Build a `segment_anything.modeling.Sam` in eval mode.
+
+    - `vit_h`, `vit_l`, `vit_b`: weights come from `checkpoint`, or with `download=True` from the
+      official URL into `cache_dir` (SHA-256 verified).
+    - `tiny`: weights from `checkpoint`, else the embedded file, else seeded initial weights.
+    """
+    if variant not in ARCHS:
+        raise ValueError(f"unknown model variant {variant!r}; choose one of {sorted(ARCHS)}")
+    sam = seeded_sam(variant)
+    path = resolve_checkpoint(variant, checkpoint, download, cache_dir)
+    if path is not None:
+        load_checkpoint(sam, variant, path)
+    return sam.to(device or default_device()).eval()
+
+
+def seeded_sam(variant: str, seed: int = 0) -> Sam:
+    """The architecture of `variant` with deterministic initial weights."""
+    # Seed a private generator state so building a model never disturbs the caller's RNG
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make_sam(**ARCHS[variant])
+
+
+def make_sam(img_size, patch_size, embed_dim, depth, heads, global_attn, window, prompt_dim,
+             decoder_depth, decoder_mlp, decoder_heads, iou_hidden) -> Sam:
+    embedding_size = img_size // patch_size
+    encoder = ImageEncoderViT(
+        img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=heads,
+        mlp_ratio=4, out_chans=prompt_dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True, global_attn_indexes=global_attn, window_size=window,
+    )
+    prompt_encoder = PromptEncoder(
+        embed_dim=prompt_dim, image_embedding_size=(embedding_size, embedding_size),
+        input_image_size=(img_size, img_size), mask_in_chans=16,
+    )
+    decoder = MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(depth=decoder_depth, embedding_dim=prompt_dim, mlp_dim=decoder_mlp,
+                                      num_heads=decoder_heads),
+        transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=iou_hidden,
+    )
+    return Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=decoder,
+               pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
+
+
+def resolve_checkpoint(variant, checkpoint, download, cache_dir) -> Path | None:
+    """The file to load for `variant`, or None for seeded weights."""
+    if checkpoint:
+        return Path(checkpoint).expanduser()
+    if variant == "tiny":
+        return EMBEDDED_TINY if EMBEDDED_TINY.exists() else None
+    if download:
+        return download_official(variant, cache_dir)
+    raise CheckpointError(
+        f"model variant {variant!r} needs a checkpoint: pass model.checkpoint=/path/to/{OFFICIAL[variant][0]} "
+        f"(or model.download=true on a machine with internet access)"
+    )
+
+
+def load_checkpoint(sam: Sam, variant: str, path: Path) -> None:
+    """Load a state dict (or a training checkpoint holding one) with one clear error on failure."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} for model variant {variant!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt files
+        raise CheckpointError(
+            f"checkpoint {path} for model variant {variant!r} could not be read ({type(err).__name__}); "
+            "the file is corrupt or not a PyTorch checkpoint"
+        ) from None
+    state = state.get("model", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} for model variant {variant!r} holds no state dict")
+    check_state_fits(sam, state, variant, path)
+    sam.load_state_dict(state)
+
+
+def check_state_fits(sam: Sam, state: dict, variant: str, path: Path) -> None:
+    """Raise one summarised error when the state dict does not match the architecture."""
+    expected = {k: tuple(v.shape) for k, v in sam.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items() if hasattr(v, "shape")}
+    missing = expected.keys() - got.keys()
+    unexpected = got.keys() - expected.keys()
+    wrong = [k for k in expected.keys() & got.keys() if expected[k] != got[k]]
+    if missing or unexpected or wrong:
+        guess = guess_variant(got)
+        hint = f"; it looks like a {guess!r} checkpoint" if guess and guess != variant else ""
+        raise CheckpointError(
+            f"checkpoint {path} does not fit model variant {variant!r}: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected and {len(wrong)} mis-shaped tensors{hint}"
+        )
+
+
+def guess_variant(shapes: dict) -> str | None:
+    """Which known architecture a state dict's shapes match, if any."""
+    for name in ARCHS:
+        ref = {k: tuple(v.shape) for k, v in seeded_sam_shapes(name).items()}
+        if ref == shapes:
+            return name
+    return None
+
+
+def seeded_sam_shapes(variant: str) -> dict:
+    # Meta-device build: shapes without allocating the big variants' memory
+    with torch.device("meta"):
+        return make_sam(**ARCHS[variant]).state_dict()
+
+
+def download_official(variant: str, cache_dir) -> Path:
+    """Fetch an official checkpoint into the cache folder and verify its SHA-256."""
+    name, digest = OFFICIAL[variant]
+    folder = Path(cache_dir or "~/.cache/data_engine").expanduser()
+    target = folder / name
+    if target.exists() and sha256_file(target) == digest:
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    partial_file = target.with_suffix(".part")
+    try:
+        urllib.request.urlretrieve(OFFICIAL_URL + name, partial_file)
+    except OSError as err:
+        raise CheckpointError(
+            f"could not download {OFFICIAL_URL + name} ({err}); this machine may be offline: download the "
+            f"file elsewhere and pass model.checkpoint=/path/to/{name}"
+        ) from None
+    if sha256_file(partial_file) != digest:
+        partial_file.unlink()
+        raise CheckpointError(f"downloaded {name} has the wrong SHA-256; the file was discarded")
+    os.replace(partial_file, target)
+    return target
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_checksum(sam: Sam) -> str:
+    """SHA-256 over the model's tensors: identifies the weights actually used."""
+    h = hashlib.sha256()
+    for key, value in sorted(sam.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,41 @@
+"""Overlay pictures: each mask of an image in its own colour over the image."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import rle
+from .dataset import read_masks
+from .images import load_rgb
+
+
+def draw(image: np.ndarray, masks: list[np.ndarray], seed: int = 0, alpha: float = 0.5) -> np.ndarray:
+    """Masks blended over the image, largest first so small masks stay visible, with outlines."""
+    rng = np.random.default_rng(seed)
+    out = image.astype(np.float32)
+    for mask in sorted(masks, key=lambda m: -m.sum()):
+        color = rng.integers(40, 256, 3).astype(np.float32)
+        out[mask] = (1 - alpha) * out[mask] + alpha * color
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, color.tolist(), 1)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def write_overlays(out_dir: Path, root: Path, limit: int) -> list[str]:
+    """PNG overlays for the first `limit` images that have masks; returns their paths."""
+    table = read_masks(out_dir, columns=["file_name", "height", "width", "segmentation"]).to_pylist()
+    by_file: dict[str, list[dict]] = {}
+    for row in table:
+        by_file.setdefault(row["file_name"], []).append(row)
+    written = []
+    for name in sorted(by_file)[:limit]:
+        rows = by_file[name]
+        masks = [rle.decode(r["segmentation"], r["height"], r["width"]) for r in rows]
+        picture = draw(load_rgb(Path(root) / name, max_pixels=1 << 62), masks)
+        target = Path(out_dir) / "overlays" / (Path(name).with_suffix("").as_posix().replace("/", "__") + ".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(target), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+        written.append(str(target))
+    return written

@@ -1,0 +1,41 @@
+"""Per-mask steps of the fully-automatic stage that are not model calls."""
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+from segment_anything.utils.amg import calculate_stability_score, remove_small_regions
+
+
+def stability_thresholds(mask_threshold: float, levels, offset) -> tuple[float, float]:
+    """(low, high) logit thresholds: from SAM's offset when given, else from probability levels."""
+    if offset is not None:
+        return mask_threshold - offset, mask_threshold + offset
+    low, high = (math.log(p / (1.0 - p)) for p in levels)
+    return low, high
+
+
+def stability_score(logits: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """IoU between the masks thresholded at `high` and at `low` (the high one lies inside the low one)."""
+    return calculate_stability_score(logits, (low + high) / 2, (high - low) / 2)
+
+
+def clean_small_regions(mask: np.ndarray, min_area: int, keep_largest: bool) -> tuple[np.ndarray | None, bool]:
+    """Fill holes and remove islands under `min_area` px.
+
+    Returns (mask or None when the whole mask is removed, changed). With `keep_largest` a mask made
+    only of small islands keeps its largest one (the released code); without, it is removed (SA-1B).
+    """
+    mask, filled = remove_small_regions(mask, min_area, mode="holes")
+    if not keep_largest and largest_component(mask) < min_area:
+        return None, True
+    mask, trimmed = remove_small_regions(mask, min_area, mode="islands")
+    return mask, filled or trimmed
+
+
+def largest_component(mask: np.ndarray) -> int:
+    """Pixel count of the largest 8-connected foreground component."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
+    return int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0

@@ -1,0 +1,42 @@
+"""COCO run-length encoding helpers on top of pycocotools."""
+from __future__ import annotations
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+
+def encode(masks: np.ndarray) -> list[str]:
+    """[N, H, W] bool masks -> COCO compressed RLE counts strings."""
+    if len(masks) == 0:
+        return []
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    return [r["counts"].decode("ascii") for r in rles]
+
+
+def to_rle(counts: str, height: int, width: int) -> dict:
+    return {"size": [int(height), int(width)], "counts": counts.encode("ascii")}
+
+
+def decode(counts: str, height: int, width: int) -> np.ndarray:
+    """COCO compressed RLE counts string -> [H, W] bool mask."""
+    return mask_utils.decode(to_rle(counts, height, width)).astype(bool)
+
+
+def area(counts: list[str], height: int, width: int) -> np.ndarray:
+    return mask_utils.area([to_rle(c, height, width) for c in counts]).astype(np.int64)
+
+
+def bbox(counts: list[str], height: int, width: int) -> np.ndarray:
+    """XYWH boxes in COCO's convention (w = x_max - x_min + 1)."""
+    if not counts:
+        return np.zeros((0, 4), dtype=np.float64)
+    return mask_utils.toBbox([to_rle(c, height, width) for c in counts])
+
+
+def iou_matrix(a: list[str], b: list[str], height: int, width: int) -> np.ndarray:
+    """[len(a), len(b)] mask IoU."""
+    if not a or not b:
+        return np.zeros((len(a), len(b)))
+    ra = [to_rle(c, height, width) for c in a]
+    rb = [to_rle(c, height, width) for c in b]
+    return np.asarray(mask_utils.iou(ra, rb, [0] * len(rb)))

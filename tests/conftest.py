@@ -1,0 +1,31 @@
+"""Shared fixtures: compose the real Hydra config and shrink it for tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+CONF = Path(__file__).resolve().parents[1] / "data_engine" / "conf"
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+# Small settings every test starts from: a coarse grid, no crops, no progress bar, no overlays.
+SMALL = ["runtime=serial", "runtime.progress=false", "output.overlays=0", "amg.points_per_side=8",
+         "amg.crop_n_layers=0", "model.device=cpu"]
+
+
+def compose_cfg(overrides: list[str], tmp_path: Path | None = None, small: bool = True) -> dict:
+    """The real config with `overrides`, resolved to a plain dict as the CLI hands it to stages."""
+    extra = SMALL if small else []
+    if tmp_path is not None:
+        extra = extra + [f"output.dir={tmp_path / 'out'}"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=extra + overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.fixture
+def make_cfg(tmp_path):
+    return lambda *overrides, small=True: compose_cfg(list(overrides), tmp_path, small)
