@@ -97,6 +97,8 @@ class MaskGenerator:
         height, width = image.shape[:2]
         crop_boxes, layer_idxs = generate_crop_boxes((height, width), self.crop_n_layers,
                                                      self.crop_overlap_ratio)
+        # Tiny images (a few px) give empty crop boxes: skip those crops
+        crop_boxes, layer_idxs = zip(*[(b, i) for b, i in zip(crop_boxes, layer_idxs) if b[2] > b[0] and b[3] > b[1]])
         # Masks from every crop, each crop already de-duplicated
         parts = [
             self._crop_masks(embedding, image, box, layer)

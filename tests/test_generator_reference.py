@@ -1,0 +1,70 @@
+"""Correctness anchor: under amg=reference the generator gives SamAutomaticMaskGenerator's masks."""
+import numpy as np
+import pytest
+from segment_anything import SamAutomaticMaskGenerator
+
+from data_engine import rle
+from data_engine.generator import MaskGenerator
+from data_engine.models import build_sam
+from images import shapes_image
+
+# Shrunk identically on both sides so the test stays fast on a CPU.
+SHRINK = ["amg.points_per_side=12", "amg.crop_n_layers=1", "amg.min_mask_region_area=30"]
+SAM_KEYS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
+            "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
+            "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area")
+
+
+@pytest.fixture(scope="module")
+def sam():
+    return build_sam("tiny", device="cpu")
+
+
+def reference_settings(make_cfg, *extra):
+    return make_cfg("amg=reference", *SHRINK, *extra, small=False)["amg"]
+
+
+def run_both(sam, amg: dict, image: np.ndarray):
+    ref = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **{k: amg[k] for k in SAM_KEYS}).generate(image)
+    ours = MaskGenerator(sam, **amg).generate(image)
+    return ref, ours
+
+
+def assert_same_masks(ref: list[dict], ours: dict, height: int, width: int):
+    assert len(ours["segmentation"]) == len(ref)
+    ref_counts = [r["segmentation"]["counts"] for r in ref]
+    iou = rle.iou_matrix(ref_counts, ours["segmentation"], height, width)
+    match = iou.argmax(1)
+    assert len(set(match.tolist())) == len(ref), "two reference masks matched the same mask"
+    assert iou[np.arange(len(ref)), match].min() >= 0.99
+    np.testing.assert_allclose([r["predicted_iou"] for r in ref], np.array(ours["predicted_iou"])[match], atol=1e-4)
+    np.testing.assert_allclose([r["stability_score"] for r in ref], np.array(ours["stability_score"])[match],
+                               atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reference_preset_matches_segment_anything(make_cfg, sam, seed):
+    image = shapes_image(seed)
+    amg = reference_settings(make_cfg)
+    ref, ours = run_both(sam, amg, image)
+    assert len(ref) >= 3, "too few masks for the comparison to mean anything"
+    assert_same_masks(ref, ours, *image.shape[:2])
+
+
+def test_reference_preset_matches_with_loose_thresholds(make_cfg, sam):
+    """Many more candidates pass: exercises NMS and the small-region clean-up on both sides."""
+    image = shapes_image(2)
+    amg = reference_settings(make_cfg, "amg.pred_iou_thresh=0.5", "amg.stability_score_thresh=0.6")
+    ref, ours = run_both(sam, amg, image)
+    assert len(ref) >= 5
+    assert_same_masks(ref, ours, *image.shape[:2])
+
+
+def test_reference_preset_is_segment_anything_defaults(make_cfg):
+    amg = make_cfg("amg=reference", small=False)["amg"]
+    defaults = dict(points_per_side=32, points_per_batch=64, pred_iou_thresh=0.88, stability_score_thresh=0.95,
+                    stability_score_offset=1.0, box_nms_thresh=0.7, crop_n_layers=0, crop_nms_thresh=0.7,
+                    crop_n_points_downscale_factor=1, min_mask_region_area=0)
+    assert {k: amg[k] for k in defaults} == defaults
+    assert amg["crop_overlap_ratio"] == pytest.approx(512 / 1500)
+    assert amg["strict_iou_thresh"] and amg["keep_largest_small_region"] and amg["max_mask_area_frac"] is None
