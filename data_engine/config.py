@@ -62,14 +62,15 @@ def check_amg(a: dict) -> None:
     params = inspect.signature(MaskGenerator).parameters
     for key, value in a.items():
         require(key in params, f"amg.{key}", f"not a generator setting; known: {sorted(params)[1:]}")
-        default = params[key].default
-        if isinstance(default, bool):
+        default, nullable = params[key].default, "None" in str(params[key].annotation)
+        if value is None:
+            require(nullable, f"amg.{key}", "must not be null")
+        elif isinstance(default, bool):
             require(isinstance(value, bool), f"amg.{key}", f"must be true or false, got {value!r}")
-        elif isinstance(default, int) and not isinstance(default, bool):
+        elif isinstance(default, int):
             require(is_int(value) and value >= 0, f"amg.{key}", f"must be an integer >= 0, got {value!r}")
-        elif key != "stability_levels" and (isinstance(default, float) or default is None):
-            require(value is None and default is None or is_number(value) and value >= 0, f"amg.{key}",
-                    f"must be a number >= 0{' or null' if default is None else ''}, got {value!r}")
+        elif isinstance(default, float) or default is None:
+            require(is_number(value) and value >= 0, f"amg.{key}", f"must be a number >= 0, got {value!r}")
     for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
         require(0 <= a[key] <= 1, f"amg.{key}", f"must lie in [0, 1], got {a[key]}")
     require(a["points_per_side"] >= 1 and a["points_per_batch"] >= 1 and a["crops_per_batch"] >= 1,

@@ -1,0 +1,75 @@
+"""The command line: help, printing the config, and bad keys or values rejected before any work."""
+import subprocess
+import sys
+
+import pytest
+
+from data_engine.config import ConfigError, validate
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "data_engine", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_lists_the_config_groups():
+    result = cli("--help")
+    assert result.returncode == 0
+    for group in ("stage:", "model:", "amg:", "runtime:"):
+        assert group in result.stdout
+    assert "sa1b_paper" in result.stdout and "ray_cluster" in result.stdout
+
+
+def test_cfg_job_prints_the_composed_config():
+    result = cli("--cfg", "job", "amg=sa1b_paper", "model=vit_h", "model.checkpoint=/x/sam_vit_h_4b8939.pth")
+    assert result.returncode == 0, result.stderr
+    assert "stability_score_offset: 1.0" in result.stdout
+    assert "variant: vit_h" in result.stdout and "points_per_side: 32" in result.stdout
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["amg.not_a_key=3"], "not_a_key"),
+    (["amg.pred_iou_thresh=1.5"], "amg.pred_iou_thresh"),
+    (["amg.points_per_side=many"], "amg.points_per_side"),
+    (["amg.stability_levels=[0.6,0.5]"], "amg.stability_levels"),
+    (["runtime.max_retries=-1"], "runtime.max_retries"),
+    (["model=vit_h"], "model.checkpoint"),
+    (["model.checkpoint=/no/such/file.pth"], "model.checkpoint"),
+    (["input.path=/no/such/folder"], "input.path"),
+    (["stage=nope"], "stage"),
+])
+def test_bad_key_or_value_is_rejected_before_any_work(tmp_path, args, phrase):
+    out = tmp_path / "out"
+    result = cli(f"output.dir={out}", "runtime=serial", *args)
+    assert result.returncode != 0
+    assert phrase in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists(), "work started before the config was rejected"
+
+
+GROUPS = {"stage": ["auto"], "model": ["tiny", "vit_b", "vit_l", "vit_h"], "amg": ["sa1b", "sa1b_paper", "reference"],
+          "runtime": ["local", "ray_cluster", "serial"]}
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_config_group_option_composes_and_validates(make_cfg, tmp_path, group, option):
+    ckpt = tmp_path / "weights.pth"
+    ckpt.write_bytes(b"x")
+    extra = [f"model.checkpoint={ckpt}"] if group == "model" and option != "tiny" else []
+    cfg = make_cfg(f"{group}={option}", *extra, small=False)
+    validate(cfg)
+    assert cfg[group]["name" if group in ("stage", "runtime") else "variant"] == option if group != "amg" else True
+
+
+def test_default_preset_is_the_sa1b_recipe(make_cfg):
+    amg = make_cfg(small=False)["amg"]
+    assert (amg["points_per_side"], amg["crop_n_layers"], amg["crop_n_points_downscale_factor"]) == (32, 2, 2)
+    assert (amg["pred_iou_thresh"], amg["stability_score_thresh"], amg["stability_levels"]) == (0.88, 0.95, [0.5, 0.55])
+    assert (amg["box_nms_thresh"], amg["crop_nms_thresh"], amg["max_mask_area_frac"]) == (0.7, 0.7, 0.95)
+    assert amg["min_mask_region_area"] == 100 and not amg["keep_largest_small_region"]
+    assert make_cfg("amg=sa1b_paper", small=False)["amg"]["stability_score_offset"] == 1.0
+
+
+def test_validate_names_the_key(make_cfg):
+    cfg = make_cfg("amg.crop_n_layers=-1")
+    with pytest.raises(ConfigError, match="amg.crop_n_layers"):
+        validate(cfg)
