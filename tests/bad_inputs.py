@@ -22,6 +22,12 @@ def jpeg_bytes(rgb: np.ndarray) -> bytes:
     return out.getvalue()
 
 
+def pil_bytes(rgb: np.ndarray, mode: str, fmt: str) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(rgb).convert(mode).save(out, format=fmt)
+    return out.getvalue()
+
+
 def make_bad_inputs(folder: Path) -> dict[str, str]:
     """Write the files; returns {file name: expected status ('ok' or a phrase of the failure reason)}."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -33,6 +39,8 @@ def make_bad_inputs(folder: Path) -> dict[str, str]:
         "deep16.png": (png_bytes(rgb[:, :, ::-1].astype(np.uint16) * 257), "ok"),
         "one_pixel.png": (png_bytes(np.full((1, 1, 3), 200, np.uint8)), "ok"),
         "photo.jpg": (jpeg_bytes(rgb), "ok"),
+        "cmyk.jpg": (pil_bytes(rgb, "CMYK", "JPEG"), "ok"),
+        "palette.png": (pil_bytes(rgb, "P", "PNG"), "ok"),
         "nested/deeper/inner.png": (png_bytes(rgb[::-1]), "ok"),
         "empty.png": (b"", "empty file"),
         "not_an_image.jpg": (b"this is a text file, not a JPEG\n" * 4, "not a readable image"),

@@ -57,7 +57,7 @@ def test_awkward_images_decode_to_rgb_of_the_right_size(make_cfg, tmp_path):
     run_stage(cfg)
     rows = {r["file_name"]: r for r in read_images(cfg["output"]["dir"]).to_pylist()}
     assert (rows["one_pixel.png"]["height"], rows["one_pixel.png"]["width"]) == (1, 1)
-    for name in ("gray.png", "rgba.png", "deep16.png", "photo.jpg"):
+    for name in ("gray.png", "rgba.png", "deep16.png", "photo.jpg", "cmyk.jpg", "palette.png"):
         assert (rows[name]["height"], rows[name]["width"]) == (64, 80)
 
 
