@@ -49,6 +49,7 @@ class MaskGenerator:
         keep_largest_small_region: bool = False,
         max_mask_area_frac: float | None = 0.95,
         crops_per_batch: int = 4,
+        max_upsample_pixels: int = 2**27,
     ) -> None:
         """
         model: the SAM to prompt.
@@ -67,6 +68,8 @@ class MaskGenerator:
             being removed (SA-1B).
         max_mask_area_frac: masks covering at least this fraction of the image are dropped (None: off).
         crops_per_batch: crops sent through the image encoder together.
+        max_upsample_pixels: masks are brought to full resolution in chunks of at most this many
+            pixels in all (bounds memory on large images; results do not depend on it).
         """
         self.model = model
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
@@ -86,6 +89,7 @@ class MaskGenerator:
         self.keep_largest_small_region = keep_largest_small_region
         self.max_mask_area_frac = max_mask_area_frac
         self.crops_per_batch = crops_per_batch
+        self.max_upsample_pixels = max_upsample_pixels
 
     @property
     def device(self) -> torch.device:
@@ -156,6 +160,16 @@ class MaskGenerator:
         # Filter by predicted IoU before upsampling: only survivors are brought to full resolution
         keep = iou_preds > self.pred_iou_thresh if self.strict_iou_thresh else iou_preds >= self.pred_iou_thresh
         low_res, iou_preds, points = low_res[keep], iou_preds[keep], points[keep]
+        # Upsample in chunks so memory stays bounded on large images
+        step = max(1, self.max_upsample_pixels // (crop_size[0] * crop_size[1]))
+        return concat([
+            self._full_res_filters(low_res[i:i + step], iou_preds[i:i + step], points[i:i + step],
+                                   crop_size, crop_box, image_size)
+            for i in range(0, len(low_res), step)
+        ])
+
+    def _full_res_filters(self, low_res, iou_preds, points, crop_size, crop_box, image_size) -> dict:
+        """Stability, crop-edge and area filters on masks at crop resolution; RLE of the survivors."""
         logits = self.model.postprocess_masks(low_res[:, None], self.input_size(crop_size), crop_size)[:, 0]
         # Filter by stability
         stability = stability_score(logits, self.stability_low, self.stability_high)
@@ -168,9 +182,8 @@ class MaskGenerator:
         keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, width, height])
         if self.max_mask_area_frac is not None:
             keep &= masks.flatten(1).sum(1) < self.max_mask_area_frac * height * width
-        masks = masks[keep]
         return {
-            "rles": encode_uncropped(masks, crop_box, height, width),
+            "rles": encode_uncropped(masks[keep], crop_box, height, width),
             "boxes": boxes[keep], "iou_preds": iou_preds[keep], "points": points[keep],
             "stability": stability[keep],
         }

@@ -107,3 +107,11 @@ def test_small_regions_removed_from_every_output_mask(scripted, make_cfg):
     kept = generate(scripted, make_cfg, "amg=reference", "amg.points_per_side=2", "amg.min_mask_region_area=5000",
                     "amg.max_mask_area_frac=0.95", "amg.stability_score_thresh=0.9")
     assert len(kept["segmentation"]) == 4  # the released code keeps each disc as its own largest island
+
+
+def test_chunked_upsampling_gives_the_same_masks(scripted, make_cfg):
+    whole = generate(scripted, make_cfg, "amg.points_per_side=3", "amg.crop_n_layers=1")
+    chunked = generate(scripted, make_cfg, "amg.points_per_side=3", "amg.crop_n_layers=1",
+                       f"amg.max_upsample_pixels={256 * 256}")  # one mask per chunk
+    assert len(whole["segmentation"]) > 0
+    assert whole == chunked
