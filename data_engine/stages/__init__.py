@@ -3,6 +3,11 @@ import importlib
 
 STAGES = {
     "auto": "data_engine.stages.auto",
+    "assisted": "data_engine.stages.assisted",
+    "audit": "data_engine.stages.audit",
+    "export": "data_engine.stages.export",
+    "synth": "data_engine.stages.synth",
+    "train": "data_engine.stages.train",
 }
 
 

@@ -1,0 +1,42 @@
+"""Import human annotations from the tools people use, as mask rows plus a full import report.
+
+`import_annotations(fmt, path, image_root)` -> (mask rows in `data_engine.dataset.MASK_SCHEMA` with
+stage "assisted" and source "human", one report row per input annotation: imported or rejected
+with its reason). Every importer reports each annotation of its input exactly once.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..inputs import InputError
+from . import coco, cvat_xml, labelme, labelstudio, png_masks
+
+# Format name -> read(path, image_root) -> Results
+FORMATS = {
+    "coco": coco.read,
+    "cvat_coco": coco.read_cvat,
+    "cvat_xml": cvat_xml.read,
+    "labelme": labelme.read,
+    "labelstudio": labelstudio.read,
+    "png_masks": png_masks.read_masks,
+    "png_labels": png_masks.read_labels,
+}
+
+
+def import_annotations(fmt: str, path: str, image_root: str | None = None) -> tuple[list[dict], list[dict]]:
+    """(mask rows, report rows) for the annotations of format `fmt` at `path`.
+
+    `image_root`: the folder image file names are relative to; when given, every referenced image
+    must exist there with the size the annotation declares. Without it declared sizes are trusted.
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"unknown annotation format {fmt!r}; choose one of {sorted(FORMATS)}")
+    source = Path(path).expanduser()
+    if not source.exists():
+        raise InputError(f"annotations {path} do not exist: give the exported file or folder")
+    root = Path(image_root).expanduser().resolve() if image_root else None
+    if root is not None and not root.is_dir():
+        raise InputError(f"image_root {image_root} is not a folder: give the folder holding the images")
+    results = FORMATS[fmt](source, root)
+    results.check()
+    return results.rows, results.report

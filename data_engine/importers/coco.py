@@ -1,0 +1,158 @@
+"""COCO instances JSON (also CVAT's "COCO 1.0" export): import every annotation; export mask rows as COCO.
+
+Polygons, uncompressed RLE (iscrowd) and compressed RLE all become compressed RLE, rasterised by
+pycocotools exactly as COCO's own API does. Keys a tool adds to an annotation (CVAT's `attributes`,
+an `annotator`, a time) are kept in the row's `extra`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import coco as coco_json
+from ..inputs import InputError
+from .results import Results
+from .validate import ImageSizes, Rejected, Seen, polygons_to_counts, rle_to_counts, safe_name
+
+STANDARD_KEYS = {"id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd"}
+
+
+def read(path: Path, image_root: Path | None, fmt: str = "coco") -> Results:
+    """Import a COCO instances file; one report row per entry of its `annotations` list."""
+    doc = load_document(path)
+    res = Results(fmt)
+    res.expect(len(doc["annotations"]))
+    images = image_table(doc["images"])
+    labels = {c.get("id"): c.get("name") for c in doc.get("categories") or [] if isinstance(c, dict)}
+    sizes, seen = ImageSizes(image_root), Seen("annotation")
+    for index, ann in enumerate(doc["annotations"]):
+        import_one(res, path, index, ann, images, labels, sizes, seen)
+    return res
+
+
+def read_cvat(path: Path, image_root: Path | None) -> Results:
+    """CVAT's COCO 1.0 export is COCO; its per-annotation `attributes` are kept in `extra`."""
+    return read(path, image_root, fmt="cvat_coco")
+
+
+def load_document(path: Path) -> dict:
+    if path.is_dir():
+        raise InputError(f"{path} is a folder: the coco format takes one instances JSON file")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"{path} is not a readable JSON file ({type(err).__name__}: {err})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list) or not isinstance(doc.get("images"), list):
+        raise InputError(f"{path} is not a COCO instances file: it needs 'images' and 'annotations' lists")
+    return doc
+
+
+def image_table(entries: list) -> dict:
+    """image id -> {'id', 'file_name', 'declared'} or the reason every annotation of that image is rejected."""
+    table = {}
+    for entry in entries:
+        key = entry.get("id") if isinstance(entry, dict) else None
+        if not isinstance(key, (int, str)):
+            continue  # an image no annotation can reference
+        if key in table:
+            table[key] = f"duplicate id: image id {key} appears more than once in 'images'"
+            continue
+        table[key] = image_entry(entry)
+    return table
+
+
+def image_entry(entry: dict):
+    try:
+        name = safe_name(entry.get("file_name"))
+    except Rejected as err:
+        return str(err)
+    h, w = entry.get("height"), entry.get("width")
+    return {"id": entry["id"], "file_name": name, "declared": (h, w) if h is not None and w is not None else None}
+
+
+def import_one(res: Results, path: Path, index: int, ann, images: dict, labels: dict, sizes: ImageSizes,
+               seen: Seen) -> None:
+    """One annotation -> a mask row, or a rejection with its reason."""
+    key = ann.get("id", f"#{index}") if isinstance(ann, dict) else f"#{index}"
+    name = None
+    try:
+        if not isinstance(ann, dict):
+            raise Rejected(f"bad annotation: a {type(ann).__name__}, not a JSON object")
+        seen.check(ann.get("id"), f"index {index}")
+        entry = lookup_image(ann, images)
+        name = entry["file_name"]
+        height, width = sizes.check(name, entry["declared"])
+        counts, notes = segmentation_counts(ann.get("segmentation"), height, width)
+    except Rejected as err:
+        res.rejected(path, key, name, str(err))
+        return
+    res.add_mask(path, key, name, height, width, counts, provenance(ann, entry, labels), notes)
+
+
+def lookup_image(ann: dict, images: dict) -> dict:
+    image_id = ann.get("image_id")
+    entry = images.get(image_id) if isinstance(image_id, (int, str)) else None
+    if entry is None:
+        raise Rejected(f"unknown image: image_id {image_id!r} is not in 'images'")
+    if isinstance(entry, str):
+        raise Rejected(entry)
+    return entry
+
+
+def segmentation_counts(segmentation, height: int, width: int) -> tuple[str, list[str]]:
+    """Any COCO segmentation -> (compressed RLE counts, notes)."""
+    if not segmentation:
+        raise Rejected("no segmentation: a box-only (detection) annotation has no mask")
+    if isinstance(segmentation, list):
+        return polygons_to_counts(segmentation, height, width)
+    if isinstance(segmentation, dict):
+        return rle_to_counts(segmentation, height, width), []
+    raise Rejected(f"bad segmentation: a {type(segmentation).__name__}, not polygons or RLE")
+
+
+def provenance(ann: dict, entry: dict, labels: dict) -> dict:
+    """Original ids, label, iscrowd, and every key the exporting tool added."""
+    category = ann.get("category_id")
+    extra = {"original_id": ann.get("id"), "image_original_id": entry["id"], "category_id": category,
+             "label": labels.get(category) if isinstance(category, (int, str)) else None,
+             "iscrowd": int(bool(ann.get("iscrowd", 0)))}
+    extra.update({k: v for k, v in ann.items() if k not in STANDARD_KEYS})
+    return extra
+
+
+# Export
+
+def export(rows: list[dict], path: str | Path) -> dict:
+    """Mask rows (`MASK_SCHEMA` dicts) -> a COCO instances file with compressed RLE segmentations.
+
+    Image ids are 1..N in file-name order; categories come from each row's extra `label` ("object"
+    when it has none). Returns {"images": N, "annotations": M}.
+    """
+    names = sorted({r["file_name"] for r in rows})
+    image_ids = {name: i + 1 for i, name in enumerate(names)}
+    sizes = {r["file_name"]: (r["height"], r["width"]) for r in rows}
+    labels = sorted({label_of(r) for r in rows})
+    category_ids = {label: i + 1 for i, label in enumerate(labels)}
+    images = [{"id": image_ids[n], "file_name": n, "height": sizes[n][0], "width": sizes[n][1]} for n in names]
+    annotations = [coco_annotation(i + 1, r, image_ids, category_ids) for i, r in enumerate(rows)]
+    categories = [{"id": category_ids[label], "name": label, "supercategory": "object"} for label in labels]
+    coco_json.write(path, images, annotations, categories)
+    return {"images": len(images), "annotations": len(annotations)}
+
+
+def coco_annotation(ann_id: int, row: dict, image_ids: dict, category_ids: dict) -> dict:
+    extra = json.loads(row.get("extra") or "{}")
+    ann = {
+        "id": ann_id, "image_id": image_ids[row["file_name"]], "category_id": category_ids[label_of(row)],
+        "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
+        "area": int(row["area"]), "bbox": [float(v) for v in row["bbox"]], "iscrowd": int(extra.get("iscrowd", 0)),
+        "source": row.get("source"), "stage": row.get("stage"),
+    }
+    if row.get("predicted_iou") is not None:
+        ann["score"] = float(row["predicted_iou"])
+    return ann
+
+
+def label_of(row: dict) -> str:
+    label = json.loads(row.get("extra") or "{}").get("label")
+    return str(label) if label not in (None, "") else "object"

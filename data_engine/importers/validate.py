@@ -1,0 +1,259 @@
+"""Checks every importer shares: file names, image sizes, polygons, RLE, duplicates.
+
+A failed check raises `Rejected`; its message becomes the report's reason. Reasons read
+"<kind>: <details>" so the stage can count them by kind.
+"""
+from __future__ import annotations
+
+import math
+import posixpath
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from .. import rle
+
+EXIF_ORIENTATION = 0x0112
+ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:/")
+
+
+class Rejected(Exception):
+    """An annotation that cannot be imported; str(err) is the reason written to the report."""
+
+
+# File names
+
+def safe_name(name) -> str:
+    """A file name relative to the image root, with '/' separators; absolute or escaping names rejected."""
+    if not isinstance(name, str) or not name.strip():
+        raise Rejected(f"bad file name: {name!r} is not a file name")
+    text = name.strip().replace("\\", "/")
+    if text.startswith("/") or WINDOWS_DRIVE.match(text):
+        raise Rejected(f"path escapes image root: {name!r} is absolute; give names relative to the image root")
+    norm = posixpath.normpath(text)
+    if norm == ".." or norm.startswith("../"):
+        raise Rejected(f"path escapes image root: {name!r} points outside the image root")
+    return norm
+
+
+def relative_to_root(path: Path, root: Path, shown: str) -> str:
+    """`path` (already joined, e.g. a LabelMe imagePath resolved against its JSON) as a name under `root`."""
+    resolved = Path(posixpath.normpath(str(path).replace("\\", "/")))
+    try:
+        return resolved.relative_to(root).as_posix()
+    except ValueError:
+        raise Rejected(f"path escapes image root: {shown!r} lies outside {root}; pass image_root= a folder "
+                       "that holds every image") from None
+
+
+# Image sizes
+
+class ImageSizes:
+    """Sizes of the images under `root` (read from headers, cached); None root: declared sizes are trusted."""
+
+    def __init__(self, root: Path | None):
+        self.root = root
+        self.cache: dict[str, tuple] = {}
+
+    def check(self, name: str, declared: tuple[int, int] | None) -> tuple[int, int]:
+        """(height, width) of image `name`: the file's size after EXIF orientation when a root is known."""
+        if declared is not None:
+            declared = check_declared(declared)
+        if self.root is None:
+            if declared is None:
+                raise Rejected(f"unknown image size: {name} declares no size and no image_root was given")
+            return declared
+        size, raw = self.read(name)
+        if declared is not None and declared != size:
+            raise Rejected(size_mismatch(declared, size, raw))
+        return size
+
+    def read(self, name: str) -> tuple[tuple[int, int], tuple[int, int]]:
+        if name not in self.cache:
+            self.cache[name] = oriented_size(self.root / name, name)
+        found = self.cache[name]
+        if isinstance(found, str):
+            raise Rejected(found)
+        return found
+
+
+def check_declared(declared) -> tuple[int, int]:
+    h, w = declared
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v == int(v) and v > 0
+               for v in (h, w)):
+        raise Rejected(f"bad image size: height and width must be positive integers, got {h!r} x {w!r}")
+    return int(h), int(w)
+
+
+def oriented_size(path: Path, name: str):
+    """((h, w) as the pipeline loads it, (h, w) as stored), or the reason the image cannot be used."""
+    if not path.is_file():
+        return f"unknown image: {name} not found under the image root"
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            orientation = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception as err:  # PIL raises many types for unreadable files
+        return f"unreadable image: {name} ({type(err).__name__})"
+    return ((w, h) if orientation in ROTATED else (h, w)), (h, w)
+
+
+def size_mismatch(declared, size, raw) -> str:
+    text = f"size mismatch: annotation says {declared[1]}x{declared[0]}, image is {size[1]}x{size[0]}"
+    if raw != size:
+        text += f" after EXIF orientation (stored {raw[1]}x{raw[0]})"
+    return text
+
+
+# Polygons
+
+def polygons_to_counts(polygons, height: int, width: int) -> tuple[str, list[str]]:
+    """COCO polygons [[x0, y0, x1, y1, ...], ...] -> (RLE counts, notes). Rasterised by pycocotools.
+
+    Degenerate rings (under 3 points, odd or non-finite coordinates, zero area) are dropped and
+    noted; none left is a rejection. Parts outside the image are clipped by the rasterisation.
+    """
+    if not isinstance(polygons, list) or not polygons:
+        raise Rejected("degenerate polygon: empty polygon list")
+    rings, problems = [], []
+    for ring in polygons:
+        coords, problem = check_ring(ring)
+        if problem:
+            problems.append(problem)
+        else:
+            rings.append(coords)
+    if not rings:
+        raise Rejected(f"degenerate polygon: {problems[0]}")
+    notes = [f"degenerate part dropped: {len(problems)} polygon part(s), first: {problems[0]}"] if problems else []
+    clipped = any(outside(ring, height, width) for ring in rings)
+    if clipped:
+        notes.append("clipped: polygon reaches outside the image")
+    merged = mask_utils.merge(mask_utils.frPyObjects(rings, height, width))
+    counts = merged["counts"].decode("ascii")
+    if rle.area([counts], height, width)[0] == 0:
+        raise Rejected("outside image: polygon lies outside the image" if clipped
+                       else "empty mask: polygon covers no pixel")
+    return counts, notes
+
+
+def check_ring(ring) -> tuple[list | None, str | None]:
+    """(coordinates as floats, None), or (None, why this polygon ring cannot be rasterised)."""
+    if not isinstance(ring, (list, tuple)):
+        return None, f"a polygon part is {type(ring).__name__}, not a coordinate list"
+    try:
+        xy = np.asarray(ring, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None, "non-numeric coordinates"
+    if xy.ndim != 1 or not np.isfinite(xy).all():
+        return None, "non-numeric or non-finite coordinates"
+    if len(xy) % 2:
+        return None, f"odd number of coordinates ({len(xy)})"
+    if len(xy) < 6:
+        return None, f"{len(xy) // 2} point(s), a polygon needs 3"
+    if shoelace_area(xy[0::2], xy[1::2]) == 0:
+        return None, "zero area (all points on one line)"
+    return xy.tolist(), None
+
+
+def shoelace_area(x: np.ndarray, y: np.ndarray) -> float:
+    return abs(float(x[:-1] @ y[1:] - x[1:] @ y[:-1] + x[-1] * y[0] - x[0] * y[-1])) / 2
+
+
+def outside(ring, height: int, width: int) -> bool:
+    x, y = np.asarray(ring[0::2]), np.asarray(ring[1::2])
+    return bool((x < 0).any() or (y < 0).any() or (x > width).any() or (y > height).any())
+
+
+def points_to_flat(points) -> list:
+    """[[x, y], ...] (LabelMe, Label Studio, click files) -> [x0, y0, x1, y1, ...]."""
+    if not isinstance(points, (list, tuple)) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in points):
+        raise Rejected("degenerate polygon: points must be a list of [x, y] pairs")
+    return [v for p in points for v in p]
+
+
+# RLE and binary masks
+
+def rle_to_counts(segmentation: dict, height: int, width: int) -> str:
+    """COCO RLE (compressed counts string, or uncompressed counts list) -> compressed counts string."""
+    size = segmentation.get("size")
+    if not isinstance(size, (list, tuple)) or [int(v) for v in size] != [height, width]:
+        raise Rejected(f"size mismatch: RLE size {size} differs from the image size {[height, width]}")
+    counts = segmentation.get("counts")
+    if isinstance(counts, list):
+        return uncompressed_counts(counts, height, width)
+    if isinstance(counts, (str, bytes)):
+        return compressed_counts(counts, height, width)
+    raise Rejected(f"bad RLE: counts is {type(counts).__name__}, expected a string or a list")
+
+
+def uncompressed_counts(counts: list, height: int, width: int) -> str:
+    if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+        raise Rejected("bad RLE: counts must be non-negative integers")
+    if sum(counts) != height * width:
+        raise Rejected(f"bad RLE: counts add up to {sum(counts)}, the image has {height * width} pixels")
+    encoded = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    return encoded["counts"].decode("ascii")
+
+
+def compressed_counts(counts, height: int, width: int) -> str:
+    text = counts.decode("ascii") if isinstance(counts, bytes) else counts
+    runs = parse_counts(text)
+    if runs is None or any(r < 0 for r in runs):
+        raise Rejected("bad RLE: compressed counts string is corrupt")
+    if sum(runs) != height * width:
+        raise Rejected(f"bad RLE: counts add up to {sum(runs)}, the image has {height * width} pixels")
+    return text
+
+
+def parse_counts(text: str) -> list[int] | None:
+    """Runs of COCO's compressed RLE string (5 bits a character, offset 48, deltas from the 3rd run on)."""
+    runs, value, shift = [], 0, 0
+    for char in text:
+        c = ord(char) - 48
+        if not 0 <= c < 64:
+            return None
+        value |= (c & 0x1F) << shift
+        shift += 5
+        if c & 0x20:  # more characters follow for this run
+            continue
+        if c & 0x10:  # sign bit of the last group
+            value |= -1 << shift
+        runs.append(value + (runs[-2] if len(runs) > 2 else 0))
+        value, shift = 0, 0
+    return runs if shift == 0 else None
+
+
+def mask_to_counts(mask: np.ndarray) -> str:
+    """[H, W] bool mask -> compressed RLE counts."""
+    return rle.encode(np.asarray(mask, dtype=bool)[None])[0]
+
+
+def paste(crop: np.ndarray, left: int, top: int, height: int, width: int) -> tuple[np.ndarray, bool]:
+    """A [h, w] crop placed at (left, top) in an empty [height, width] mask; True when some of it was cut off."""
+    ch, cw = crop.shape
+    y0, y1, x0, x1 = max(top, 0), min(top + ch, height), max(left, 0), min(left + cw, width)
+    mask = np.zeros((height, width), dtype=bool)
+    if y0 < y1 and x0 < x1:
+        mask[y0:y1, x0:x1] = crop[y0 - top:y1 - top, x0 - left:x1 - left]
+    return mask, int(mask.sum()) < int(np.count_nonzero(crop))
+
+
+# Duplicates
+
+class Seen:
+    """Ids met so far in one file: a second use of an id is rejected."""
+
+    def __init__(self, what: str):
+        self.what, self.first = what, {}
+
+    def check(self, key, where) -> None:
+        if key is None:
+            return
+        marker = repr(key) if not isinstance(key, (int, str)) else str(key)
+        if marker in self.first:
+            raise Rejected(f"duplicate id: {self.what} {marker} appears again (first at {self.first[marker]})")
+        self.first[marker] = where

@@ -1,0 +1,169 @@
+"""The assisted-manual stage: human annotations and replayed click sessions -> masks/ and images/ Parquet.
+
+Imports run in the driver (they only parse files); shards of images then run on Ray like the auto
+stage: human masks pass through, click objects are replayed through SAM (one embedding per image).
+Every input annotation lands in output.dir/import_report.parquet as imported or rejected-with-reason.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from functools import partial
+from pathlib import Path
+
+import pyarrow as pa
+
+from .. import inputs, runs
+from ..config import ConfigError
+from ..dataset import table, write_atomic, write_shard, write_text_atomic
+from ..distribute import run_shards
+from ..images import load_rgb
+from ..importers import FORMATS, clicks, import_annotations
+from ..importers.results import summarize as summarize_report
+from .auto import model_args, model_record
+
+log = logging.getLogger(__name__)
+
+REPORT_SCHEMA = pa.schema([("format", pa.string()), ("file", pa.string()), ("annotation", pa.string()),
+                           ("image", pa.string()), ("status", pa.string()), ("reason", pa.string())])
+
+
+def run(cfg: dict) -> dict:
+    """Import, replay and write; resumes an interrupted run in the same output.dir."""
+    start = time.time()
+    a = check_config(cfg["assisted"])
+    rows, objects, report = import_inputs(a)
+    out_dir = Path(cfg["output"]["dir"])
+    runs.prepare_output(out_dir, cfg, {"model": model_record(cfg) if objects else None,
+                                       "inputs_sha256": inputs_digest(a)})
+    report_summary = write_report(out_dir, report)
+    shards = make_shards(group_by_image(rows, objects), cfg["input"]["shard_size"])
+    todo = runs.pending(shards, out_dir)
+    log.info("%d masks and %d click objects on %d images in %d shards; %d shards to do",
+             len(rows), len(objects), sum(len(s["files"]) for s in shards), len(shards), len(todo))
+    failed = run_shards(todo, partial(AssistedWorker, cfg, a["image_root"]), cfg["runtime"])
+    summary = {**runs.summarize(out_dir, shards, failed, time.time() - start), "import": report_summary}
+    if cfg["output"].get("overlays") and a["image_root"]:
+        from ..overlays import write_overlays
+
+        summary["overlays"] = write_overlays(out_dir, Path(a["image_root"]), cfg["output"]["overlays"])
+    write_text_atomic(json.dumps(summary, indent=2), out_dir / "summary.json")
+    return summary
+
+
+def check_config(a: dict) -> dict:
+    """The assisted section with absolute paths; every error names the key and what to do."""
+    if a.get("format") not in FORMATS:
+        raise ConfigError(f"assisted.format: {a.get('format')!r} is not a format; choose from {sorted(FORMATS)}")
+    if not a.get("annotations") and not a.get("clicks"):
+        raise ConfigError("assisted.annotations: give an annotation file or folder, and/or assisted.clicks")
+    if a.get("clicks") and not a.get("image_root"):
+        raise ConfigError("assisted.clicks: replaying clicks needs the images: set assisted.image_root (or input.path)")
+    paths = {}
+    for key in ("annotations", "clicks", "image_root"):
+        paths[key] = str(Path(a[key]).expanduser().resolve()) if a.get(key) else None
+        if paths[key] and not Path(paths[key]).exists():
+            raise ConfigError(f"assisted.{key}: {a[key]} does not exist")
+    return {**a, **paths}
+
+
+def import_inputs(a: dict) -> tuple[list[dict], list[dict], list[dict]]:
+    """(human mask rows, click objects, report rows of both)."""
+    rows, report = import_annotations(a["format"], a["annotations"], a["image_root"]) if a["annotations"] else ([], [])
+    objects, click_report = clicks.read(a["clicks"], a["image_root"]) if a["clicks"] else ([], [])
+    return rows, objects, report + click_report
+
+
+def inputs_digest(a: dict) -> str:
+    """SHA-256 of the annotation and click inputs (files by content, folders by names, sizes and times)."""
+    h = hashlib.sha256()
+    for key in ("annotations", "clicks"):
+        if a.get(key):
+            path = Path(a[key]).expanduser()
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for p in files:
+                stat = p.stat()
+                h.update(f"{p}:{stat.st_size}:{stat.st_mtime_ns}".encode() if path.is_dir() else p.read_bytes())
+    return h.hexdigest()
+
+
+def write_report(out_dir: Path, report: list[dict]) -> dict:
+    """import_report.parquet (one row per input annotation) and its counts."""
+    write_atomic(table(report, REPORT_SCHEMA), out_dir / "import_report.parquet")
+    return summarize_report(report)
+
+
+def group_by_image(rows: list[dict], objects: list[dict]) -> list[dict]:
+    """One work item per image, in file-name order: its human mask rows and its click objects."""
+    items: dict[str, dict] = {}
+    for kind, entries in (("masks", rows), ("objects", objects)):
+        for entry in entries:
+            item = items.setdefault(entry["file_name"], {"file_name": entry["file_name"], "height": entry["height"],
+                                                         "width": entry["width"], "masks": [], "objects": []})
+            item[kind].append(entry)
+    return [items[name] for name in sorted(items)]
+
+
+def make_shards(items: list[dict], shard_size: int) -> list[dict]:
+    """Deterministic shards of `shard_size` images: shard-00000, shard-00001, ..."""
+    return [{"shard_id": f"shard-{i // shard_size:05d}", "files": [it["file_name"] for it in items[i:i + shard_size]],
+             "items": items[i:i + shard_size]} for i in range(0, len(items), shard_size)]
+
+
+class AssistedWorker:
+    """Builds SAM once, on the first image with clicks; turns a shard of images into its Parquet files."""
+
+    def __init__(self, cfg: dict, image_root: str | None):
+        self.cfg, self.out_dir = cfg, Path(cfg["output"]["dir"])
+        self.root = Path(image_root) if image_root else None
+        self.replayer = None
+
+    def __call__(self, shard: dict) -> dict:
+        start = time.time()
+        masks, images = [], []
+        for item in shard["items"]:
+            image_row, rows = self.process_image(item)
+            images.append(image_row)
+            masks.extend(rows)
+        write_shard(self.out_dir, shard["shard_id"], masks, images)
+        stats = {"images": len(images), "masks": len(masks), "seconds": round(time.time() - start, 3),
+                 "failed": sum(r["status"] == "failed" for r in images)}
+        runs.mark_done(self.out_dir, shard["shard_id"], stats)
+        return stats
+
+    def process_image(self, item: dict) -> tuple[dict, list[dict]]:
+        """The image row and its mask rows; a failed replay keeps the human masks and records why."""
+        start = time.time()
+        row = {"image_id": inputs.image_id(item["file_name"]), "file_name": item["file_name"],
+               "height": item["height"], "width": item["width"], "status": "ok", "error": None}
+        rows = list(item["masks"])
+        if item["objects"]:
+            try:
+                rows += self.replay(item)
+            except Exception as err:  # per-image boundary: one bad image never stops the shard
+                log.warning("click replay on %s failed: %s", item["file_name"], err)
+                row.update(status="failed", error=f"click replay: {type(err).__name__}: {err}")
+        row.update(num_masks=len(rows), seconds=time.time() - start)
+        return row, rows
+
+    def replay(self, item: dict) -> list[dict]:
+        from ..replay import click_row
+
+        image = load_rgb(self.root / item["file_name"], self.cfg["input"]["max_pixels"])
+        if image.shape[:2] != (item["height"], item["width"]):
+            raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, the annotations say "
+                             f"{item['width']}x{item['height']}")
+        results = self.get_replayer().replay_image(image, item["objects"])
+        model = self.cfg["model"]["variant"]
+        return [click_row(obj, result, model) for obj, result in zip(item["objects"], results)]
+
+    def get_replayer(self):
+        if self.replayer is None:
+            from ..models import build_sam
+            from ..replay import ClickReplayer
+
+            self.replayer = ClickReplayer(build_sam(**model_args(self.cfg), device=self.cfg["model"]["device"]))
+        return self.replayer
+
