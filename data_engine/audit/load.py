@@ -1,0 +1,118 @@
+"""Read one side of an audit (a project Parquet dataset or a COCO instances JSON) into one shape.
+
+A side is {"images": {key: image}, "masks": {key: [mask]}, "failed": [key], "kind", "path"}, where
+an image is {file_name, image_id, height, width} and a mask is {counts, area, score, stage, source}.
+The key is the image's file_name (posix, relative to the image root) or its image_id.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+from pathlib import Path
+
+from .. import rle
+from ..coco import load as load_coco_file
+from ..coco import segmentation_to_counts
+from ..dataset import read_images, read_masks
+
+
+class AuditError(ValueError):
+    """Audit input that cannot be used; the message says what to do."""
+
+    user_error = True
+
+
+def load_side(path: str | Path | None, role: str, match_by: str = "file_name", score: str = "predicted_iou") -> dict:
+    """The side at `path` (a dataset folder or a .json file); `role` (pred/expert) names it in errors."""
+    if not path:
+        example = "out/auto" if role == "pred" else "data_engine/samples/instances.json"
+        raise AuditError(f"audit.{role} is not set: give a dataset folder written by data-engine or a COCO "
+                         f"instances JSON, e.g. audit.{role}={example}")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        side = load_dataset(path, role, match_by, score)
+    elif path.is_file() and path.suffix.lower() == ".json":
+        side = load_coco(path, role, match_by, score)
+    else:
+        raise AuditError(f"audit.{role}={path} is neither a dataset folder (with masks/ and images/) "
+                         "nor a COCO instances .json file")
+    side.update(kind="dataset" if path.is_dir() else "coco", path=str(path.resolve()))
+    return side
+
+
+def image_key(row: dict, match_by: str):
+    """How an image is found on the other side: its normalised file_name, or its id."""
+    if match_by == "image_id":
+        value = row["image_id"]
+        return int(value) if str(value).lstrip("-").isdigit() else str(value)
+    return posixpath.normpath(str(row["file_name"]).replace("\\", "/")).lstrip("/")
+
+
+def load_dataset(path: Path, role: str, match_by: str, score: str) -> dict:
+    """Project dataset: images/ gives the image set and failures; masks/ the masks."""
+    if not (path / "masks").is_dir() and not (path / "images").is_dir():
+        raise AuditError(f"audit.{role}={path} has no masks/ or images/ folder: give the output.dir of a "
+                         "data-engine run, or a COCO instances JSON")
+    images, masks, failed = {}, {}, []
+    # Image set: every ok image of images/ (failed ones are listed apart)
+    for row in read_images(path).to_pylist():
+        key = image_key(row, match_by)
+        if row["status"] == "failed":
+            failed.append(key)
+        else:
+            images[key] = image_record(row)
+    # Masks; an image that only appears in masks/ (some importers) joins the image set
+    columns = ["image_id", "file_name", "height", "width", "segmentation", "area", score, "stage", "source"]
+    for row in read_masks(path, columns=columns).to_pylist():
+        key = image_key(row, match_by)
+        images.setdefault(key, image_record(row))
+        masks.setdefault(key, []).append(mask_record(row["segmentation"], row["area"], row.get(score),
+                                                     row["stage"], row["source"]))
+    return {"images": images, "masks": masks, "failed": sorted(failed, key=str)}
+
+
+def load_coco(path: Path, role: str, match_by: str, score: str) -> dict:
+    """COCO instances JSON (polygons or RLE); crowd annotations are left out and counted."""
+    try:
+        doc = load_coco_file(path)
+    except json.JSONDecodeError as err:
+        raise AuditError(f"audit.{role}={path} is not valid JSON: {err}") from None
+    if not isinstance(doc, dict) or "images" not in doc or "annotations" not in doc:
+        raise AuditError(f"audit.{role}={path} is not a COCO instances file (needs 'images' and 'annotations'); "
+                         "a detection results list needs its images: convert it with the stage-1 importers")
+    by_id = {img["id"]: {**img, "image_id": img["id"]} for img in doc["images"]}
+    images = {image_key(img, match_by): image_record(img) for img in by_id.values()}
+    masks, crowd = {}, 0
+    for ann in doc["annotations"]:
+        if ann.get("iscrowd"):
+            crowd += 1
+            continue
+        img = by_id.get(ann["image_id"])
+        if img is None:
+            raise AuditError(f"{path}: annotation {ann.get('id')} refers to image_id {ann['image_id']}, "
+                             "which is not in 'images'")
+        masks.setdefault(image_key(img, match_by), []).append(coco_mask(ann, img, path, score))
+    return {"images": images, "masks": masks, "failed": [], "crowd_skipped": crowd}
+
+
+def coco_mask(ann: dict, img: dict, path: Path, score: str) -> dict:
+    h, w = int(img["height"]), int(img["width"])
+    try:
+        counts = segmentation_to_counts(ann["segmentation"], h, w)
+    except (ValueError, KeyError) as err:
+        raise AuditError(f"{path}: annotation {ann.get('id')} of {img['file_name']}: {err}") from None
+    value = ann.get(score, ann.get("score"))
+    return mask_record(counts, None, value, ann.get("stage", "coco"), ann.get("source", "coco"), h, w)
+
+
+def image_record(row: dict) -> dict:
+    return {"file_name": row["file_name"], "image_id": row["image_id"],
+            "height": int(row["height"]), "width": int(row["width"])}
+
+
+def mask_record(counts: str, area, score, stage, source, height: int = 0, width: int = 0) -> dict:
+    """A mask as the audit uses it; area computed from the RLE where the source lacks it."""
+    if area is None:
+        area = int(rle.area([counts], height, width)[0])
+    return {"counts": counts, "area": int(area), "score": None if score is None else float(score),
+            "stage": stage or "unknown", "source": source or "unknown"}

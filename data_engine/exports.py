@@ -1,0 +1,189 @@
+"""Exports of a project dataset: SA-1B per-image JSON, one COCO instances JSON, PNG instance labels.
+
+- sa1b: `<out>/sa1b/<file_name stem>.json` per image with SA-1B's released fields; `read_sa1b` reads
+  such a folder back into mask rows.
+- coco: `<out>/coco/instances.json`, one "object" category, RLE segmentations; image ids 1..N in
+  file-name order (the dataset's 63-bit ids are kept as `dataset_image_id`).
+- png: `<out>/png/layer0/<file_name stem>.png`, pixel value = instance number (0 = background;
+  8-bit, or 16-bit above 255 instances). A label image cannot hold overlapping masks, so masks that
+  overlap one already placed go to `layer1/`, `layer2/`, ...; every layer folder is a complete
+  instance-label set, and together they hold every mask exactly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path, PurePosixPath
+
+import cv2
+import numpy as np
+
+from . import coco, rle
+from .dataset import read_images, read_masks, write_text_atomic
+
+SA1B_FIELDS = ("bbox", "area", "predicted_iou", "stability_score", "crop_box", "point_coords")
+
+
+class ExportError(ValueError):
+    """The dataset cannot be exported as asked; the message says what to do."""
+
+    user_error = True
+
+
+def export(dataset: str | Path, out_dir: str | Path, fmt: str) -> dict:
+    """Write `dataset` in format `fmt` under out_dir/fmt; returns counts and the written path."""
+    if fmt not in WRITERS:
+        raise ExportError(f"export.format={fmt!r}: choose one of {sorted(WRITERS)}")
+    images, masks = load_dataset(Path(dataset))
+    target = Path(out_dir) / fmt
+    written = WRITERS[fmt](images, masks, target)
+    return {"format": fmt, "images": len(images), "masks": sum(len(m) for m in masks.values()),
+            "path": str(target), **written}
+
+
+def load_dataset(dataset: Path) -> tuple[list[dict], dict[str, list[dict]]]:
+    """(ok images sorted by file name, {file_name: mask rows}) of a project dataset."""
+    if not (dataset / "masks").is_dir():
+        raise ExportError(f"export.dataset={dataset} has no masks/ folder: give the output.dir of a data-engine run")
+    by_name = {r["file_name"]: r for r in read_images(dataset).to_pylist() if r["status"] == "ok"}
+    masks: dict[str, list[dict]] = {}
+    for row in read_masks(dataset).to_pylist():
+        masks.setdefault(row["file_name"], []).append(row)
+        by_name.setdefault(row["file_name"], row)  # images known only from masks/
+    images = [{k: by_name[n][k] for k in ("image_id", "file_name", "height", "width")} for n in sorted(by_name)]
+    return images, masks
+
+
+def stem_path(file_name: str, suffix: str) -> PurePosixPath:
+    """The image's relative path with its extension replaced (sub-folders kept)."""
+    path = PurePosixPath(file_name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts:
+        raise ExportError(f"file_name {file_name!r} is not a path under the image folder; cannot name its export")
+    return path.with_suffix(suffix)
+
+
+def check_unique(images: list[dict], suffix: str) -> None:
+    """Two images whose names differ only in extension (a.jpg, a.png) would share one output file."""
+    seen: dict[PurePosixPath, str] = {}
+    for img in images:
+        target = stem_path(img["file_name"], suffix)
+        if target in seen:
+            raise ExportError(f"{seen[target]} and {img['file_name']} would both be written to {target}; "
+                              "rename one of the images")
+        seen[target] = img["file_name"]
+
+
+# ---------------------------------------------------------------------------------------------
+# SA-1B per-image JSON
+# ---------------------------------------------------------------------------------------------
+
+def write_sa1b(images: list[dict], masks: dict, out_dir: Path) -> dict:
+    """One JSON per image: {"image": {...}, "annotations": [...]}, annotation ids unique in the export."""
+    check_unique(images, ".json")
+    next_id = 1
+    for img in images:
+        rows = masks.get(img["file_name"], [])
+        doc = {"image": {k: img[k] for k in ("image_id", "width", "height", "file_name")},
+               "annotations": [sa1b_annotation(next_id + i, r) for i, r in enumerate(rows)]}
+        next_id += len(rows)
+        write_text_atomic(json.dumps(doc), out_dir / stem_path(img["file_name"], ".json"))
+    return {"files": len(images)}
+
+
+def sa1b_annotation(ann_id: int, row: dict) -> dict:
+    return {"id": ann_id, "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
+            **{k: row[k] for k in SA1B_FIELDS}}
+
+
+def read_sa1b(folder: str | Path) -> tuple[list[dict], list[dict]]:
+    """(image rows, mask rows in MASK_SCHEMA) from a folder of SA-1B per-image JSON files."""
+    images, masks = [], []
+    for path in sorted(Path(folder).rglob("*.json")):
+        doc = json.loads(path.read_text())
+        img = doc["image"]
+        images.append({k: img[k] for k in ("image_id", "file_name", "height", "width")})
+        for ann in doc["annotations"]:
+            if list(ann["segmentation"]["size"]) != [img["height"], img["width"]]:
+                raise ExportError(f"{path}: annotation {ann['id']} has size {ann['segmentation']['size']}, "
+                                  f"the image is {[img['height'], img['width']]}")
+            masks.append({"image_id": img["image_id"], "file_name": img["file_name"], "height": img["height"],
+                          "width": img["width"], "segmentation": ann["segmentation"]["counts"],
+                          **{k: ann.get(k) for k in SA1B_FIELDS}, "stage": "auto", "source": "sa1b",
+                          "model": None, "extra": json.dumps({"sa1b_id": ann["id"]})})
+    return images, masks
+
+
+# ---------------------------------------------------------------------------------------------
+# COCO instances JSON
+# ---------------------------------------------------------------------------------------------
+
+def write_coco(images: list[dict], masks: dict, out_dir: Path) -> dict:
+    """instances.json with one "object" category; score = predicted_iou, as COCO results carry it."""
+    coco_images, annotations = [], []
+    for new_id, img in enumerate(images, start=1):
+        coco_images.append({"id": new_id, "file_name": img["file_name"], "height": img["height"],
+                            "width": img["width"], "dataset_image_id": img["image_id"]})
+        for row in masks.get(img["file_name"], []):
+            annotations.append(coco_annotation(len(annotations) + 1, new_id, row))
+    path = out_dir / "instances.json"
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    coco.write(tmp, coco_images, annotations)
+    os.replace(tmp, path)
+    return {"files": 1}
+
+
+def coco_annotation(ann_id: int, image_id: int, row: dict) -> dict:
+    return {"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+            "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
+            "area": row["area"], "bbox": row["bbox"], "score": row["predicted_iou"],
+            **{k: row[k] for k in ("predicted_iou", "stability_score", "point_coords", "crop_box",
+                                   "stage", "source", "model")}}
+
+
+# ---------------------------------------------------------------------------------------------
+# PNG instance-label images
+# ---------------------------------------------------------------------------------------------
+
+def write_png(images: list[dict], masks: dict, out_dir: Path) -> dict:
+    """Label images per layer; returns how many layers the most overlapped image needed."""
+    check_unique(images, ".png")
+    depth = 1
+    for img in images:
+        rows = masks.get(img["file_name"], [])
+        decoded = [rle.decode(r["segmentation"], img["height"], img["width"]) for r in rows]
+        layers = label_layers(decoded, img["height"], img["width"])
+        depth = max(depth, len(layers))
+        for i, labels in enumerate(layers):
+            write_png_atomic(labels, out_dir / f"layer{i}" / stem_path(img["file_name"], ".png"))
+    return {"files": len(images), "layers": depth}
+
+
+def label_layers(masks: list[np.ndarray], height: int, width: int) -> list[np.ndarray]:
+    """First-fit: each mask (in order) takes the next number in the first layer where it overlaps nothing."""
+    layers = [np.zeros((height, width), np.int64)]
+    counts = [0]
+    for mask in masks:
+        free = next((i for i, layer in enumerate(layers) if not layer[mask].any()), None)
+        if free is None:
+            layers.append(np.zeros((height, width), np.int64))
+            counts.append(0)
+            free = len(layers) - 1
+        counts[free] += 1
+        layers[free][mask] = counts[free]
+    return layers
+
+
+def write_png_atomic(labels: np.ndarray, path: Path) -> None:
+    """8-bit PNG when the labels fit, else 16-bit; written under a temporary name, then renamed."""
+    top = int(labels.max(initial=0))
+    if top > 65535:
+        raise ExportError(f"{path}: {top} masks in one label image; 16-bit PNG holds at most 65535")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex}.png"
+    if not cv2.imwrite(str(tmp), labels.astype(np.uint8 if top <= 255 else np.uint16)):
+        raise ExportError(f"could not write {path}")
+    os.replace(tmp, path)
+
+
+WRITERS = {"sa1b": write_sa1b, "coco": write_coco, "png": write_png}
