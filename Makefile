@@ -3,15 +3,18 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench quality clean
+.PHONY: demo audit test bench quality clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-demo: $(STAMP)  ## fully-automatic stage, embedded tiny model, bundled sample images -> out/demo
-	$(VENV)/bin/data-engine output.dir=out/demo
+demo: $(STAMP)  ## fully-automatic stage, embedded tiny model, bundled sample images -> out/auto
+	$(VENV)/bin/data-engine
+
+audit: $(STAMP)  ## audit of the demo output against the sample scenes' exact masks -> out/audit
+	$(VENV)/bin/data-engine stage=audit audit.pred=out/auto audit.expert=data_engine/samples/instances.json
 
 test: $(STAMP)  ## the whole test suite (CPU only)
 	$(VENV)/bin/pytest
