@@ -8,7 +8,9 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from .dataset import read_images, write_text_atomic
+import time
+
+from .dataset import read_images, write_shard, write_text_atomic
 
 PACKAGES = ("data-engine", "torch", "torchvision", "segment-anything", "ray", "hydra-core", "pycocotools",
             "numpy", "opencv-python-headless", "pyarrow")
@@ -71,6 +73,17 @@ def done_path(out_dir: Path, shard_id: str) -> Path:
 def mark_done(out_dir: Path, shard_id: str, stats: dict) -> None:
     """Written after the shard's data files: its presence means the shard is complete."""
     write_text_atomic(json.dumps(stats, indent=2), done_path(out_dir, shard_id))
+
+
+def complete_shard(out_dir: Path, shard_id: str, results: list[tuple[dict, list[dict]]], start: float) -> dict:
+    """Write a shard's (image row, mask rows) results, mark it done, and return its stats."""
+    images = [image for image, _ in results]
+    masks = [mask for _, rows in results for mask in rows]
+    write_shard(out_dir, shard_id, masks, images)
+    stats = {"images": len(images), "masks": len(masks), "seconds": round(time.time() - start, 3),
+             "failed": sum(r["status"] == "failed" for r in images)}
+    mark_done(out_dir, shard_id, stats)
+    return stats
 
 
 def pending(shards: list[dict], out_dir: Path) -> list[dict]:

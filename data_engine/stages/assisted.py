@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from .. import inputs, runs
 from ..config import ConfigError
-from ..dataset import table, write_atomic, write_shard, write_text_atomic
+from ..dataset import table, write_atomic, write_text_atomic
 from ..distribute import run_shards
 from ..images import load_rgb
 from ..importers import FORMATS, clicks, import_annotations
@@ -122,16 +122,8 @@ class AssistedWorker:
 
     def __call__(self, shard: dict) -> dict:
         start = time.time()
-        masks, images = [], []
-        for item in shard["items"]:
-            image_row, rows = self.process_image(item)
-            images.append(image_row)
-            masks.extend(rows)
-        write_shard(self.out_dir, shard["shard_id"], masks, images)
-        stats = {"images": len(images), "masks": len(masks), "seconds": round(time.time() - start, 3),
-                 "failed": sum(r["status"] == "failed" for r in images)}
-        runs.mark_done(self.out_dir, shard["shard_id"], stats)
-        return stats
+        results = [self.process_image(item) for item in shard["items"]]
+        return runs.complete_shard(self.out_dir, shard["shard_id"], results, start)
 
     def process_image(self, item: dict) -> tuple[dict, list[dict]]:
         """The image row and its mask rows; a failed replay keeps the human masks and records why."""

@@ -8,7 +8,6 @@ from functools import partial
 from pathlib import Path
 
 from .. import inputs, runs
-from ..dataset import write_shard
 from ..distribute import run_shards
 from ..images import load_rgb
 
@@ -69,18 +68,11 @@ class AutoWorker:
         self.generator = MaskGenerator(sam, **cfg["amg"])
 
     def __call__(self, shard: dict) -> dict:
-        start = time.time()
-        masks, images = [], []
+        start, results = time.time(), []
         for i, name in enumerate(shard["files"]):
             self._maybe_crash(shard["shard_id"], i)
-            image_row, mask_rows = self.process_image(name)
-            images.append(image_row)
-            masks.extend(mask_rows)
-        write_shard(self.out_dir, shard["shard_id"], masks, images)
-        stats = {"images": len(images), "masks": len(masks), "seconds": round(time.time() - start, 3),
-                 "failed": sum(r["status"] == "failed" for r in images)}
-        runs.mark_done(self.out_dir, shard["shard_id"], stats)
-        return stats
+            results.append(self.process_image(name))
+        return runs.complete_shard(self.out_dir, shard["shard_id"], results, start)
 
     def process_image(self, name: str) -> tuple[dict, list[dict]]:
         """One image row (ok or failed with its reason) and its mask rows."""
