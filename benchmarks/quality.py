@@ -1,0 +1,113 @@
+"""Quality of a tiny SAM (the embedded one by default) on fresh synthetic scenes.
+
+Prints four figures, with their targets:
+  1. single-point prompt (the mask's innermost point), best of the 3 masks: mean IoU (>= 0.85);
+  2. Pearson correlation of the predicted IoU with the true IoU over all 3 outputs (>= 0.5);
+  3. fully-automatic stage (amg preset, default sa1b) on --auto-scenes scenes: fraction of
+     ground-truth objects of at least 400 px recovered by some mask with IoU >= 0.75 (>= 0.80);
+  4. masks per image of the automatic stage.
+
+    python benchmarks/quality.py [--checkpoint PATH] [--seed 1000] [--out quality.json]
+
+The seed must differ from the training scenes' seed (the embedded model was trained on seed 1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+from segment_anything import SamPredictor
+
+from data_engine import rle, synth
+from data_engine.generator import MaskGenerator
+from data_engine.models import build_sam
+
+AMG_PRESETS = Path(__file__).resolve().parents[1] / "data_engine" / "conf" / "amg"
+TARGETS = {"point_miou": 0.85, "iou_correlation": 0.5, "auto_recall_400px_iou75": 0.80}
+MIN_POINT_AREA = 100  # point prompts are evaluated on objects of at least this many pixels
+
+
+def innermost_point(mask: np.ndarray) -> np.ndarray:
+    """(x, y) of the pixel farthest from the mask's boundary (SAM's single-point evaluation)."""
+    dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    y, x = np.unravel_index(dist.argmax(), dist.shape)
+    return np.array([x, y], dtype=np.float64)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def point_figures(sam, scenes: list[dict]) -> dict:
+    """Mean best-of-3 IoU of single-point prompts, and predicted-vs-true IoU correlation."""
+    predictor = SamPredictor(sam)
+    best, predicted, true = [], [], []
+    for scene in scenes:
+        predictor.set_image(scene["image"])
+        for obj in scene["objects"]:
+            if obj["mask"].sum() < MIN_POINT_AREA:
+                continue
+            point = innermost_point(obj["mask"])[None]
+            masks, scores, _ = predictor.predict(point_coords=point, point_labels=np.array([1]), multimask_output=True)
+            ious = [iou(m, obj["mask"]) for m in masks]
+            best.append(max(ious))
+            predicted.extend(scores.tolist())
+            true.extend(ious)
+    return {"point_miou": float(np.mean(best)), "iou_correlation": float(np.corrcoef(predicted, true)[0, 1]),
+            "point_prompts": len(best)}
+
+
+def auto_figures(sam, scenes: list[dict], amg: dict, min_area: int = 400, min_iou: float = 0.75) -> dict:
+    """Recall of ground-truth objects (>= min_area px) by the automatic stage, and masks per image."""
+    generator = MaskGenerator(sam, **amg)
+    found, total, counts, seconds = 0, 0, [], []
+    for scene in scenes:
+        start = time.time()
+        out = generator.generate(scene["image"])
+        seconds.append(time.time() - start)
+        counts.append(len(out["segmentation"]))
+        h, w = scene["height"], scene["width"]
+        gt = [o["mask"] for o in scene["objects"] if o["mask"].sum() >= min_area]
+        if not gt:
+            continue
+        ious = rle.iou_matrix(rle.encode(np.stack(gt)), out["segmentation"], h, w)
+        total += len(gt)
+        found += int((ious.max(1, initial=0) >= min_iou).sum()) if ious.size else 0
+    return {"auto_recall_400px_iou75": found / max(total, 1), "auto_objects": total,
+            "masks_per_image": float(np.mean(counts)), "auto_seconds_per_image": float(np.mean(seconds))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default=None, help="tiny checkpoint (default: the embedded model)")
+    parser.add_argument("--seed", type=int, default=1000, help="scene seed; not the training seed (1)")
+    parser.add_argument("--point-scenes", type=int, default=50)
+    parser.add_argument("--auto-scenes", type=int, default=20)
+    parser.add_argument("--amg", default="sa1b", help="generator preset in data_engine/conf/amg")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sam = build_sam("tiny", checkpoint=args.checkpoint)
+    amg = yaml.safe_load((AMG_PRESETS / f"{args.amg}.yaml").read_text())
+    scenes = [synth.make_scene(args.seed, i) for i in range(max(args.point_scenes, args.auto_scenes))]
+    with torch.no_grad():
+        figures = {**point_figures(sam, scenes[:args.point_scenes]), **auto_figures(sam, scenes[:args.auto_scenes], amg)}
+    figures.update(seed=args.seed, checkpoint=args.checkpoint or "embedded", amg=args.amg)
+    for key, target in TARGETS.items():
+        print(f"{key:28s} {figures[key]:.3f}   (target >= {target}: {'met' if figures[key] >= target else 'MISSED'})")
+    print(f"{'masks_per_image':28s} {figures['masks_per_image']:.1f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

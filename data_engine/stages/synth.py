@@ -1,0 +1,124 @@
+"""The synth stage: seeded synthetic scenes written as pictures plus expert masks (COCO and Parquet)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from .. import coco, inputs, rle, runs, synth
+from ..config import ConfigError
+from ..dataset import read_images, read_masks
+
+PICTURES = "pictures"
+
+
+def run(cfg: dict) -> dict:
+    """Write `synth.num_scenes` scenes; an interrupted run resumes shard by shard."""
+    start = time.time()
+    s = check(cfg["synth"])
+    out_dir = Path(cfg["output"]["dir"])
+    shards = [{"shard_id": f"shard-{i // s['shard_size']:05d}",
+               "files": list(range(i, min(i + s["shard_size"], s["num_scenes"])))}
+              for i in range(0, s["num_scenes"], s["shard_size"])]
+    runs.prepare_output(out_dir, cfg, {"input_root": str(out_dir / PICTURES)})
+    todo = runs.pending(shards, out_dir)
+    for shard in tqdm(todo, desc="synth shards", disable=not cfg["runtime"].get("progress", True)):
+        write_scenes(out_dir, shard, s)
+    write_coco(out_dir)
+    summary = runs.summarize(out_dir, shards, {}, time.time() - start)
+    summary["instances"] = str(out_dir / "instances.json")
+    summary["pictures"] = str(out_dir / PICTURES)
+    return summary
+
+
+def check(s: dict) -> dict:
+    """Stage settings, or a ConfigError naming the key."""
+    for key in ("num_scenes", "min_size", "max_size", "max_objects", "shard_size", "seed"):
+        value = s[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "seed" else 1):
+            raise ConfigError(f"synth.{key}: must be an integer >= {0 if key == 'seed' else 1}, got {value!r}")
+    if not 32 <= s["min_size"] <= s["max_size"]:
+        raise ConfigError(f"synth.min_size: need 32 <= min_size <= max_size, got {s['min_size']} and {s['max_size']}")
+    if s["max_objects"] < 3:
+        raise ConfigError(f"synth.max_objects: must be at least 3, got {s['max_objects']}")
+    return s
+
+
+def scene_name(index: int) -> str:
+    return f"scene-{index:05d}.png"
+
+
+def write_scenes(out_dir: Path, shard: dict, s: dict) -> None:
+    """One shard: its pictures, then its masks/ and images/ tables and its done marker."""
+    start, results = time.time(), []
+    for index in shard["files"]:
+        scene = synth.make_scene(s["seed"], index, s["min_size"], s["max_size"], s["max_objects"])
+        name = scene_name(index)
+        write_png(out_dir / PICTURES / name, scene["image"])
+        rows = scene_rows(scene, name, s["seed"], index)
+        image = {"image_id": inputs.image_id(name), "file_name": name, "height": scene["height"],
+                 "width": scene["width"], "status": "ok", "error": None, "num_masks": len(rows), "seconds": None}
+        results.append((image, rows))
+    runs.complete_shard(out_dir, shard["shard_id"], results, start)
+
+
+def write_png(path: Path, image) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp.png"
+    cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    os.replace(tmp, path)
+
+
+def annotation_id(index: int, k: int) -> int:
+    """Stable annotation id: scene index and object number."""
+    return index * 1000 + k + 1
+
+
+def scene_rows(scene: dict, name: str, seed: int, index: int) -> list[dict]:
+    """One expert mask row per annotated object; `extra` links parts to their whole."""
+    h, w = scene["height"], scene["width"]
+    objects = scene["objects"]
+    counts = rle.encode(synth_masks(scene))
+    boxes = rle.bbox(counts, h, w).tolist()
+    areas = rle.area(counts, h, w).tolist()
+    rows = []
+    for k, obj in enumerate(objects):
+        parent = None if obj["parent"] is None else annotation_id(index, obj["parent"])
+        extra = {"id": annotation_id(index, k), "shape": obj["shape"], "level": obj["level"], "part_of": parent,
+                 "scene": [seed, index]}
+        rows.append({"image_id": inputs.image_id(name), "file_name": name, "height": h, "width": w,
+                     "segmentation": counts[k], "area": areas[k], "bbox": boxes[k], "predicted_iou": None,
+                     "stability_score": None, "point_coords": None, "crop_box": None, "stage": "synth",
+                     "source": "expert", "model": None, "extra": json.dumps(extra)})
+    return rows
+
+
+def synth_masks(scene: dict) -> np.ndarray:
+    """[N, H, W] bool masks of the scene's objects."""
+    h, w = scene["height"], scene["width"]
+    return np.stack([o["mask"] for o in scene["objects"]]) if scene["objects"] else np.zeros((0, h, w), bool)
+
+
+def write_coco(out_dir: Path) -> None:
+    """instances.json from the Parquet tables (so a resumed run writes the same file)."""
+    images = sorted(read_images(out_dir, ["image_id", "file_name", "height", "width"]).to_pylist(),
+                    key=lambda r: r["file_name"])
+    masks = read_masks(out_dir, ["image_id", "file_name", "height", "width", "segmentation", "area", "bbox",
+                                 "extra"]).to_pylist()
+    annotations = []
+    for m in sorted(masks, key=lambda r: json.loads(r["extra"])["id"]):
+        extra = json.loads(m["extra"])
+        annotations.append({"id": extra["id"], "image_id": m["image_id"], "category_id": 1, "iscrowd": 0,
+                            "segmentation": {"size": [m["height"], m["width"]], "counts": m["segmentation"]},
+                            "area": m["area"], "bbox": m["bbox"], "shape": extra["shape"], "level": extra["level"],
+                            "part_of": extra["part_of"]})
+    coco_images = [{"id": r["image_id"], "file_name": r["file_name"], "height": r["height"], "width": r["width"]}
+                   for r in images]
+    tmp = out_dir / ".instances.json.tmp"
+    coco.write(tmp, coco_images, annotations)
+    os.replace(tmp, out_dir / "instances.json")

@@ -1,0 +1,186 @@
+"""The train stage: train or fine-tune SAM on collected masks, with atomic resumable checkpoints.
+
+output.dir gets checkpoints/last.pt (model, optimizer, step; rewritten every checkpoint_every steps),
+model.pt (the final weights as an fp16 state dict: pass it as model.checkpoint), and loss_log.jsonl.
+Rerunning the same command continues from checkpoints/last.pt. Step `n` samples its batch and prompts
+from seed (seed, n), so a resumed run follows the same data as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .. import runs
+from ..config import ConfigError
+from ..dataset import write_text_atomic
+from ..models import build_sam, default_device, seeded_sam
+from ..train_data import batch, load_sources
+from ..training import batch_loss
+
+log = logging.getLogger(__name__)
+
+POSITIVE_INTS = ("steps", "images_per_step", "masks_per_image", "checkpoint_every")
+
+
+def run(cfg: dict) -> dict:
+    """Train for train.steps optimizer steps (continuing an earlier run in the same output.dir)."""
+    t = check(cfg["train"])
+    out_dir = Path(cfg["output"]["dir"])
+    record = runs.prepare_output(out_dir, cfg, {"data": [str(Path(p).expanduser().resolve()) for p in t["data"]]})
+    if t["num_threads"]:
+        torch.set_num_threads(t["num_threads"])
+    device = cfg["model"]["device"] or default_device()
+    sam = initial_model(cfg, device)
+    examples = load_sources(t["data"], t["image_root"], sam.image_encoder.img_size, t["max_images"])
+    log.info("training on %d images with %d masks", len(examples), sum(len(e["masks"]) for e in examples))
+    optimizer = make_optimizer(sam, t)
+    step = resume(out_dir, sam, optimizer, record["fingerprint"])
+    step = train_loop(sam, optimizer, examples, t, cfg["seed"], step, out_dir, record["fingerprint"],
+                      cfg["runtime"].get("progress", True))
+    final = out_dir / "model.pt"
+    save_atomic({k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}, final)
+    return {"output": str(out_dir), "model": str(final), "steps": step, "images": len(examples),
+            "masks": sum(len(e["masks"]) for e in examples), "last_loss": last_logged(out_dir)}
+
+
+def check(t: dict) -> dict:
+    """Stage settings, or a ConfigError naming the key and what to do."""
+    if not t["data"]:
+        raise ConfigError("train.data: give one or more data-engine output folders or COCO .json files, "
+                          "e.g. train.data=[out/synth]")
+    for path in t["data"]:
+        if not Path(path).expanduser().exists():
+            raise ConfigError(f"train.data: {path} does not exist")
+    for key in POSITIVE_INTS:
+        if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
+            raise ConfigError(f"train.{key}: must be a positive integer, got {t[key]!r}")
+    if not isinstance(t["correction_clicks"], int) or t["correction_clicks"] < 0:
+        raise ConfigError(f"train.correction_clicks: must be an integer >= 0, got {t['correction_clicks']!r}")
+    if t["init"] not in ("pretrained", "scratch"):
+        raise ConfigError(f"train.init: must be pretrained or scratch, got {t['init']!r}")
+    for key in ("box_prob", "coarse_mask_prob"):
+        if not isinstance(t[key], (int, float)) or not 0 <= t[key] <= 1:
+            raise ConfigError(f"train.{key}: must lie in [0, 1], got {t[key]!r}")
+    for key in ("lr", "weight_decay", "grad_clip", "area_power", "focal_weight", "dice_weight"):
+        if not isinstance(t[key], (int, float)) or t[key] < 0:
+            raise ConfigError(f"train.{key}: must be a number >= 0, got {t[key]!r}")
+    if t["num_threads"] is not None and (not isinstance(t["num_threads"], int) or t["num_threads"] < 1):
+        raise ConfigError(f"train.num_threads: must be null or a positive integer, got {t['num_threads']!r}")
+    return t
+
+
+def initial_model(cfg: dict, device: str):
+    """The model group's weights (pretrained) or seeded random weights (scratch), in train mode."""
+    m, t = cfg["model"], cfg["train"]
+    if t["init"] == "scratch":
+        sam = seeded_sam(m["variant"], cfg["seed"]).to(device)
+    else:
+        sam = build_sam(m["variant"], m["checkpoint"], device, m["download"], m["cache_dir"])
+    sam.train()
+    if t["freeze_image_encoder"]:
+        sam.image_encoder.requires_grad_(False)
+        sam.image_encoder.eval()
+    return sam
+
+
+def make_optimizer(sam, t: dict) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases, norms and position embeddings."""
+    params = [(n, p) for n, p in sam.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim >= 2 and "pos" not in n]
+    rest = [p for n, p in params if not (p.ndim >= 2 and "pos" not in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]},
+                              {"params": rest, "weight_decay": 0.0}], lr=t["lr"])
+
+
+def learning_rate(step: int, t: dict) -> float:
+    """Linear warmup to lr, then cosine decay to 1% of lr at the last step."""
+    if step < t["warmup_steps"]:
+        return t["lr"] * (step + 1) / t["warmup_steps"]
+    progress = (step - t["warmup_steps"]) / max(t["steps"] - t["warmup_steps"], 1)
+    return t["lr"] * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def train_loop(sam, optimizer, examples, t: dict, seed: int, step: int, out_dir: Path, fingerprint: str,
+               progress: bool) -> int:
+    """Optimizer steps from `step` to t['steps']; checkpoints and the loss log along the way."""
+    bar = tqdm(total=t["steps"], initial=step, desc="train", disable=not progress)
+    size = sam.image_encoder.img_size
+    while step < t["steps"]:
+        start = time.time()
+        # Batch and prompts of this step come from (seed, step) only: resuming replays the same data
+        rng = np.random.default_rng([seed, step])
+        generator = torch.Generator(device=sam.device).manual_seed(int(rng.integers(1 << 62)))
+        images, masks = batch(examples, rng, t["images_per_step"], t["masks_per_image"], size, t["area_power"])
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, t)
+        loss, stats = batch_loss(sam, images, masks, generator, t["box_prob"], t["correction_clicks"],
+                                 not t["freeze_image_encoder"], t["coarse_mask_prob"],
+                                 (t["focal_weight"], t["dice_weight"]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if t["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(sam.parameters(), t["grad_clip"])
+        optimizer.step()
+        step += 1
+        append_log(out_dir, {"step": step, "lr": learning_rate(step - 1, t), "seconds": round(time.time() - start, 3),
+                             **{k: round(v, 5) for k, v in stats.items()}})
+        bar.update(1)
+        bar.set_postfix(loss=f"{stats['loss']:.3f}", iou=f"{stats['iou']:.3f}")
+        if step % t["checkpoint_every"] == 0 or step == t["steps"]:
+            save_atomic({"model": sam.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                         "fingerprint": fingerprint}, out_dir / "checkpoints" / "last.pt")
+    bar.close()
+    return step
+
+
+def resume(out_dir: Path, sam, optimizer, fingerprint: str) -> int:
+    """Load checkpoints/last.pt of this same run, if any; trim the loss log to its step."""
+    path = out_dir / "checkpoints" / "last.pt"
+    if not path.exists():
+        trim_log(out_dir, 0)
+        return 0
+    state = torch.load(path, map_location=sam.device, weights_only=True)
+    if state.get("fingerprint") != fingerprint:
+        log.warning("%s belongs to a run of other settings; starting afresh", path)
+        trim_log(out_dir, 0)
+        return 0
+    sam.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    trim_log(out_dir, state["step"])
+    log.info("resuming from %s at step %d", path, state["step"])
+    return int(state["step"])
+
+
+def save_atomic(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def append_log(out_dir: Path, row: dict) -> None:
+    with open(out_dir / "loss_log.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def trim_log(out_dir: Path, step: int) -> None:
+    """Keep only the log rows of steps the checkpoint holds (a crash may have logged more)."""
+    path = out_dir / "loss_log.jsonl"
+    if not path.exists():
+        return
+    rows = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    write_text_atomic("".join(r + "\n" for r in rows), path)
+
+
+def last_logged(out_dir: Path) -> dict | None:
+    path = out_dir / "loss_log.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return json.loads(lines[-1]) if lines else None

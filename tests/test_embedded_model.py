@@ -1,0 +1,58 @@
+"""The committed tiny model: it is small, build_sam loads it by default, and it segments fresh scenes."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from segment_anything import SamPredictor
+
+from data_engine import synth
+from data_engine.models import EMBEDDED_TINY, build_sam, model_checksum, seeded_sam
+
+FRESH_SEED = 4242  # not the training seed (1), the samples' seed (2) nor the quality script's (1000)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a small shared machine, far faster than threads competing for cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def point_miou(sam, scenes: list[dict]) -> float:
+    """Mean best-of-3 IoU of a single point prompt at each object's innermost pixel (objects >= 200 px)."""
+    predictor = SamPredictor(sam)
+    ious = []
+    for scene in scenes:
+        predictor.set_image(scene["image"])
+        for obj in scene["objects"]:
+            if obj["mask"].sum() < 200:
+                continue
+            dist = cv2.distanceTransform(np.pad(obj["mask"], 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+            y, x = np.unravel_index(dist.argmax(), dist.shape)
+            masks, _, _ = predictor.predict(np.array([[x, y]]), np.array([1]), multimask_output=True)
+            ious.append(max((m & obj["mask"]).sum() / (m | obj["mask"]).sum() for m in masks))
+    return float(np.mean(ious))
+
+
+def test_committed_checkpoint_is_small_and_loaded_by_default():
+    assert EMBEDDED_TINY.is_file(), "data_engine/weights/sam_tiny.pt is missing"
+    assert EMBEDDED_TINY.stat().st_size < 8 * 2**20
+    sam = build_sam("tiny", device="cpu")
+    assert model_checksum(sam) != model_checksum(seeded_sam("tiny"))
+    assert all(torch.isfinite(p).all() for p in sam.parameters())
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the committed tiny model was not trained to quality yet (issue 3, part 3): "
+                                      "remove this marker when a better checkpoint is committed")
+def test_single_point_prompts_segment_fresh_scenes():
+    scenes = [synth.make_scene(FRESH_SEED, i) for i in range(3)]
+    with torch.no_grad():
+        trained = point_miou(build_sam("tiny", device="cpu"), scenes)
+        untrained = point_miou(seeded_sam("tiny").eval(), scenes)
+    assert trained > 0.6
+    assert untrained < 0.3

@@ -1,0 +1,158 @@
+"""The train stage: the recipe lowers the loss, checkpoints resume exactly, sources load, bad settings fail."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from data_engine.config import ConfigError
+from data_engine.models import seeded_sam
+from data_engine.stages import synth as synth_stage
+from data_engine.stages import train as train_stage
+from data_engine.train_data import batch, load_sources
+from data_engine import training as T
+from data_engine.training import batch_loss
+
+SMALL_TRAIN = ["train.init=scratch", "train.images_per_step=1", "train.masks_per_image=2", "train.warmup_steps=1",
+               "train.checkpoint_every=1"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a small shared machine, far faster than threads competing for cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def scenes(make_cfg, tmp_path):
+    """Three synthetic scenes written by the synth stage (Parquet, COCO and pictures)."""
+    out = tmp_path / "scenes"
+    synth_stage.run(make_cfg("stage=synth", "synth.num_scenes=3", "synth.max_size=256", f"output.dir={out}"))
+    return out
+
+
+def train_cfg(make_cfg, scenes, out, *overrides):
+    return make_cfg("stage=train", f"train.data=[{scenes}]", f"output.dir={out}", *SMALL_TRAIN, *overrides)
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(scenes):
+    sam = seeded_sam("tiny", 0).train()
+    examples = load_sources([str(scenes)], None, 256)
+    images, masks = batch(examples, np.random.default_rng(0), 1, 4, 256)
+    optimizer = torch.optim.AdamW(sam.parameters(), lr=1e-3)
+
+    def loss_now():
+        generator = torch.Generator().manual_seed(0)  # same prompts every time
+        return batch_loss(sam, images, masks, generator, box_prob=0.5, correction_clicks=1, train_encoder=True)
+
+    initial = loss_now()[0].item()
+    for _ in range(6):
+        loss, _ = loss_now()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss_now()[0].item() < 0.8 * initial
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(make_cfg, scenes, tmp_path, monkeypatch):
+    # Uninterrupted reference run
+    straight = train_stage.run(train_cfg(make_cfg, scenes, tmp_path / "straight", "train.steps=3"))
+    assert straight["steps"] == 3
+    reference = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    # Same run, killed while logging step 3 (after the step-2 checkpoint)
+    cfg = train_cfg(make_cfg, scenes, tmp_path / "resumed", "train.steps=3")
+    real_append = train_stage.append_log
+
+    def crash_at_step_3(out_dir, row):
+        real_append(out_dir, row)
+        if row["step"] == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_stage, "append_log", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage.run(cfg)
+    at_step_2 = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
+    assert at_step_2["step"] == 2
+    monkeypatch.setattr(train_stage, "append_log", real_append)
+    # Rerun: continues at step 3, the log keeps one row per step, weights match the uninterrupted run
+    assert train_stage.run(cfg)["steps"] == 3
+    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
+    assert resumed["step"] == 3
+    # Same weights as the uninterrupted run, up to float rounding far below the size of one step
+    step_size = max((reference["model"][k] - at_step_2["model"][k]).abs().max() for k in reference["model"])
+    mismatch = max((reference["model"][k] - resumed["model"][k]).abs().max() for k in reference["model"])
+    assert mismatch < 0.01 * step_size
+    rows = [json.loads(ln) for ln in (tmp_path / "resumed" / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    # The final fp16 model loads into the architecture
+    state = torch.load(tmp_path / "resumed" / "model.pt", weights_only=True)
+    seeded_sam("tiny").load_state_dict(state)
+
+
+def test_frozen_image_encoder_stays_unchanged(make_cfg, scenes, tmp_path):
+    cfg = train_cfg(make_cfg, scenes, tmp_path / "frozen", "train.steps=1", "train.freeze_image_encoder=true")
+    train_stage.run(cfg)
+    trained = torch.load(tmp_path / "frozen" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    start = seeded_sam("tiny", cfg["seed"]).state_dict()
+    encoder = [k for k in start if k.startswith("image_encoder.")]
+    decoder = [k for k in start if k.startswith("mask_decoder.")]
+    assert all(torch.equal(start[k], trained[k]) for k in encoder)
+    assert any(not torch.equal(start[k], trained[k]) for k in decoder)
+
+
+def test_coco_and_parquet_sources_give_the_same_masks(scenes):
+    from_parquet = load_sources([str(scenes)], None, 256)
+    from_coco = load_sources([str(scenes / "instances.json")], None, 256)
+    assert [e["file_name"] for e in from_parquet] == [e["file_name"] for e in from_coco]
+    assert [sorted(e["masks"]) for e in from_parquet] == [sorted(e["masks"]) for e in from_coco]
+    assert all(e["image"].shape[0] == 3 and max(e["image"].shape[1:]) == 256 for e in from_parquet)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.data=[]", "train.data"),
+    ("train.data=[/no/such/folder]", "train.data"),
+    ("train.init=imagenet", "train.init"),
+    ("train.steps=0", "train.steps"),
+    ("train.box_prob=1.5", "train.box_prob"),
+])
+def test_bad_settings_fail_before_work(make_cfg, scenes, tmp_path, override, key):
+    cfg = train_cfg(make_cfg, scenes, tmp_path / "bad", "train.steps=1", override)
+    with pytest.raises(ConfigError, match=key):
+        train_stage.run(cfg)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_prompts_are_simulated_from_the_masks():
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[0, 10:20, 30:50] = True
+    masks[1, 40:60, 5:15] = True
+    generator = torch.Generator().manual_seed(0)
+    points = T.sample_points(masks, generator).long()
+    assert all(masks[k, y, x] for k, (x, y) in enumerate(points.tolist()))
+    boxes = T.noisy_boxes(masks, generator, max_noise=0.0)
+    assert boxes.tolist() == [[30, 10, 49, 19], [5, 40, 14, 59]]
+    jittered = T.noisy_boxes(masks, generator, max_noise=2.0)
+    assert (jittered - boxes).abs().max() <= 2.0 and not torch.equal(jittered, boxes)
+    # A correction click lands in the error region: positive on a missed pixel, negative on a false one
+    previous = torch.zeros_like(masks)
+    previous[1] = masks[1]
+    previous[1, 0:5, 0:5] = True  # false positives only
+    coords, labels = T.add_click(torch.zeros(2, 1, 2), torch.ones(2, 1), previous, masks, generator)
+    (x0, y0), (x1, y1) = coords[:, 1].long().tolist()
+    assert masks[0, y0, x0] and labels[0, 1] == 1
+    assert not masks[1, y1, x1] and previous[1, y1, x1] and labels[1, 1] == 0
+
+
+def test_loss_is_zero_only_for_perfect_logits():
+    target = torch.zeros(1, 32, 32, dtype=torch.bool)
+    target[0, 8:24, 8:24] = True
+    perfect = torch.where(target, 30.0, -30.0)[:, None].expand(1, 3, 32, 32)
+    mask_l, _, true_iou, _, _ = T.output_losses(perfect, torch.ones(1, 3), target)
+    assert mask_l.max() < 1e-3 and torch.equal(true_iou, torch.ones(1, 3))
+    wrong, _, wrong_iou, _, _ = T.output_losses(-perfect, torch.ones(1, 3), target)
+    assert wrong.min() > 1.0 and wrong_iou.max() == 0
