@@ -158,8 +158,9 @@ class MaskGenerator:
         low_res, iou_preds = self._decode(embedding, points, crop_size)  # [B*3, h, w], [B*3]
         points = torch.as_tensor(points.repeat(3, axis=0), device=self.device)
         # Filter by predicted IoU before upsampling: only survivors are brought to full resolution
-        keep = iou_preds > self.pred_iou_thresh if self.strict_iou_thresh else iou_preds >= self.pred_iou_thresh
-        low_res, iou_preds, points = low_res[keep], iou_preds[keep], points[keep]
+        if self.pred_iou_thresh > 0:  # 0 turns the filter off (as in SAM)
+            keep = iou_preds > self.pred_iou_thresh if self.strict_iou_thresh else iou_preds >= self.pred_iou_thresh
+            low_res, iou_preds, points = low_res[keep], iou_preds[keep], points[keep]
         # Upsample in chunks so memory stays bounded on large images
         step = max(1, self.max_upsample_pixels // (crop_size[0] * crop_size[1]))
         return concat([
@@ -173,9 +174,10 @@ class MaskGenerator:
         logits = self.model.postprocess_masks(low_res[:, None], self.input_size(crop_size), crop_size)[:, 0]
         # Filter by stability
         stability = stability_score(logits, self.stability_low, self.stability_high)
-        keep = stability >= self.stability_score_thresh
-        masks = logits[keep] > self.model.mask_threshold
-        iou_preds, points, stability = iou_preds[keep], points[keep], stability[keep]
+        if self.stability_score_thresh > 0:  # 0 turns the filter off (as in SAM)
+            keep = stability >= self.stability_score_thresh
+            logits, iou_preds, points, stability = logits[keep], iou_preds[keep], points[keep], stability[keep]
+        masks = logits > self.model.mask_threshold
         # Drop masks touching an inner crop edge, and masks covering most of the image
         boxes = batched_mask_to_box(masks)
         height, width = image_size

@@ -98,11 +98,10 @@ def output_losses(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Te
     return weights[0] * focal + weights[1] * dice, (iou_pred - true_iou) ** 2, true_iou, focal, dice
 
 
-def coarse_masks(masks: torch.Tensor, cell: int = 8) -> torch.Tensor:
-    """[K, S, S] bool -> [K, 1, S/2, S/2] blocky low-res logits: the masks seen at `cell` px per block."""
-    size = masks.shape[-1]
+def coarse_masks(masks: torch.Tensor, prompt_size: tuple[int, int], cell: int = 8) -> torch.Tensor:
+    """[K, S, S] bool -> [K, 1, *prompt_size] blocky low-res logits: the masks seen at `cell` px per block."""
     blocks = F.avg_pool2d(masks[:, None].float(), cell)  # [K, 1, S/cell, S/cell]
-    return 8.0 * (F.interpolate(blocks, (size // 2, size // 2), mode="nearest") - 0.3)
+    return 8.0 * (F.interpolate(blocks, prompt_size, mode="nearest") - 0.3)
 
 
 def image_loss(sam: Sam, embedding: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
@@ -119,7 +118,7 @@ def image_loss(sam: Sam, embedding: torch.Tensor, masks: torch.Tensor, generator
     coords, labels, boxes, use_box = first_prompts(masks, generator, box_prob, 20 * size / 1024)
     coarse = None
     if coarse_mask_prob > 0 and torch.rand(1, generator=generator, device=masks.device).item() < coarse_mask_prob:
-        coarse = coarse_masks(masks)
+        coarse = coarse_masks(masks, tuple(sam.prompt_encoder.mask_input_size))
     total, low_res = first_pass(sam, embedding, masks, (coords, labels), boxes, use_box, coarse, weights, stats)
     # Correction clicks: sampled from the error region, previous logits fed back as the mask prompt
     previous = upscale(low_res, size)[:, 0] > 0
@@ -140,7 +139,7 @@ def first_pass(sam, embedding, masks, points, boxes, use_box, coarse, weights, s
     low-res logits, detached). Point- and box-prompted masks are decoded separately."""
     size = masks.shape[-1]
     total = 0.0
-    low_res = torch.zeros(len(masks), 1, size // 2, size // 2, device=masks.device)
+    low_res = torch.zeros(len(masks), 1, *sam.prompt_encoder.mask_input_size, device=masks.device)
     for is_box in (False, True):
         rows = (use_box == is_box).nonzero()[:, 0]
         if len(rows) == 0:

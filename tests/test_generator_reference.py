@@ -8,8 +8,10 @@ from data_engine.generator import MaskGenerator
 from data_engine.models import build_sam
 from images import shapes_image
 
-# Shrunk identically on both sides so the test stays fast on a CPU.
-SHRINK = ["amg.points_per_side=12", "amg.crop_n_layers=1", "amg.min_mask_region_area=30"]
+# Shrunk identically on both sides so the test stays fast on a CPU; the filters are opened up so that
+# any model, however weakly trained, gives many masks to compare (NMS and clean-up then do the work).
+SHRINK = ["amg.points_per_side=12", "amg.crop_n_layers=1", "amg.min_mask_region_area=30",
+          "amg.pred_iou_thresh=0.0", "amg.stability_score_thresh=0.0"]
 SAM_KEYS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
             "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
             "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area")
@@ -30,13 +32,26 @@ def run_both(sam, amg: dict, image: np.ndarray):
     return ref, ours
 
 
+def match_masks(ref: list[dict], ours: dict, height: int, width: int) -> list[tuple[int, float]]:
+    """One-to-one: each reference mask takes an unused identical mask (closest predicted IoU first),
+    else the unused one of highest IoU."""
+    ref_counts, ours_counts = [r["segmentation"]["counts"] for r in ref], ours["segmentation"]
+    iou = rle.iou_matrix(ref_counts, ours_counts, height, width)
+    unused, pairs = set(range(len(ours_counts))), []
+    for i, counts in enumerate(ref_counts):
+        same = sorted((j for j in unused if ours_counts[j] == counts),
+                      key=lambda j: abs(ours["predicted_iou"][j] - ref[i]["predicted_iou"]))
+        j = same[0] if same else max(unused, key=lambda k: iou[i, k])
+        unused.discard(j)
+        pairs.append((j, 1.0 if same else float(iou[i, j])))
+    return pairs
+
+
 def assert_same_masks(ref: list[dict], ours: dict, height: int, width: int):
     assert len(ours["segmentation"]) == len(ref)
-    ref_counts = [r["segmentation"]["counts"] for r in ref]
-    iou = rle.iou_matrix(ref_counts, ours["segmentation"], height, width)
-    match = iou.argmax(1)
-    assert len(set(match.tolist())) == len(ref), "two reference masks matched the same mask"
-    assert iou[np.arange(len(ref)), match].min() >= 0.99
+    pairs = match_masks(ref, ours, height, width)
+    assert min(iou for _, iou in pairs) >= 0.99
+    match = [j for j, _ in pairs]
     np.testing.assert_allclose([r["predicted_iou"] for r in ref], np.array(ours["predicted_iou"])[match], atol=1e-4)
     np.testing.assert_allclose([r["stability_score"] for r in ref], np.array(ours["stability_score"])[match],
                                atol=1e-4)
@@ -51,12 +66,13 @@ def test_reference_preset_matches_segment_anything(make_cfg, sam, seed):
     assert_same_masks(ref, ours, *image.shape[:2])
 
 
-def test_reference_preset_matches_with_loose_thresholds(make_cfg, sam):
-    """Many more candidates pass: exercises NMS and the small-region clean-up on both sides."""
+def test_reference_preset_matches_with_two_crop_layers(make_cfg, sam):
+    """SA-1B's crop layers and small-region clean-up on both sides, SAM's semantics on ours."""
     image = shapes_image(2)
-    amg = reference_settings(make_cfg, "amg.pred_iou_thresh=0.5", "amg.stability_score_thresh=0.6")
+    amg = reference_settings(make_cfg, "amg.crop_n_layers=2", "amg.crop_n_points_downscale_factor=2",
+                             "amg.min_mask_region_area=100", "amg.points_per_side=8")
     ref, ours = run_both(sam, amg, image)
-    assert len(ref) >= 5
+    assert len(ref) >= 3
     assert_same_masks(ref, ours, *image.shape[:2])
 
 
