@@ -43,7 +43,7 @@ def load(path: Path) -> list:
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise InputError(f"click-session file {path} is not readable JSON ({type(err).__name__}: {err})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
-        raise InputError(f"click-session file {path} needs an 'images' list; see docs/assisted.md for the format")
+        raise InputError(f"click-session file {path} needs an 'images' list; see the README (Click sessions) for the format")
     return doc["images"]
 
 
