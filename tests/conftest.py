@@ -27,5 +27,16 @@ def compose_cfg(overrides: list[str], tmp_path: Path | None = None, small: bool 
 
 
 @pytest.fixture
+def one_thread():
+    """One torch thread: on a small shared machine, far faster than threads competing for cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def make_cfg(tmp_path):
     return lambda *overrides, small=True: compose_cfg(list(overrides), tmp_path, small)

@@ -14,12 +14,8 @@ FRESH_SEED = 4242  # not the training seed (1), the samples' seed (2) nor the qu
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a small shared machine, far faster than threads competing for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread(one_thread):
+    """Every test in this file runs with one torch thread (see conftest.one_thread)."""
 
 
 def point_miou(sam, scenes: list[dict]) -> float:

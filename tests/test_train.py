@@ -20,12 +20,8 @@ SMALL_TRAIN = ["train.init=scratch", "train.images_per_step=1", "train.masks_per
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a small shared machine, far faster than threads competing for cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread(one_thread):
+    """Every test in this file runs with one torch thread (see conftest.one_thread)."""
 
 
 @pytest.fixture
