@@ -10,7 +10,9 @@ from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
-Worker = Callable[[dict], dict]  # shard -> stats {"images", "masks", "failed", "seconds"}
+# worker(shard, on_image) -> stats {"images", "masks", "failed", "seconds"}; it calls
+# on_image(shard_id, index, masks, failed) after each image so progress moves image by image.
+Worker = Callable[[dict, Callable], dict]
 
 
 def run_shards(shards: list[dict], make_worker: Callable[[], Worker], runtime: dict) -> dict:
@@ -29,15 +31,18 @@ def run_shards(shards: list[dict], make_worker: Callable[[], Worker], runtime: d
 def run_serial(shards, make_worker, progress) -> dict:
     worker = make_worker()
     for shard in shards:
-        progress.update(worker(shard))
+        progress.shard_done(shard, worker(shard, progress.image_done))
     return {}
 
 
 def run_ray(shards, make_worker, runtime, progress) -> dict:
     import ray
+    from ray.util.queue import Queue
 
     init_ray(runtime)
-    actors = [make_actor(ray, runtime).remote(make_worker) for _ in range(num_workers(ray, runtime, len(shards)))]
+    events = Queue()  # per-image progress from the workers
+    actor_class = make_actor(ray, runtime)
+    actors = [actor_class.remote(make_worker, events) for _ in range(num_workers(ray, runtime, len(shards)))]
     queue, running, failed = list(shards), {}, {}  # running: result ref -> (actor, shard)
     idle = list(actors)
     # Keep every actor busy with one shard; an actor that dies is restarted and its shard retried by Ray
@@ -45,16 +50,24 @@ def run_ray(shards, make_worker, runtime, progress) -> dict:
         while queue and idle:
             actor, shard = idle.pop(), queue.pop(0)
             running[actor.process.remote(shard)] = (actor, shard)
-        (ref,), _ = ray.wait(list(running), num_returns=1)
-        actor, shard = running.pop(ref)
-        idle.append(actor)
-        try:
-            progress.update(ray.get(ref))
-        except Exception as err:  # the shard boundary: record the failure, keep going
-            failed[shard["shard_id"]] = f"{type(err).__name__}: {first_line(err)}"
-            log.error("shard %s failed after retries: %s", shard["shard_id"], failed[shard["shard_id"]])
-            progress.fail(shard)
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+        drain(events, progress)
+        for ref in ready:
+            actor, shard = running.pop(ref)
+            idle.append(actor)
+            try:
+                progress.shard_done(shard, ray.get(ref))
+            except Exception as err:  # the shard boundary: record the failure, keep going
+                failed[shard["shard_id"]] = f"{type(err).__name__}: {first_line(err)}"
+                log.error("shard %s failed after retries: %s", shard["shard_id"], failed[shard["shard_id"]])
+                progress.fail(shard)
     return failed
+
+
+def drain(events, progress) -> None:
+    size = events.qsize()
+    for event in events.get_nowait_batch(size) if size else []:
+        progress.image_done(*event)
 
 
 def first_line(err: Exception) -> str:
@@ -98,32 +111,51 @@ def num_workers(ray, runtime: dict, n_shards: int) -> int:
 class ShardActor:
     """Holds one worker (and so one loaded model) across shards."""
 
-    def __init__(self, make_worker: Callable[[], Worker]):
-        self.worker = make_worker()
+    def __init__(self, make_worker: Callable[[], Worker], events):
+        self.worker, self.events = make_worker(), events
 
     def process(self, shard: dict) -> dict:
-        return self.worker(shard)
+        return self.worker(shard, lambda *event: self.events.put_nowait(event))
 
 
 class Progress:
-    """Images done, masks per second and failures, updated as shards finish."""
+    """Images done, masks per second and failures, updated image by image.
+
+    A retried shard reports its images again: only images beyond those already counted move the bar.
+    """
 
     def __init__(self, shards: list[dict], enabled: bool):
         self.bar = tqdm(total=sum(len(s["files"]) for s in shards), unit="img", disable=not enabled,
                         dynamic_ncols=True)
-        self.start, self.masks, self.failed = time.time(), 0, 0
+        self.start, self.done, self.masks, self.failed, self.counted = time.time(), 0, 0, 0, {}
 
-    def update(self, stats: dict) -> None:
-        self.masks += stats.get("masks", 0)
-        self.failed += stats.get("failed", 0)
-        rate = self.masks / max(time.time() - self.start, 1e-9)
-        self.bar.set_postfix(masks=self.masks, masks_per_s=f"{rate:.1f}", failed=self.failed)
-        self.bar.update(stats.get("images", 0))
+    def image_done(self, shard_id: str, index: int, masks: int, failed: bool) -> None:
+        if index < self.counted.get(shard_id, 0):
+            return
+        self.counted[shard_id] = index + 1
+        self.masks += masks
+        self.failed += int(failed)
+        self.advance(1)
+
+    def shard_done(self, shard: dict, stats: dict) -> None:
+        """Count what per-image events have not (a worker that does not report per image)."""
+        rest = len(shard["files"]) - self.counted.get(shard["shard_id"], 0)
+        if rest > 0:
+            self.counted[shard["shard_id"]] = len(shard["files"])
+            self.masks += stats.get("masks", 0) if rest == len(shard["files"]) else 0
+            self.failed += stats.get("failed", 0) if rest == len(shard["files"]) else 0
+            self.advance(rest)
 
     def fail(self, shard: dict) -> None:
-        self.failed += len(shard["files"])
-        self.bar.set_postfix(masks=self.masks, failed=self.failed, shards_failed="yes")
-        self.bar.update(len(shard["files"]))
+        rest = len(shard["files"]) - self.counted.get(shard["shard_id"], 0)
+        self.failed += rest
+        self.advance(rest, shards_failed="yes")
+
+    def advance(self, images: int, **extra) -> None:
+        self.done += images
+        self.bar.update(images)
+        rate = self.masks / max(time.time() - self.start, 1e-9)
+        self.bar.set_postfix(masks=self.masks, masks_per_s=f"{rate:.1f}", failed=self.failed, **extra)
 
     def close(self) -> None:
         self.bar.close()

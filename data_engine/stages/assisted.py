@@ -120,9 +120,11 @@ class AssistedWorker:
         self.root = Path(image_root) if image_root else None
         self.replayer = None
 
-    def __call__(self, shard: dict) -> dict:
-        start = time.time()
-        results = [self.process_image(item) for item in shard["items"]]
+    def __call__(self, shard: dict, on_image=lambda *event: None) -> dict:
+        start, results = time.time(), []
+        for i, item in enumerate(shard["items"]):
+            results.append(self.process_image(item))
+            on_image(shard["shard_id"], i, len(results[-1][1]), results[-1][0]["status"] == "failed")
         return runs.complete_shard(self.out_dir, shard["shard_id"], results, start)
 
     def process_image(self, item: dict) -> tuple[dict, list[dict]]:

@@ -67,11 +67,12 @@ class AutoWorker:
         sam = build_sam(**model_args(cfg), device=cfg["model"]["device"])
         self.generator = MaskGenerator(sam, **cfg["amg"])
 
-    def __call__(self, shard: dict) -> dict:
+    def __call__(self, shard: dict, on_image=lambda *event: None) -> dict:
         start, results = time.time(), []
         for i, name in enumerate(shard["files"]):
             self._maybe_crash(shard["shard_id"], i)
             results.append(self.process_image(name))
+            on_image(shard["shard_id"], i, len(results[-1][1]), results[-1][0]["status"] == "failed")
         return runs.complete_shard(self.out_dir, shard["shard_id"], results, start)
 
     def process_image(self, name: str) -> tuple[dict, list[dict]]:
