@@ -22,8 +22,14 @@ def decode(counts: str, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(to_rle(counts, height, width)).astype(bool)
 
 
+# pycocotools 2.0.11's `area` overflows on more than 255 RLEs in one call: work in chunks.
+AREA_CHUNK = 255
+
+
 def area(counts: list[str], height: int, width: int) -> np.ndarray:
-    return mask_utils.area([to_rle(c, height, width) for c in counts]).astype(np.int64)
+    rles = [to_rle(c, height, width) for c in counts]
+    parts = [mask_utils.area(rles[i:i + AREA_CHUNK]) for i in range(0, len(rles), AREA_CHUNK)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 
 def bbox(counts: list[str], height: int, width: int) -> np.ndarray:

@@ -1,0 +1,15 @@
+"""RLE helpers, including more masks per image than pycocotools' area() handles in one call."""
+import numpy as np
+
+from data_engine import rle
+
+
+def test_area_bbox_and_decode_for_many_masks():
+    masks = np.zeros((600, 12, 16), bool)
+    for i in range(600):
+        masks[i, i % 5:(i % 5) + 3, :1 + i % 16] = True
+    counts = rle.encode(masks)
+    assert rle.area(counts, 12, 16).tolist() == masks.reshape(600, -1).sum(1).tolist()
+    assert rle.bbox(counts, 12, 16)[7].tolist() == [0, 2, 8, 3]
+    assert np.array_equal(rle.decode(counts[599], 12, 16), masks[599])
+    assert rle.area([], 12, 16).shape == (0,)
