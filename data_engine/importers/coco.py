@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import coco as coco_json
 from ..inputs import InputError
 from .results import Results
-from .validate import ImageSizes, Rejected, Seen, polygons_to_counts, rle_to_counts, safe_name
+from .validate import ImageSizes, read_json_file, Rejected, Seen, polygons_to_counts, rle_to_counts, safe_name
 
 STANDARD_KEYS = {"id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd"}
 
@@ -36,12 +36,7 @@ def read_cvat(path: Path, image_root: Path | None) -> Results:
 
 
 def load_document(path: Path) -> dict:
-    if path.is_dir():
-        raise InputError(f"{path} is a folder: the coco format takes one instances JSON file")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(f"{path} is not a readable JSON file ({type(err).__name__}: {err})") from None
+    doc = read_json_file(path, "coco", "one instances JSON file")
     if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list) or not isinstance(doc.get("images"), list):
         raise InputError(f"{path} is not a COCO instances file: it needs 'images' and 'annotations' lists")
     return doc

@@ -8,7 +8,6 @@ are the regions of cancelled (skipped) annotations.
 """
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 from pathlib import Path
@@ -18,7 +17,7 @@ from ..inputs import IMAGE_EXTENSIONS, InputError, scan_folder
 from . import labelstudio_rle
 from .results import Results
 from .shapes import box_polygon, ellipse_polygon
-from .validate import ImageSizes, Rejected, Seen, mask_to_counts, points_to_flat, polygons_to_counts, safe_name
+from .validate import ImageSizes, read_json_file, Rejected, Seen, mask_to_counts, points_to_flat, polygons_to_counts, safe_name
 
 GEOMETRY = {"polygonlabels": "polygon", "polygon": "polygon", "rectanglelabels": "rectangle",
             "rectangle": "rectangle", "ellipselabels": "ellipse", "ellipse": "ellipse",
@@ -37,12 +36,7 @@ def read(path: Path, image_root: Path | None) -> Results:
 
 
 def load(path: Path) -> list:
-    if path.is_dir():
-        raise InputError(f"{path} is a folder: the labelstudio format takes the exported JSON file")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(f"{path} is not a readable JSON file ({type(err).__name__}: {err})") from None
+    doc = read_json_file(path, "labelstudio", "the exported JSON file")
     if isinstance(doc, dict) and "data" in doc:
         return [doc]  # one task saved on its own
     if not isinstance(doc, list) or (doc and not any(isinstance(t, dict) and "annotations" in t for t in doc)):

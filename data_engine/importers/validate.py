@@ -5,6 +5,7 @@ A failed check raises `Rejected`; its message becomes the report's reason. Reaso
 """
 from __future__ import annotations
 
+import json
 import math
 import posixpath
 import re
@@ -15,6 +16,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from .. import rle
+from ..inputs import InputError
 
 EXIF_ORIENTATION = 0x0112
 ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
@@ -257,3 +259,13 @@ class Seen:
         if marker in self.first:
             raise Rejected(f"duplicate id: {self.what} {marker} appears again (first at {self.first[marker]})")
         self.first[marker] = where
+
+
+def read_json_file(path: Path, fmt: str, expects: str):
+    """Parse one exported JSON file; a folder or unreadable JSON is an InputError naming the format."""
+    if path.is_dir():
+        raise InputError(f"{path} is a folder: the {fmt} format takes {expects}")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(f"{path} is not a readable JSON file ({type(err).__name__}: {err})") from None

@@ -108,8 +108,10 @@ def group_by_image(rows: list[dict], objects: list[dict]) -> list[dict]:
 
 def make_shards(items: list[dict], shard_size: int) -> list[dict]:
     """Deterministic shards of `shard_size` images: shard-00000, shard-00001, ..."""
-    return [{"shard_id": f"shard-{i // shard_size:05d}", "files": [it["file_name"] for it in items[i:i + shard_size]],
-             "items": items[i:i + shard_size]} for i in range(0, len(items), shard_size)]
+    shards = inputs.make_shards([it["file_name"] for it in items], shard_size)
+    for n, shard in enumerate(shards):
+        shard["items"] = items[n * shard_size:(n + 1) * shard_size]
+    return shards
 
 
 class AssistedWorker:
