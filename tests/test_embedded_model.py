@@ -42,13 +42,24 @@ def test_committed_checkpoint_is_small_and_loaded_by_default():
     assert all(torch.isfinite(p).all() for p in sam.parameters())
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the committed tiny model was not trained to quality yet (issue 3, part 3): "
-                                      "remove this marker when a better checkpoint is committed")
-def test_single_point_prompts_segment_fresh_scenes():
+@pytest.fixture(scope="module")
+def fresh_point_miou() -> tuple[float, float]:
+    """Single-point mean IoU on 3 fresh scenes: (committed model, seeded untrained model)."""
     scenes = [synth.make_scene(FRESH_SEED, i) for i in range(3)]
     with torch.no_grad():
-        trained = point_miou(build_sam("tiny", device="cpu"), scenes)
-        untrained = point_miou(seeded_sam("tiny").eval(), scenes)
-    assert trained > 0.6
+        return point_miou(build_sam("tiny", device="cpu"), scenes), point_miou(seeded_sam("tiny").eval(), scenes)
+
+
+@pytest.mark.slow
+def test_single_point_prompts_segment_fresh_scenes(fresh_point_miou):
+    # The committed weights give 0.62 here (the previous ones 0.27, untrained 0.02)
+    trained, untrained = fresh_point_miou
+    assert trained > 0.5
     assert untrained < 0.3
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the committed tiny model misses the issue's single-point target of 0.85 "
+                                      "(issue 3, part 4): remove this marker when a checkpoint reaching it is committed")
+def test_single_point_prompts_reach_the_target(fresh_point_miou):
+    assert fresh_point_miou[0] >= 0.85
