@@ -74,7 +74,9 @@ def test_mask_rows_decode_to_their_area_and_bbox(make_cfg, tmp_path):
         assert row["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
         assert row["image_id"] == image_id(row["file_name"])
         assert (row["stage"], row["source"], row["model"]) == ("auto", "auto", "tiny")
-        assert 0 <= row["predicted_iou"] and 0 <= row["stability_score"] <= 1
+        # predicted_iou is the IoU head's raw regression output (SAM does not clamp it; with the
+        # filters open a weak mask can carry a slightly negative one); stability is a ratio
+        assert np.isfinite(row["predicted_iou"]) and 0 <= row["stability_score"] <= 1
         assert len(row["point_coords"]) == 1 and len(row["crop_box"]) == 4
 
 
