@@ -10,8 +10,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install --disable-pip-version-check -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
-demo: $(STAMP)  ## fully-automatic stage, embedded tiny model, bundled sample images -> out/auto
-	$(VENV)/bin/data-engine
+demo: $(STAMP)  ## fully-automatic stage, embedded tiny model (amg=tiny thresholds), bundled sample images -> out/auto
+	$(VENV)/bin/data-engine amg=tiny
 
 audit: $(STAMP)  ## audit of the demo output against the sample scenes' exact masks -> out/audit
 	$(VENV)/bin/data-engine stage=audit audit.pred=out/auto audit.expert=data_engine/samples/instances.json

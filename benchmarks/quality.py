@@ -7,7 +7,7 @@ Prints four figures, with their targets:
      ground-truth objects of at least 400 px recovered by some mask with IoU >= 0.75 (>= 0.80);
   4. masks per image of the automatic stage.
 
-    python benchmarks/quality.py [--checkpoint PATH] [--seed 1000] [--out quality.json]
+    python benchmarks/quality.py [--checkpoint PATH] [--seed 1000] [--amg sa1b|tiny] [--out quality.json]
 
 The seed must differ from the training scenes' seed (the embedded model was trained on seed 1).
 """
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="tiny checkpoint (default: the embedded model)")
     parser.add_argument("--variant", default="tiny", help="model variant of the checkpoint")
     parser.add_argument("--seed", type=int, default=1000, help="scene seed; not the training seed (1)")
-    parser.add_argument("--point-scenes", type=int, default=50)
+    parser.add_argument("--point-scenes", type=int, default=50, help="0: skip the single-point figures")
     parser.add_argument("--auto-scenes", type=int, default=20, help="0: skip the automatic-stage figures")
     parser.add_argument("--amg", default="sa1b", help="generator preset in data_engine/conf/amg")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -101,7 +101,7 @@ def main() -> None:
     amg = yaml.safe_load((AMG_PRESETS / f"{args.amg}.yaml").read_text())
     scenes = [synth.make_scene(args.seed, i) for i in range(max(args.point_scenes, args.auto_scenes))]
     with torch.no_grad():
-        figures = point_figures(sam, scenes[:args.point_scenes])
+        figures = point_figures(sam, scenes[:args.point_scenes]) if args.point_scenes else {}
         if args.auto_scenes:  # 0: point figures only (a quick look at a checkpoint during training)
             figures.update(auto_figures(sam, scenes[:args.auto_scenes], amg))
     figures.update(seed=args.seed, checkpoint=args.checkpoint or "embedded", amg=args.amg)

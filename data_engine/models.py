@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from .high_res import HighResEncoderViT, HighResMaskDecoder
+
 EMBEDDED_TINY = Path(__file__).parent / "weights" / "sam_tiny.pt"
 
 # Official checkpoints: file name, download URL, SHA-256 of the file.
@@ -20,17 +22,22 @@ OFFICIAL = {
 }
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
-# Architectures: the three official ones and the tiny embedded one.
+# Architectures: the three official ones and the tiny embedded one. stem_dim > 0 adds the
+# high-resolution path (data_engine/high_res.py).
 ARCHS = {
     "vit_h": dict(img_size=1024, patch_size=16, embed_dim=1280, depth=32, heads=16, global_attn=(7, 15, 23, 31),
-                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256),
+                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256,
+                  stem_dim=0),
     "vit_l": dict(img_size=1024, patch_size=16, embed_dim=1024, depth=24, heads=16, global_attn=(5, 11, 17, 23),
-                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256),
+                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256,
+                  stem_dim=0),
     "vit_b": dict(img_size=1024, patch_size=16, embed_dim=768, depth=12, heads=12, global_attn=(2, 5, 8, 11),
-                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256),
-    # 256 px input, 32x32 image embedding, 128x128 low-res masks; about 1.3M parameters.
+                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256,
+                  stem_dim=0),
+    # 256 px input, 32x32 image embedding, 128x128 low-res masks, high-res stem; about 1.4M parameters.
     "tiny": dict(img_size=256, patch_size=8, embed_dim=128, depth=4, heads=4, global_attn=(1, 3),
-                 window=8, prompt_dim=64, decoder_depth=2, decoder_mlp=256, decoder_heads=4, iou_hidden=64),
+                 window=8, prompt_dim=64, decoder_depth=2, decoder_mlp=256, decoder_heads=4, iou_hidden=64,
+                 stem_dim=16),
 }
 
 
@@ -68,23 +75,25 @@ def seeded_sam(variant: str, seed: int = 0) -> Sam:
 
 
 def make_sam(img_size, patch_size, embed_dim, depth, heads, global_attn, window, prompt_dim,
-             decoder_depth, decoder_mlp, decoder_heads, iou_hidden) -> Sam:
+             decoder_depth, decoder_mlp, decoder_heads, iou_hidden, stem_dim) -> Sam:
     embedding_size = img_size // patch_size
-    encoder = ImageEncoderViT(
+    vit = dict(
         img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=heads,
         mlp_ratio=4, out_chans=prompt_dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
         use_rel_pos=True, global_attn_indexes=global_attn, window_size=window,
     )
+    encoder = HighResEncoderViT(stem_dim=stem_dim, **vit) if stem_dim else ImageEncoderViT(**vit)
     prompt_encoder = PromptEncoder(
         embed_dim=prompt_dim, image_embedding_size=(embedding_size, embedding_size),
         input_image_size=(img_size, img_size), mask_in_chans=16,
     )
-    decoder = MaskDecoder(
+    decoder_args = dict(
         num_multimask_outputs=3,
         transformer=TwoWayTransformer(depth=decoder_depth, embedding_dim=prompt_dim, mlp_dim=decoder_mlp,
                                       num_heads=decoder_heads),
         transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=iou_hidden,
     )
+    decoder = HighResMaskDecoder(patch_size=patch_size, **decoder_args) if stem_dim else MaskDecoder(**decoder_args)
     return Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=decoder,
                pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
 

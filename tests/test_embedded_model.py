@@ -7,7 +7,8 @@ import pytest
 import torch
 from segment_anything import SamPredictor
 
-from data_engine import synth
+from data_engine import rle, synth
+from data_engine.generator import MaskGenerator
 from data_engine.models import EMBEDDED_TINY, build_sam, model_checksum, seeded_sam
 
 FRESH_SEED = 4242  # not the training seed (1), the samples' seed (2) nor the quality script's (1000)
@@ -63,3 +64,24 @@ def test_single_point_prompts_segment_fresh_scenes(fresh_point_miou):
                                       "(issue 3, part 4): remove this marker when a checkpoint reaching it is committed")
 def test_single_point_prompts_reach_the_target(fresh_point_miou):
     assert fresh_point_miou[0] >= 0.85
+
+
+@pytest.mark.slow
+def test_tiny_preset_recovers_objects_of_a_fresh_scene(make_cfg):
+    # amg=tiny (the recipe with the predicted-IoU filter at 0.5, as the demo runs it), without the
+    # zoomed crops to keep the test short: some masks are kept and they match real objects
+    amg = {**make_cfg("amg=tiny", small=False)["amg"], "crop_n_layers": 0}
+    generator = MaskGenerator(build_sam("tiny", device="cpu"), **amg)
+    found = total = kept = 0
+    for i in range(2):
+        scene = synth.make_scene(FRESH_SEED, i)
+        with torch.no_grad():
+            out = generator.generate(scene["image"])
+        kept += len(out["segmentation"])
+        objects = [o["mask"] for o in scene["objects"] if o["mask"].sum() >= 400]
+        if out["segmentation"] and objects:
+            ious = rle.iou_matrix(rle.encode(np.stack(objects)), out["segmentation"], scene["height"], scene["width"])
+            found += int((ious.max(1) >= 0.75).sum())
+        total += len(objects)
+    assert kept >= 4
+    assert found >= 0.25 * total

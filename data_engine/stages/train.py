@@ -64,8 +64,8 @@ def check(t: dict) -> dict:
             raise ConfigError(f"train.{key}: must be a positive integer, got {t[key]!r}")
     if not isinstance(t["correction_clicks"], int) or t["correction_clicks"] < 0:
         raise ConfigError(f"train.correction_clicks: must be an integer >= 0, got {t['correction_clicks']!r}")
-    if t["init"] not in ("pretrained", "scratch"):
-        raise ConfigError(f"train.init: must be pretrained or scratch, got {t['init']!r}")
+    if t["init"] not in ("pretrained", "scratch", "partial"):
+        raise ConfigError(f"train.init: must be pretrained, scratch or partial, got {t['init']!r}")
     for key in ("box_prob", "coarse_mask_prob"):
         if not isinstance(t[key], (int, float)) or not 0 <= t[key] <= 1:
             raise ConfigError(f"train.{key}: must lie in [0, 1], got {t[key]!r}")
@@ -78,10 +78,15 @@ def check(t: dict) -> dict:
 
 
 def initial_model(cfg: dict, device: str):
-    """The model group's weights (pretrained) or seeded random weights (scratch), in train mode."""
+    """The model group's weights (pretrained), seeded random weights (scratch), or seeded weights
+    overwritten by every tensor of model.checkpoint that fits (partial: growing an architecture), in
+    train mode."""
     m, t = cfg["model"], cfg["train"]
     if t["init"] == "scratch":
         sam = seeded_sam(m["variant"], cfg["seed"]).to(device)
+    elif t["init"] == "partial":
+        sam = seeded_sam(m["variant"], cfg["seed"]).to(device)
+        copy_fitting(sam, m["checkpoint"])
     else:
         sam = build_sam(m["variant"], m["checkpoint"], device, m["download"], m["cache_dir"])
     sam.train()
@@ -89,6 +94,22 @@ def initial_model(cfg: dict, device: str):
         sam.image_encoder.requires_grad_(False)
         sam.image_encoder.eval()
     return sam
+
+
+def copy_fitting(sam, path: str) -> None:
+    """Copy the tensors of checkpoint `path` whose name and shape fit `sam`; the rest stay seeded."""
+    if not path or not Path(path).expanduser().is_file():
+        raise ConfigError(f"train.init=partial copies tensors from model.checkpoint, which is {path!r}: "
+                          "pass model.checkpoint=PATH of an existing checkpoint")
+    state = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    state = state.get("model", state)
+    own = sam.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not fitting:
+        raise ConfigError(f"model.checkpoint={path}: no tensor fits the chosen model variant")
+    sam.load_state_dict(fitting, strict=False)
+    log.info("init=partial: %d tensors copied from %s, %d new, %d of the checkpoint unused",
+             len(fitting), path, len(own) - len(fitting), len(state) - len(fitting))
 
 
 def make_optimizer(sam, t: dict) -> torch.optim.Optimizer:

@@ -1,0 +1,85 @@
+"""The tiny model's high-resolution path: sharp mask edges from a small convolutional stem.
+
+SAM's decoder draws masks by upscaling a 1/patch-size image embedding; a small encoder cannot carry
+every edge in that grid. As SAM 2 does, stride-2 and stride-4 image features are added to the
+decoder's two upscaling steps. Here they come from a small conv stem on the input image, and they
+travel inside the image embedding: pixel-unshuffled to the embedding's grid and appended as extra
+channels. So SamPredictor, the generator's embedding batches and the training code carry them
+without knowing. The projections start at zero: a model grown from a plain checkpoint starts out
+predicting exactly what that checkpoint did.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder
+from torch import nn
+
+
+def conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), nn.GELU(), nn.Conv2d(c_out, c_out, 3, 1, 1), nn.GELU())
+
+
+def zero_conv(c_in: int, c_out: int) -> nn.Conv2d:
+    conv = nn.Conv2d(c_in, c_out, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+class HighResEncoderViT(ImageEncoderViT):
+    """SAM's ViT encoder plus a conv stem; output [B, D + D + 2D, h, w]: the embedding, then the
+    stride-4 features (D/4 channels) and stride-2 features (D/8 channels), pixel-unshuffled."""
+
+    def __init__(self, *, stem_dim: int, out_chans: int, patch_size: int, **vit_kwargs):
+        super().__init__(out_chans=out_chans, patch_size=patch_size, **vit_kwargs)
+        self.stem_s0 = conv_block(3, stem_dim, 2)              # stride 2
+        self.stem_s1 = conv_block(stem_dim, 2 * stem_dim, 2)   # stride 4
+        self.proj_s0 = zero_conv(stem_dim, out_chans // 8)
+        self.proj_s1 = zero_conv(2 * stem_dim, out_chans // 4)
+        self.patch = patch_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        embedding = super().forward(x)
+        s0 = self.stem_s0(x)
+        s1 = self.stem_s1(s0)
+        # Pack both feature maps onto the embedding's grid as extra channels
+        f1 = F.pixel_unshuffle(self.proj_s1(s1), self.patch // 4)
+        f0 = F.pixel_unshuffle(self.proj_s0(s0), self.patch // 2)
+        return torch.cat([embedding, f1, f0], dim=1)
+
+
+class HighResMaskDecoder(MaskDecoder):
+    """SAM's mask decoder reading the packed embedding: the high-res features join the upscaling."""
+
+    def __init__(self, *, patch_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.patch = patch_size
+
+    def unpack(self, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, 4D, h, w] -> embedding [B, D, h, w], stride-4 [B, D/4, 2h.., ], stride-2 [B, D/8, ...]."""
+        d = self.transformer_dim
+        embedding, f1, f0 = torch.split(packed, [d, d // 4 * (self.patch // 4) ** 2, d // 8 * (self.patch // 2) ** 2], 1)
+        return embedding, F.pixel_shuffle(f1, self.patch // 4), F.pixel_shuffle(f0, self.patch // 2)
+
+    def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):
+        embedding, f1, f0 = self.unpack(image_embeddings)
+        # Output tokens (IoU, masks) then the prompt tokens, one row per prompt
+        n = sparse_prompt_embeddings.shape[0]
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        tokens = torch.cat([output_tokens.expand(n, -1, -1), sparse_prompt_embeddings], dim=1)
+        # Two-way transformer over the image embedding repeated per prompt
+        src = torch.repeat_interleave(embedding, n, dim=0) + dense_prompt_embeddings
+        pos = torch.repeat_interleave(image_pe, n, dim=0)
+        b, c, h, w = src.shape
+        hs, src = self.transformer(src, pos, tokens)
+        # Upscale with the high-res features added at stride 4 and stride 2 (broadcast over prompts)
+        deconv1, norm1, act1, deconv2, act2 = self.output_upscaling
+        src = src.transpose(1, 2).reshape(b, c, h, w)
+        upscaled = act1(norm1(deconv1(src) + f1))
+        upscaled = act2(deconv2(upscaled) + f0)
+        # Each mask token's hypernetwork weights dotted with the upscaled features
+        hyper = torch.stack([mlp(hs[:, 1 + i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
+        b, c, h, w = upscaled.shape
+        masks = (hyper @ upscaled.flatten(2)).view(b, -1, h, w)
+        return masks, self.iou_prediction_head(hs[:, 0])
