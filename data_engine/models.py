@@ -114,6 +114,13 @@ def resolve_checkpoint(variant, checkpoint, download, cache_dir) -> Path | None:
 
 def load_checkpoint(sam: Sam, variant: str, path: Path) -> None:
     """Load a state dict (or a training checkpoint holding one) with one clear error on failure."""
+    state = read_state(path, variant)
+    check_state_fits(sam, state, variant, path)
+    sam.load_state_dict(state)
+
+
+def read_state(path: Path, variant: str) -> dict:
+    """The state dict in a checkpoint file (or in a training checkpoint's 'model'), or a CheckpointError."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} for model variant {variant!r} does not exist")
     try:
@@ -126,8 +133,7 @@ def load_checkpoint(sam: Sam, variant: str, path: Path) -> None:
     state = state.get("model", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} for model variant {variant!r} holds no state dict")
-    check_state_fits(sam, state, variant, path)
-    sam.load_state_dict(state)
+    return state
 
 
 def check_state_fits(sam: Sam, state: dict, variant: str, path: Path) -> None:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from .. import runs
 from ..config import ConfigError
 from ..dataset import write_text_atomic
-from ..models import build_sam, default_device, seeded_sam
+from ..models import build_sam, default_device, read_state, seeded_sam
 from ..train_data import batch, load_sources
 from ..training import batch_loss
 
@@ -86,7 +86,7 @@ def initial_model(cfg: dict, device: str):
         sam = seeded_sam(m["variant"], cfg["seed"]).to(device)
     elif t["init"] == "partial":
         sam = seeded_sam(m["variant"], cfg["seed"]).to(device)
-        copy_fitting(sam, m["checkpoint"])
+        copy_fitting(sam, m["checkpoint"], m["variant"])
     else:
         sam = build_sam(m["variant"], m["checkpoint"], device, m["download"], m["cache_dir"])
     sam.train()
@@ -96,13 +96,12 @@ def initial_model(cfg: dict, device: str):
     return sam
 
 
-def copy_fitting(sam, path: str) -> None:
+def copy_fitting(sam, path: str, variant: str) -> None:
     """Copy the tensors of checkpoint `path` whose name and shape fit `sam`; the rest stay seeded."""
     if not path or not Path(path).expanduser().is_file():
         raise ConfigError(f"train.init=partial copies tensors from model.checkpoint, which is {path!r}: "
                           "pass model.checkpoint=PATH of an existing checkpoint")
-    state = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
-    state = state.get("model", state)
+    state = read_state(Path(path).expanduser(), variant)
     own = sam.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fitting:
