@@ -15,75 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 import yaml
-from segment_anything import SamPredictor
 
-from data_engine import rle, synth
-from data_engine.generator import MaskGenerator
+from data_engine import synth
 from data_engine.models import build_sam
+from data_engine.quality import auto_figures, point_figures
 
 AMG_PRESETS = Path(__file__).resolve().parents[1] / "data_engine" / "conf" / "amg"
 TARGETS = {"point_miou": 0.85, "iou_correlation": 0.5, "auto_recall_400px_iou75": 0.80}
-MIN_POINT_AREA = 100  # point prompts are evaluated on objects of at least this many pixels
-
-
-def innermost_point(mask: np.ndarray) -> np.ndarray:
-    """(x, y) of the pixel farthest from the mask's boundary (SAM's single-point evaluation)."""
-    dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
-    y, x = np.unravel_index(dist.argmax(), dist.shape)
-    return np.array([x, y], dtype=np.float64)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def point_figures(sam, scenes: list[dict]) -> dict:
-    """Mean best-of-3 IoU of single-point prompts, and predicted-vs-true IoU correlation."""
-    predictor = SamPredictor(sam)
-    best, predicted, true = [], [], []
-    for scene in scenes:
-        predictor.set_image(scene["image"])
-        for obj in scene["objects"]:
-            if obj["mask"].sum() < MIN_POINT_AREA:
-                continue
-            point = innermost_point(obj["mask"])[None]
-            masks, scores, _ = predictor.predict(point_coords=point, point_labels=np.array([1]), multimask_output=True)
-            ious = [iou(m, obj["mask"]) for m in masks]
-            best.append(max(ious))
-            predicted.extend(scores.tolist())
-            true.extend(ious)
-    return {"point_miou": float(np.mean(best)), "iou_correlation": float(np.corrcoef(predicted, true)[0, 1]),
-            "point_prompts": len(best)}
-
-
-def auto_figures(sam, scenes: list[dict], amg: dict, min_area: int = 400, min_iou: float = 0.75) -> dict:
-    """Recall of ground-truth objects (>= min_area px) by the automatic stage, and masks per image."""
-    generator = MaskGenerator(sam, **amg)
-    found, total, counts, seconds = 0, 0, [], []
-    for scene in scenes:
-        start = time.time()
-        out = generator.generate(scene["image"])
-        seconds.append(time.time() - start)
-        counts.append(len(out["segmentation"]))
-        h, w = scene["height"], scene["width"]
-        gt = [o["mask"] for o in scene["objects"] if o["mask"].sum() >= min_area]
-        if not gt:
-            continue
-        ious = rle.iou_matrix(rle.encode(np.stack(gt)), out["segmentation"], h, w)
-        total += len(gt)
-        found += int((ious.max(1, initial=0) >= min_iou).sum()) if ious.size else 0
-    return {"auto_recall_400px_iou75": found / max(total, 1), "auto_objects": total,
-            "masks_per_image": float(np.mean(counts)), "auto_seconds_per_image": float(np.mean(seconds))}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="tiny checkpoint (default: the embedded model)")

@@ -31,7 +31,7 @@ def check_model(m: dict) -> None:
     if m["checkpoint"]:
         path = Path(m["checkpoint"]).expanduser()
         require(path.is_file(), "model.checkpoint", f"{path} does not exist")
-    elif m["variant"] != "tiny":
+    elif m["variant"] in OFFICIAL:
         require(bool(m["download"]), "model.checkpoint",
                 f"model={m['variant']} needs model.checkpoint=/path/to/{OFFICIAL[m['variant']][0]} "
                 "(or model.download=true on a machine with internet access)")

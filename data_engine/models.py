@@ -39,6 +39,9 @@ ARCHS = {
                  window=8, prompt_dim=64, decoder_depth=2, decoder_mlp=256, decoder_heads=4, iou_hidden=64,
                  stem_dim=16),
 }
+# The tiny model without the high-resolution path: what the embedded model's first two training runs
+# trained (README); `train.init=partial` grows its checkpoints into `tiny`. No embedded weights.
+ARCHS["tiny_plain"] = dict(ARCHS["tiny"], stem_dim=0)
 
 
 class CheckpointError(RuntimeError):
@@ -56,6 +59,7 @@ def build_sam(variant: str, checkpoint: str | os.PathLike | None = None, device:
     - `vit_h`, `vit_l`, `vit_b`: weights come from `checkpoint`, or with `download=True` from the
       official URL into `cache_dir` (SHA-256 verified).
     - `tiny`: weights from `checkpoint`, else the embedded file, else seeded initial weights.
+    - `tiny_plain`: weights from `checkpoint`, else seeded initial weights.
     """
     if variant not in ARCHS:
         raise ValueError(f"unknown model variant {variant!r}; choose one of {sorted(ARCHS)}")
@@ -104,6 +108,8 @@ def resolve_checkpoint(variant, checkpoint, download, cache_dir) -> Path | None:
         return Path(checkpoint).expanduser()
     if variant == "tiny":
         return EMBEDDED_TINY if EMBEDDED_TINY.exists() else None
+    if variant not in OFFICIAL:  # tiny_plain: seeded weights
+        return None
     if download:
         return download_official(variant, cache_dir)
     raise CheckpointError(

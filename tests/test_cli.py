@@ -46,7 +46,7 @@ def test_bad_key_or_value_is_rejected_before_any_work(tmp_path, args, phrase):
     assert not out.exists(), "work started before the config was rejected"
 
 
-GROUPS = {"stage": ["auto", "synth", "train", "assisted", "audit", "export"], "model": ["tiny", "vit_b", "vit_l", "vit_h"],
+GROUPS = {"stage": ["auto", "synth", "train", "assisted", "audit", "export"], "model": ["tiny", "tiny_plain", "vit_b", "vit_l", "vit_h"],
           "amg": ["sa1b", "sa1b_paper", "reference", "tiny"],
           "runtime": ["local", "ray_cluster", "serial"]}
 
@@ -55,7 +55,7 @@ GROUPS = {"stage": ["auto", "synth", "train", "assisted", "audit", "export"], "m
 def test_every_config_group_option_composes_and_validates(make_cfg, tmp_path, group, option):
     ckpt = tmp_path / "weights.pth"
     ckpt.write_bytes(b"x")
-    extra = [f"model.checkpoint={ckpt}"] if group == "model" and option != "tiny" else []
+    extra = [f"model.checkpoint={ckpt}"] if group == "model" and option.startswith("vit") else []
     cfg = make_cfg(f"{group}={option}", *extra, small=False)
     validate(cfg)
     assert cfg[group]["name" if group in ("stage", "runtime") else "variant"] == option if group != "amg" else True
