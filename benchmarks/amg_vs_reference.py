@@ -72,14 +72,20 @@ def call(fn, image):
 
 
 def agree(ref: list[dict] | None, ours: dict, height: int, width: int) -> tuple[bool, float]:
-    """Same number of masks and every reference mask matched at IoU >= 0.99 (returns the worst IoU)."""
+    """Same number of masks (and of empty ones) and every non-empty reference mask matched at IoU >= 0.99
+    (returns the worst IoU)."""
     if ref is None:  # the reference crashed on an empty result: agreement means we found none either
         return len(ours["segmentation"]) == 0, 1.0
     if len(ref) != len(ours["segmentation"]):
         return False, 0.0
-    if not ref:
+    # Empty masks (kept when the filters are open) have no IoU with anything: they must agree in number
+    ref_full = [r["segmentation"]["counts"] for r in ref if r["area"] > 0]
+    ours_full = [m for m, area in zip(ours["segmentation"], ours["area"]) if area > 0]
+    if len(ref_full) != len(ours_full):
+        return False, 0.0
+    if not ref_full:
         return True, 1.0
-    iou = rle.iou_matrix([r["segmentation"]["counts"] for r in ref], ours["segmentation"], height, width)
+    iou = rle.iou_matrix(ref_full, ours_full, height, width)
     worst = float(iou.max(1).min())
     return worst >= 0.99, worst
 
