@@ -26,6 +26,8 @@ from data_engine.quality import auto_figures, point_figures
 
 AMG_PRESETS = Path(__file__).resolve().parents[1] / "data_engine" / "conf" / "amg"
 TARGETS = {"point_miou": 0.85, "iou_correlation": 0.5, "auto_recall_400px_iou75": 0.80}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="tiny checkpoint (default: the embedded model)")
