@@ -12,20 +12,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from segment_anything import SamAutomaticMaskGenerator
 
 from data_engine import rle
+from data_engine.config import compose
 from data_engine.generator import MaskGenerator
 from data_engine.images import load_rgb
 from data_engine.inputs import list_inputs
 from data_engine.models import build_sam
 
-PRESET = Path(__file__).resolve().parents[1] / "data_engine" / "conf" / "amg" / "reference.yaml"
 SAM_KEYS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
             "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
             "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area")
@@ -111,7 +109,7 @@ def main() -> int:
     root, names, _ = list_inputs(args.input)
     images = [(n, load_rgb(root / n, max_pixels=1 << 40)) for n in names[:args.limit]]
     sam = build_sam(args.variant, checkpoint=args.checkpoint, device=args.device)
-    base = yaml.safe_load(PRESET.read_text())
+    base = compose(["amg=reference"])["amg"]
     print(f"model={args.variant} device={sam.device} threads={torch.get_num_threads()} images={len(images)} "
           f"from {root}")
     failed = False

@@ -18,13 +18,12 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 
 from data_engine import synth
+from data_engine.config import compose
 from data_engine.models import build_sam
 from data_engine.quality import auto_figures, point_figures
 
-AMG_PRESETS = Path(__file__).resolve().parents[1] / "data_engine" / "conf" / "amg"
 TARGETS = {"point_miou": 0.85, "iou_correlation": 0.5, "auto_recall_400px_iou75": 0.80}
 
 
@@ -42,7 +41,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     sam = build_sam(args.variant, checkpoint=args.checkpoint)
-    amg = yaml.safe_load((AMG_PRESETS / f"{args.amg}.yaml").read_text())
+    amg = compose([f"amg={args.amg}"])["amg"]
     scenes = [synth.make_scene(args.seed, i) for i in range(max(args.point_scenes, args.auto_scenes))]
     with torch.no_grad():
         figures = point_figures(sam, scenes[:args.point_scenes]) if args.point_scenes else {}

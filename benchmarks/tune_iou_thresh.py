@@ -6,17 +6,13 @@ scenes (seed 500, not the quality seed 1000), 32x32 grid without crops: how amg=
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
-import yaml
 
 from data_engine import synth
+from data_engine.config import compose
 from data_engine.models import build_sam
 from data_engine.quality import auto_figures
-
-SA1B = Path(__file__).resolve().parents[1] / "data_engine" / "conf" / "amg" / "sa1b.yaml"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     sam = build_sam("tiny", checkpoint=args.checkpoint, device="cpu")
-    amg = {**yaml.safe_load(SA1B.read_text()), "crop_n_layers": 0}
+    amg = compose(["amg=sa1b", "amg.crop_n_layers=0"])["amg"]
     scenes = [synth.make_scene(args.seed, i) for i in range(args.scenes)]
     print("pred_iou_thresh  recall(>=400px, IoU>=0.75)  objects  masks/image")
     for thresh in args.thresholds:

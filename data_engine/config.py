@@ -4,9 +4,22 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+CONF_DIR = Path(__file__).parent / "conf"
+
 
 class ConfigError(ValueError):
     """A config key has a value that cannot work."""
+
+
+def compose(overrides: list[str]) -> dict:
+    """The project's Hydra config with `overrides` (as on the command line), as a plain dict: what the
+    CLI hands to the stages, for scripts and tests that run outside the CLI."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def validate(cfg: dict) -> None:

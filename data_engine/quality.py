@@ -12,6 +12,7 @@ from segment_anything import SamPredictor
 
 from . import rle
 from .generator import MaskGenerator
+from .replay import mask_iou
 
 
 def innermost_point(mask: np.ndarray) -> np.ndarray:
@@ -19,11 +20,6 @@ def innermost_point(mask: np.ndarray) -> np.ndarray:
     dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
     y, x = np.unravel_index(dist.argmax(), dist.shape)
     return np.array([x, y], dtype=np.float64)
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 def point_figures(sam, scenes: list[dict], min_area: int = 100) -> dict:
@@ -38,7 +34,7 @@ def point_figures(sam, scenes: list[dict], min_area: int = 100) -> dict:
                 continue
             point = innermost_point(obj["mask"])[None]
             masks, scores, _ = predictor.predict(point_coords=point, point_labels=np.array([1]), multimask_output=True)
-            ious = [iou(m, obj["mask"]) for m in masks]
+            ious = [mask_iou(m, obj["mask"]) for m in masks]
             best.append(max(ious))
             predicted.extend(scores.tolist())
             true.extend(ious)
@@ -57,11 +53,9 @@ def auto_figures(sam, scenes: list[dict], amg: dict, min_area: int = 400, min_io
         seconds.append(time.time() - start)
         counts.append(len(out["segmentation"]))
         gt = [o["mask"] for o in scene["objects"] if o["mask"].sum() >= min_area]
-        if not gt or not out["segmentation"]:
-            total += len(gt)
-            continue
-        ious = rle.iou_matrix(rle.encode(np.stack(gt)), out["segmentation"], scene["height"], scene["width"])
         total += len(gt)
-        found += int((ious.max(1) >= min_iou).sum())
+        if gt and out["segmentation"]:
+            ious = rle.iou_matrix(rle.encode(np.stack(gt)), out["segmentation"], scene["height"], scene["width"])
+            found += int((ious.max(1) >= min_iou).sum())
     return {"auto_recall_400px_iou75": found / max(total, 1), "auto_objects": total,
             "masks_per_image": float(np.mean(counts)), "auto_seconds_per_image": float(np.mean(seconds))}

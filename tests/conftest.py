@@ -5,10 +5,8 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from data_engine.config import compose
 
-CONF = Path(__file__).resolve().parents[1] / "data_engine" / "conf"
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 # Small settings every test starts from: a coarse grid, no crops, no progress bar, no overlays.
@@ -21,9 +19,7 @@ def compose_cfg(overrides: list[str], tmp_path: Path | None = None, small: bool 
     extra = SMALL if small else []
     if tmp_path is not None:
         extra = extra + [f"output.dir={tmp_path / 'out'}"]
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=extra + overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose(extra + overrides)
 
 
 @pytest.fixture
