@@ -6,6 +6,8 @@ Prints four figures, with their targets:
   3. fully-automatic stage (amg preset, default sa1b) on --auto-scenes scenes: fraction of
      ground-truth objects of at least 400 px recovered by some mask with IoU >= 0.75 (>= 0.80);
   4. masks per image of the automatic stage.
+Also, without a target: mean IoU after each click of an interactive session (--clicks; the first
+click at the innermost pixel, then at the largest error region, as SA-1B's tool was evaluated).
 
     python benchmarks/quality.py [--checkpoint PATH] [--seed 1000] [--amg sa1b|tiny] [--out quality.json]
 
@@ -22,7 +24,7 @@ import torch
 from data_engine import synth
 from data_engine.config import compose
 from data_engine.models import build_sam
-from data_engine.quality import auto_figures, point_figures
+from data_engine.quality import auto_figures, click_figures, point_figures
 
 TARGETS = {"point_miou": 0.85, "iou_correlation": 0.5, "auto_recall_400px_iou75": 0.80}
 
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--variant", default="tiny", help="model variant of the checkpoint")
     parser.add_argument("--seed", type=int, default=1000, help="scene seed; not the training seed (1)")
     parser.add_argument("--point-scenes", type=int, default=50, help="0: skip the single-point figures")
+    parser.add_argument("--clicks", type=int, default=3, help="clicks per interactive session (0: skip)")
     parser.add_argument("--auto-scenes", type=int, default=20, help="0: skip the automatic-stage figures")
     parser.add_argument("--amg", default="sa1b", help="generator preset in data_engine/conf/amg")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -45,6 +48,8 @@ def main() -> None:
     scenes = [synth.make_scene(args.seed, i) for i in range(max(args.point_scenes, args.auto_scenes))]
     with torch.no_grad():
         figures = point_figures(sam, scenes[:args.point_scenes]) if args.point_scenes else {}
+        if args.point_scenes and args.clicks:
+            figures.update(click_figures(sam, scenes[:args.point_scenes], args.clicks))
         if args.auto_scenes:  # 0: point figures only (a quick look at a checkpoint during training)
             figures.update(auto_figures(sam, scenes[:args.auto_scenes], amg))
     figures.update(seed=args.seed, checkpoint=args.checkpoint or "embedded", amg=args.amg)
@@ -52,6 +57,8 @@ def main() -> None:
         if key not in figures:
             continue
         print(f"{key:28s} {figures[key]:.3f}   (target >= {target}: {'met' if figures[key] >= target else 'MISSED'})")
+    if "click_miou" in figures:
+        print(f"{'click_miou (after 1, 2, ...)':28s} {' '.join(f'{v:.3f}' for v in figures['click_miou'])}")
     if "masks_per_image" in figures:
         print(f"{'masks_per_image':28s} {figures['masks_per_image']:.1f}")
     if args.out:

@@ -1,0 +1,37 @@
+"""The interactive-session figure of data_engine/quality.py: where correction clicks land."""
+from __future__ import annotations
+
+import numpy as np
+
+from data_engine.quality import correction_click
+
+
+def square(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    mask = np.zeros((60, 80), dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def test_missed_region_gets_a_positive_click_inside_it():
+    target = square(10, 50, 10, 70)
+    prediction = square(10, 50, 10, 30)  # the right two thirds are missed
+    x, y, label = correction_click(prediction, target)
+    assert label == 1
+    assert 30 <= x < 70 and 10 <= y < 50 and not prediction[int(y), int(x)]
+
+
+def test_false_region_gets_a_negative_click_outside_the_target():
+    target = square(20, 40, 20, 40)
+    prediction = square(5, 55, 5, 75)  # far too big
+    x, y, label = correction_click(prediction, target)
+    assert label == 0
+    assert not target[int(y), int(x)] and prediction[int(y), int(x)]
+
+
+def test_click_goes_to_the_largest_error_region():
+    target = square(10, 50, 10, 70)
+    prediction = target.copy()
+    prediction[10:14, 10:14] = False   # small miss, top left
+    prediction[30:50, 50:70] = False   # large miss, bottom right
+    x, y, label = correction_click(prediction, target)
+    assert label == 1 and 50 <= x < 70 and 30 <= y < 50
