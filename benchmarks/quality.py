@@ -24,7 +24,7 @@ import torch
 from data_engine import synth
 from data_engine.config import compose
 from data_engine.models import build_sam
-from data_engine.quality import auto_figures, click_figures, point_figures
+from data_engine.quality import auto_figures, point_figures
 
 TARGETS = {"point_miou": 0.85, "iou_correlation": 0.5, "auto_recall_400px_iou75": 0.80}
 
@@ -47,9 +47,7 @@ def main() -> None:
     amg = compose([f"amg={args.amg}"])["amg"]
     scenes = [synth.make_scene(args.seed, i) for i in range(max(args.point_scenes, args.auto_scenes))]
     with torch.no_grad():
-        figures = point_figures(sam, scenes[:args.point_scenes]) if args.point_scenes else {}
-        if args.point_scenes and args.clicks:
-            figures.update(click_figures(sam, scenes[:args.point_scenes], args.clicks))
+        figures = point_figures(sam, scenes[:args.point_scenes], clicks=args.clicks) if args.point_scenes else {}
         if args.auto_scenes:  # 0: point figures only (a quick look at a checkpoint during training)
             figures.update(auto_figures(sam, scenes[:args.auto_scenes], amg))
     figures.update(seed=args.seed, checkpoint=args.checkpoint or "embedded", amg=args.amg)

@@ -14,6 +14,7 @@ from data_engine.config import compose
 from data_engine.models import build_sam
 from data_engine.quality import auto_figures
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("thresholds", nargs="+", type=float, help="pred_iou_thresh values to try")

@@ -8,7 +8,6 @@ import time
 
 import cv2
 import numpy as np
-from segment_anything import SamPredictor
 
 from . import rle
 from .generator import MaskGenerator
@@ -22,24 +21,31 @@ def innermost_point(mask: np.ndarray) -> np.ndarray:
     return np.array([x, y], dtype=np.float64)
 
 
-def point_figures(sam, scenes: list[dict], min_area: int = 100) -> dict:
+def point_figures(sam, scenes: list[dict], min_area: int = 100, clicks: int = 0) -> dict:
     """Single point at the innermost pixel of each object of >= min_area px: mean best-of-3 IoU, and
-    the correlation of predicted with true IoU over all 3 outputs."""
-    predictor = SamPredictor(sam)
-    best, predicted, true = [], [], []
+    the correlation of predicted with true IoU over all 3 outputs. With clicks > 0, also interactive
+    sessions of that many clicks on the same objects (click_session): mean IoU after each click."""
+    replayer = ClickReplayer(sam)
+    best, predicted, true, sessions = [], [], [], []
     for scene in scenes:
-        predictor.set_image(scene["image"])
+        replayer.predictor.set_image(scene["image"])  # one encoder pass serves both figures
         for obj in scene["objects"]:
             if obj["mask"].sum() < min_area:
                 continue
             point = innermost_point(obj["mask"])[None]
-            masks, scores, _ = predictor.predict(point_coords=point, point_labels=np.array([1]), multimask_output=True)
+            masks, scores, _ = replayer.predictor.predict(point_coords=point, point_labels=np.array([1]),
+                                                          multimask_output=True)
             ious = [mask_iou(m, obj["mask"]) for m in masks]
             best.append(max(ious))
             predicted.extend(scores.tolist())
             true.extend(ious)
-    return {"point_miou": float(np.mean(best)), "iou_correlation": float(np.corrcoef(predicted, true)[0, 1]),
-            "point_prompts": len(best)}
+            if clicks:
+                sessions.append(click_session(replayer, obj["mask"], clicks))
+    figures = {"point_miou": float(np.mean(best)), "iou_correlation": float(np.corrcoef(predicted, true)[0, 1]),
+               "point_prompts": len(best)}
+    if clicks:
+        figures["click_miou"] = np.mean(sessions, axis=0).tolist()
+    return figures
 
 
 def correction_click(mask: np.ndarray, target: np.ndarray) -> list:
@@ -52,23 +58,10 @@ def correction_click(mask: np.ndarray, target: np.ndarray) -> list:
     return [x, y, int(target[int(y), int(x)])]
 
 
-def click_figures(sam, scenes: list[dict], clicks: int = 3, min_area: int = 100) -> dict:
-    """Interactive segmentation as SA-1B's tool ran it (replay.ClickReplayer): a first click at each
-    object's innermost pixel (of SAM's 3 masks, the one it rates best is kept), then correction clicks
-    with the previous low-res logits fed back. Mean IoU after each click."""
-    replayer = ClickReplayer(sam)
-    ious = [[] for _ in range(clicks)]
-    for scene in scenes:
-        replayer.predictor.set_image(scene["image"])
-        for obj in scene["objects"]:
-            if obj["mask"].sum() >= min_area:
-                for k, iou in enumerate(click_session(replayer, obj["mask"], clicks)):
-                    ious[k].append(iou)
-    return {"click_miou": [float(np.mean(v)) for v in ious]}
-
-
 def click_session(replayer: ClickReplayer, target: np.ndarray, clicks: int) -> list[float]:
-    """IoU after each of `clicks` clicks on one object (1.0 once the mask is exact)."""
+    """Interactive segmentation of one object as SA-1B's tool ran it (replay.ClickReplayer): a first
+    click at the innermost pixel (of SAM's 3 masks, the one it rates best is kept), then correction
+    clicks with the previous low-res logits fed back. IoU after each click (1.0 once exact)."""
     x, y = innermost_point(target)
     session, logits, ious = [[x, y, 1]], None, []
     while len(ious) < clicks:
