@@ -50,7 +50,8 @@ def main() -> None:
         figures = point_figures(sam, scenes[:args.point_scenes], clicks=args.clicks) if args.point_scenes else {}
         if args.auto_scenes:  # 0: point figures only (a quick look at a checkpoint during training)
             figures.update(auto_figures(sam, scenes[:args.auto_scenes], amg))
-    figures.update(seed=args.seed, checkpoint=args.checkpoint or "embedded", amg=args.amg)
+    figures.update(seed=args.seed, checkpoint=args.checkpoint or "embedded", amg=args.amg,
+                   threads=torch.get_num_threads())
     for key, target in TARGETS.items():
         if key not in figures:
             continue
