@@ -76,7 +76,7 @@ def test_tiny_preset_recovers_objects_of_a_fresh_scene(make_cfg):
     with torch.no_grad():
         figures = quality.auto_figures(build_sam("tiny", device="cpu"), scenes, amg)
     # Measured: 14.0 masks per image, 8 of the 19 objects of >= 400 px recovered at IoU 0.75 (runs 9
-    # and 8 8 of 19, run 7's 9, then 8, 7 and 4; on the quality script's 20 scenes, with crops,
+    # and 8: 8 of 19, run 7's 9, then 8, 7 and 4; on the quality script's 20 scenes, with crops,
     # runs 7, 8, 9, 10 recover 56%, 60%, 58%, 60%: two scenes are too few to rank checkpoints, so this
     # only checks that the masks match real objects)
     assert figures["masks_per_image"] >= 2
