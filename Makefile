@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check -q -c constraints.txt -e ".[test]"
+	$(VENV)/bin/pip install --disable-pip-version-check --no-cache-dir -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 demo: $(STAMP)  ## fully-automatic stage, embedded tiny model (amg=tiny thresholds), bundled sample images -> out/auto
