@@ -38,8 +38,8 @@ def fresh_point_miou() -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_single_point_prompts_segment_fresh_scenes(fresh_point_miou):
-    # The committed weights (run 12) give 0.8054 here (run 10's 0.7995, run 9's 0.7992; earlier 0.782,
-    # 0.763, 0.743, 0.72, 0.67, 0.62 and 0.27, untrained 0.02)
+    # The committed weights (run 12) give 0.8054 here, the previous ones (run 10) 0.7995, untrained 0.02;
+    # the README lists every run's figure
     trained, untrained = fresh_point_miou
     assert trained > 0.802
     assert untrained < 0.3
@@ -56,9 +56,7 @@ def test_single_point_prompts_reach_the_target(fresh_point_miou):
 def test_correction_clicks_improve_the_mask():
     # Interactive sessions on 3 fresh scenes, the previous logits fed back with each correction
     # click. Measured: mean IoU 0.707, 0.772, 0.799 after 1, 2, 3 clicks (run 10's weights 0.713,
-    # 0.769, 0.798: three scenes cannot tell runs 10 and 12 apart here; run 9's weights 0.701,
-    # 0.755, 0.791; run 8's 0.715, 0.763, 0.783; run 7's 0.718, 0.753, 0.764; run 6's 0.678, 0.689,
-    # 0.694: trained without the correction pass).
+    # 0.769, 0.798, so three scenes cannot rank these two; run 9's 0.701, 0.755, 0.791 fail).
     scenes = [synth.make_scene(FRESH_SEED, i) for i in range(3)]
     with torch.no_grad():
         after = quality.point_figures(build_sam("tiny", device="cpu"), scenes, min_area=200, clicks=3)["click_miou"]
@@ -75,9 +73,8 @@ def test_tiny_preset_recovers_objects_of_a_fresh_scene(make_cfg):
     scenes = [synth.make_scene(FRESH_SEED, i) for i in range(2)]
     with torch.no_grad():
         figures = quality.auto_figures(build_sam("tiny", device="cpu"), scenes, amg)
-    # Measured with run 10's weights: 14.0 masks per image, 8 of the 19 objects of >= 400 px recovered at IoU 0.75 (runs 9
-    # and 8: 8 of 19, run 7's 9, then 8, 7 and 4; on the quality script's 20 scenes, with crops,
-    # runs 7, 8, 9, 10, 12 recover 56%, 60%, 58%, 60%, 62%: two scenes are too few to rank checkpoints, so this
-    # only checks that the masks match real objects)
+    # Measured with run 10's weights: 14.0 masks per image, 8 of the 19 objects of >= 400 px recovered
+    # at IoU 0.75 (runs 5, 7, 8, 9: 8, 9, 8, 8). Two scenes are too few to rank checkpoints (the quality
+    # script's 20 scenes do), so this only checks that the masks match real objects.
     assert figures["masks_per_image"] >= 2
     assert figures["auto_recall_400px_iou75"] >= 0.4
