@@ -1,52 +1,22 @@
-"""The tiny model's high-resolution path: sharp mask edges from a small convolutional stem.
+"""The tiny model's high-resolution path: sharp mask edges from the encoder's stride-2 and stride-4 features.
 
 SAM's decoder draws masks by upscaling a 1/patch-size image embedding; a small encoder cannot carry
-every edge in that grid. As SAM 2 does, stride-2 and stride-4 image features are added to the
-decoder's two upscaling steps. Here they come from a small conv stem on the input image, and they
-travel inside the image embedding: pixel-unshuffled to the embedding's grid and appended as extra
-channels. So SamPredictor, the generator's embedding batches and the training code carry them
-without knowing. The projections start at zero: a model grown from a plain checkpoint starts out
-predicting exactly what that checkpoint did.
+every edge in that grid. As SAM 2 does, stride-2 and stride-4 image features (from the convolution
+stages of data_engine/hybrid.py) are added to the decoder's two upscaling steps. They travel inside
+the image embedding: pixel-unshuffled to the embedding's grid and appended as extra channels. So
+SamPredictor, the generator's embedding batches and the training code carry them without knowing.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder
-from torch import nn
+from segment_anything.modeling import MaskDecoder
 
 
-def conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), nn.GELU(), nn.Conv2d(c_out, c_out, 3, 1, 1), nn.GELU())
-
-
-def zero_conv(c_in: int, c_out: int) -> nn.Conv2d:
-    conv = nn.Conv2d(c_in, c_out, 1)
-    nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
-    return conv
-
-
-class HighResEncoderViT(ImageEncoderViT):
-    """SAM's ViT encoder plus a conv stem; output [B, D + D + 2D, h, w]: the embedding, then the
-    stride-4 features (D/4 channels) and stride-2 features (D/8 channels), pixel-unshuffled."""
-
-    def __init__(self, *, stem_dim: int, out_chans: int, patch_size: int, **vit_kwargs):
-        super().__init__(out_chans=out_chans, patch_size=patch_size, **vit_kwargs)
-        self.stem_s0 = conv_block(3, stem_dim, 2)              # stride 2
-        self.stem_s1 = conv_block(stem_dim, 2 * stem_dim, 2)   # stride 4
-        self.proj_s0 = zero_conv(stem_dim, out_chans // 8)
-        self.proj_s1 = zero_conv(2 * stem_dim, out_chans // 4)
-        self.patch = patch_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        embedding = super().forward(x)
-        s0 = self.stem_s0(x)
-        s1 = self.stem_s1(s0)
-        # Pack both feature maps onto the embedding's grid as extra channels
-        f1 = F.pixel_unshuffle(self.proj_s1(s1), self.patch // 4)
-        f0 = F.pixel_unshuffle(self.proj_s0(s0), self.patch // 2)
-        return torch.cat([embedding, f1, f0], dim=1)
+def pack(embedding: torch.Tensor, stride4: torch.Tensor, stride2: torch.Tensor, patch: int) -> torch.Tensor:
+    """[B, D, h, w] embedding, [B, D/4, 2h.., ] stride-4 and [B, D/8, 4h.., ] stride-2 maps -> [B, 4D, h, w]:
+    the two maps pixel-unshuffled onto the embedding's grid and appended as channels."""
+    return torch.cat([embedding, F.pixel_unshuffle(stride4, patch // 4), F.pixel_unshuffle(stride2, patch // 2)], 1)
 
 
 class HighResMaskDecoder(MaskDecoder):

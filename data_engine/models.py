@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from .high_res import HighResEncoderViT, HighResMaskDecoder
+from .high_res import HighResMaskDecoder
+from .hybrid import HybridEncoder
 
 EMBEDDED_TINY = Path(__file__).parent / "weights" / "sam_tiny.pt"
 
@@ -22,26 +23,22 @@ OFFICIAL = {
 }
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
-# Architectures: the three official ones and the tiny embedded one. stem_dim > 0 adds the
-# high-resolution path (data_engine/high_res.py).
+# Architectures: the three official ones (SAM's ViT encoders) and the tiny embedded one, whose encoder
+# has convolution stages before its ViT blocks (data_engine/hybrid.py) and whose decoder reads their
+# stride-2 and stride-4 features (data_engine/high_res.py).
 ARCHS = {
     "vit_h": dict(img_size=1024, patch_size=16, embed_dim=1280, depth=32, heads=16, global_attn=(7, 15, 23, 31),
-                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256,
-                  stem_dim=0),
+                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256),
     "vit_l": dict(img_size=1024, patch_size=16, embed_dim=1024, depth=24, heads=16, global_attn=(5, 11, 17, 23),
-                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256,
-                  stem_dim=0),
+                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256),
     "vit_b": dict(img_size=1024, patch_size=16, embed_dim=768, depth=12, heads=12, global_attn=(2, 5, 8, 11),
-                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256,
-                  stem_dim=0),
-    # 256 px input, 32x32 image embedding, 128x128 low-res masks, high-res stem; about 1.4M parameters.
-    "tiny": dict(img_size=256, patch_size=8, embed_dim=128, depth=4, heads=4, global_attn=(1, 3),
-                 window=8, prompt_dim=64, decoder_depth=2, decoder_mlp=256, decoder_heads=4, iou_hidden=64,
-                 stem_dim=16),
+                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256),
+    # 256 px input, convolution stages of 32/64/128 channels at strides 2/4/8, 4 ViT blocks at width 192
+    # on the 32x32 grid, 128x128 low-res masks; about 3.8M parameters.
+    "tiny": dict(img_size=256, patch_size=8, embed_dim=192, depth=4, heads=6, global_attn=(1, 3), window=8,
+                 prompt_dim=128, decoder_depth=2, decoder_mlp=512, decoder_heads=4, iou_hidden=128,
+                 conv_widths=(32, 64, 128), conv_blocks=(1, 2, 2)),
 }
-# The tiny model without the high-resolution path: what the embedded model's first two training runs
-# trained (README); `train.init=partial` grows its checkpoints into `tiny`. No embedded weights.
-ARCHS["tiny_plain"] = dict(ARCHS["tiny"], stem_dim=0)
 
 
 class CheckpointError(RuntimeError):
@@ -59,7 +56,6 @@ def build_sam(variant: str, checkpoint: str | os.PathLike | None = None, device:
     - `vit_h`, `vit_l`, `vit_b`: weights come from `checkpoint`, or with `download=True` from the
       official URL into `cache_dir` (SHA-256 verified).
     - `tiny`: weights from `checkpoint`, else the embedded file, else seeded initial weights.
-    - `tiny_plain`: weights from `checkpoint`, else seeded initial weights.
     """
     if variant not in ARCHS:
         raise ValueError(f"unknown model variant {variant!r}; choose one of {sorted(ARCHS)}")
@@ -79,14 +75,18 @@ def seeded_sam(variant: str, seed: int = 0) -> Sam:
 
 
 def make_sam(img_size, patch_size, embed_dim, depth, heads, global_attn, window, prompt_dim,
-             decoder_depth, decoder_mlp, decoder_heads, iou_hidden, stem_dim) -> Sam:
+             decoder_depth, decoder_mlp, decoder_heads, iou_hidden, conv_widths=None, conv_blocks=None) -> Sam:
     embedding_size = img_size // patch_size
-    vit = dict(
-        img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=heads,
-        mlp_ratio=4, out_chans=prompt_dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-        use_rel_pos=True, global_attn_indexes=global_attn, window_size=window,
-    )
-    encoder = HighResEncoderViT(stem_dim=stem_dim, **vit) if stem_dim else ImageEncoderViT(**vit)
+    if conv_widths:
+        encoder = HybridEncoder(img_size=img_size, conv_widths=conv_widths, conv_blocks=conv_blocks,
+                                embed_dim=embed_dim, depth=depth, num_heads=heads, global_attn_indexes=global_attn,
+                                window_size=window, out_chans=prompt_dim)
+    else:
+        encoder = ImageEncoderViT(
+            img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=heads,
+            mlp_ratio=4, out_chans=prompt_dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True, global_attn_indexes=global_attn, window_size=window,
+        )
     prompt_encoder = PromptEncoder(
         embed_dim=prompt_dim, image_embedding_size=(embedding_size, embedding_size),
         input_image_size=(img_size, img_size), mask_in_chans=16,
@@ -97,7 +97,7 @@ def make_sam(img_size, patch_size, embed_dim, depth, heads, global_attn, window,
                                       num_heads=decoder_heads),
         transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=iou_hidden,
     )
-    decoder = HighResMaskDecoder(patch_size=patch_size, **decoder_args) if stem_dim else MaskDecoder(**decoder_args)
+    decoder = HighResMaskDecoder(patch_size=patch_size, **decoder_args) if conv_widths else MaskDecoder(**decoder_args)
     return Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=decoder,
                pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
 
@@ -108,8 +108,6 @@ def resolve_checkpoint(variant, checkpoint, download, cache_dir) -> Path | None:
         return Path(checkpoint).expanduser()
     if variant == "tiny":
         return EMBEDDED_TINY if EMBEDDED_TINY.exists() else None
-    if variant not in OFFICIAL:  # tiny_plain: seeded weights
-        return None
     if download:
         return download_official(variant, cache_dir)
     raise CheckpointError(

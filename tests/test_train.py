@@ -155,17 +155,17 @@ def test_loss_is_zero_only_for_perfect_logits():
 
 
 def test_partial_init_copies_the_fitting_tensors_of_a_checkpoint(make_cfg, scenes, tmp_path):
-    # A checkpoint without the high-res stem (as an older tiny model): everything else is copied
+    # A checkpoint without the encoder's ViT blocks (as when blocks are added): everything else is copied
     source = seeded_sam("tiny", 7).state_dict()
-    plain = {k: v for k, v in source.items() if ".stem_" not in k and ".proj_" not in k}
-    path = tmp_path / "plain.pt"
-    torch.save(plain, path)
+    older = {k: v for k, v in source.items() if ".blocks." not in k}
+    path = tmp_path / "older.pt"
+    torch.save(older, path)
     cfg = train_cfg(make_cfg, scenes, tmp_path / "grown", "train.init=partial", f"model.checkpoint={path}")
     sam = train_stage.initial_model(cfg, "cpu")
     state = sam.state_dict()
-    assert all(torch.equal(state[k], v) for k, v in plain.items())
-    stem = next(k for k in state if ".stem_" in k)
-    assert not torch.equal(state[stem], source[stem])  # seeded with train's seed, not copied
+    assert all(torch.equal(state[k], v) for k, v in older.items())
+    block = next(k for k in state if ".blocks." in k and k.endswith("qkv.weight"))
+    assert not torch.equal(state[block], source[block])  # seeded with train's seed, not copied
 
 
 def test_partial_init_without_a_checkpoint_says_what_to_pass(make_cfg, scenes, tmp_path):
