@@ -149,7 +149,10 @@ def check_state_fits(sam: Sam, state: dict, variant: str, path: Path) -> None:
     wrong = [k for k in expected.keys() & got.keys() if expected[k] != got[k]]
     if missing or unexpected or wrong:
         guess = guess_variant(got)
-        hint = f"; it looks like a {guess!r} checkpoint" if guess and guess != variant else ""
+        hint = (f"; it looks like a {guess!r} checkpoint" if guess else
+                f"; it fits none of this version's variants ({', '.join(sorted(ARCHS))}): load it with the "
+                f"data_engine version that trained it (the tiny architecture changed when its encoder gained "
+                f"convolution stages)")
         raise CheckpointError(
             f"checkpoint {path} does not fit model variant {variant!r}: {len(missing)} missing, "
             f"{len(unexpected)} unexpected and {len(wrong)} mis-shaped tensors{hint}"

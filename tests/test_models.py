@@ -70,6 +70,7 @@ def test_mismatched_checkpoint_summarises_instead_of_listing_keys(tmp_path):
     assert "other.pth" in message and "'tiny'" in message
     assert "1 missing, 1 unexpected and 1 mis-shaped" in message
     assert "iou_token" not in message  # no dump of state-dict keys
+    assert "fits none of this version's variants" in message  # and says what to do instead
 
 
 def test_guess_variant_recognises_a_tiny_state_dict():
