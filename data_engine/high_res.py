@@ -14,7 +14,8 @@ from segment_anything.modeling import MaskDecoder
 
 
 def pack(embedding: torch.Tensor, stride4: torch.Tensor, stride2: torch.Tensor, patch: int) -> torch.Tensor:
-    """[B, D, h, w] embedding, [B, D/4, 2h.., ] stride-4 and [B, D/8, 4h.., ] stride-2 maps -> [B, 4D, h, w]:
+    """Embedding [B, D, h, w] (h = S / patch for an S-px image), stride-4 map [B, D/4, S/4, S/4] and
+    stride-2 map [B, D/8, S/2, S/2] -> [B, D + D/4 (patch/4)^2 + D/8 (patch/2)^2, h, w] (4D for patch 8):
     the two maps pixel-unshuffled onto the embedding's grid and appended as channels."""
     return torch.cat([embedding, F.pixel_unshuffle(stride4, patch // 4), F.pixel_unshuffle(stride2, patch // 2)], 1)
 

@@ -75,7 +75,8 @@ def test_tiny_preset_recovers_objects_of_a_fresh_scene(make_cfg):
     with torch.no_grad():
         figures = quality.auto_figures(build_sam("tiny", device="cpu"), scenes, amg)
     # Measured with the committed weights: 19 masks per image, 9 of the 19 objects of >= 400 px
-    # recovered at IoU 0.75 (the earlier ViT model: 14 masks, 8 objects). Two scenes are too few to rank checkpoints (the quality
-    # script's 20 scenes do), so this only checks that the masks match real objects.
+    # recovered at IoU 0.75 (the earlier ViT model: 14 masks, 8 objects). Two scenes are too few to
+    # rank checkpoints (the quality script's 20 scenes do), so this only checks that the masks match
+    # real objects.
     assert figures["masks_per_image"] >= 2
     assert figures["auto_recall_400px_iou75"] >= 0.4
