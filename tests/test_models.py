@@ -83,6 +83,14 @@ def test_official_variant_without_checkpoint_says_what_to_pass():
         build_sam("vit_h")
 
 
+def test_hybrid_architecture_with_another_patch_size_is_refused():
+    # The hybrid encoder's stride comes from its stride-2 stages; a different patch_size would give the
+    # prompt encoder a grid that does not match the image embedding
+    arch = {**models.ARCHS["tiny"], "patch_size": 16}
+    with pytest.raises(ValueError, match="set patch_size=8, not 16"):
+        models.make_sam(**arch)
+
+
 def test_unknown_variant():
     with pytest.raises(ValueError, match="unknown model variant 'vit_x'"):
         build_sam("vit_x")
