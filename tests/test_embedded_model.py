@@ -38,11 +38,11 @@ def fresh_point_miou() -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_single_point_prompts_segment_fresh_scenes(fresh_point_miou):
-    # The committed weights (hybrid, run 4) give 0.784 here, the previous run's 0.760, untrained 0.06
-    # (the earlier ViT model 0.805: three scenes rank these two the other way round from the quality
-    # script's fifty, see README)
+    # The committed weights (hybrid, run 5) give 0.797 here, the previous run's 0.784, untrained 0.06
+    # (the earlier ViT model 0.805: three scenes rank it above run 5, the quality script's fifty scenes
+    # below, see README)
     trained, untrained = fresh_point_miou
-    assert trained > 0.775
+    assert trained > 0.79
     assert untrained < 0.3
 
 
@@ -56,14 +56,14 @@ def test_single_point_prompts_reach_the_target(fresh_point_miou):
 @pytest.mark.slow
 def test_correction_clicks_improve_the_mask():
     # Interactive sessions on 3 fresh scenes, the previous logits fed back with each correction
-    # click. Measured: mean IoU 0.707, 0.726, 0.748 after 1, 2, 3 clicks (the previous run's weights
-    # 0.691, 0.738, 0.762 fail the first-click bound).
+    # click. Measured: mean IoU 0.717, 0.754, 0.764 after 1, 2, 3 clicks (the previous run's weights
+    # 0.707, 0.726, 0.748 fail both absolute bounds).
     scenes = [synth.make_scene(FRESH_SEED, i) for i in range(3)]
     with torch.no_grad():
         after = quality.point_figures(build_sam("tiny", device="cpu"), scenes, min_area=200, clicks=3)["click_miou"]
     assert after[0] < after[1] < after[2]
     assert after[2] > after[0] + 0.035
-    assert after[0] > 0.70 and after[2] > 0.74
+    assert after[0] > 0.71 and after[2] > 0.755
 
 
 @pytest.mark.slow
@@ -74,9 +74,8 @@ def test_tiny_preset_recovers_objects_of_a_fresh_scene(make_cfg):
     scenes = [synth.make_scene(FRESH_SEED, i) for i in range(2)]
     with torch.no_grad():
         figures = quality.auto_figures(build_sam("tiny", device="cpu"), scenes, amg)
-    # Measured with the committed weights: 19 masks per image, 9 of the 19 objects of >= 400 px
-    # recovered at IoU 0.75 (the earlier ViT model: 14 masks, 8 objects). Two scenes are too few to
-    # rank checkpoints (the quality script's 20 scenes do), so this only checks that the masks match
-    # real objects.
+    # Measured with the committed weights: 24 masks per image, 13 of the 19 objects of >= 400 px
+    # recovered at IoU 0.75 (the previous run's weights: 19 masks, 9 objects; the earlier ViT model:
+    # 14 masks, 8 objects). Two scenes are few, so the bound sits between the two runs' counts.
     assert figures["masks_per_image"] >= 2
-    assert figures["auto_recall_400px_iou75"] >= 0.4
+    assert figures["auto_recall_400px_iou75"] >= 0.6
