@@ -101,6 +101,18 @@ def test_frozen_image_encoder_stays_unchanged(make_cfg, scenes, tmp_path):
     assert any(not torch.equal(start[k], trained[k]) for k in decoder)
 
 
+def test_cpu_settings_are_restored_after_the_run(make_cfg, scenes, tmp_path):
+    # The stage sets torch's thread count and flushes denormal floats for speed; both are process-wide,
+    # so a caller (a notebook, the tests) gets its own settings back afterwards
+    def denormal_survives():
+        return (torch.tensor([1e-323], dtype=torch.float64) * 2).item() != 0
+
+    assert torch.get_num_threads() == 1 and denormal_survives()
+    train_stage.run(train_cfg(make_cfg, scenes, tmp_path / "settings", "train.steps=1", "train.num_threads=2"))
+    assert torch.get_num_threads() == 1
+    assert denormal_survives()
+
+
 def test_coco_and_parquet_sources_give_the_same_masks(scenes):
     from_parquet = load_sources([str(scenes)], None, 256)
     from_coco = load_sources([str(scenes / "instances.json")], None, 256)

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,18 +36,36 @@ def run(cfg: dict) -> dict:
     t = check(cfg["train"])
     out_dir = Path(cfg["output"]["dir"])
     record = runs.prepare_output(out_dir, cfg, {"data": [str(Path(p).expanduser().resolve()) for p in t["data"]]})
-    if t["num_threads"]:
-        torch.set_num_threads(t["num_threads"])
+    with cpu_settings(t["num_threads"]):
+        return train(cfg, t, out_dir, record["fingerprint"])
+
+
+@contextmanager
+def cpu_settings(num_threads: int | None):
+    """Torch's thread count and denormal flushing for the run, restored afterwards (they are process-wide)."""
+    before = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
     # Denormal floats slow CPU arithmetic (16% of a tiny-model step, measured); flushing them to zero
     # changes no loss figure at training precision
     torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        # torch has no getter for the flush setting: restore its default (off)
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(before)
+
+
+def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:
+    """Build the model, load the data, run the steps, write model.pt; the stage's summary."""
     device = cfg["model"]["device"] or default_device()
     sam = initial_model(cfg, device)
     examples = load_sources(t["data"], t["image_root"], sam.image_encoder.img_size, t["max_images"])
     log.info("training on %d images with %d masks", len(examples), sum(len(e["masks"]) for e in examples))
     optimizer = make_optimizer(sam, t)
-    step = resume(out_dir, sam, optimizer, record["fingerprint"])
-    step = train_loop(sam, optimizer, examples, t, cfg["seed"], step, out_dir, record["fingerprint"],
+    step = resume(out_dir, sam, optimizer, fingerprint)
+    step = train_loop(sam, optimizer, examples, t, cfg["seed"], step, out_dir, fingerprint,
                       cfg["runtime"].get("progress", True))
     final = out_dir / "model.pt"
     save_atomic({k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}, final)
