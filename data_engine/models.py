@@ -78,11 +78,11 @@ def seeded_sam(variant: str, seed: int = 0) -> Sam:
 def make_sam(img_size, patch_size, embed_dim, depth, heads, global_attn, window, prompt_dim,
              decoder_depth, decoder_mlp, decoder_heads, iou_hidden, conv_widths=None, conv_blocks=None) -> Sam:
     embedding_size = img_size // patch_size
-    if conv_widths and patch_size != HYBRID_PATCH:
-        # The hybrid encoder's stride is fixed by its three stride-2 stages; the prompt encoder's grid must match it
-        raise ValueError(f"an architecture with conv_widths has stride {HYBRID_PATCH}: set patch_size={HYBRID_PATCH}, "
-                         f"not {patch_size}")
     if conv_widths:
+        # The hybrid encoder's stride is fixed by its three stride-2 stages; the prompt encoder's grid must match it
+        if patch_size != HYBRID_PATCH:
+            raise ValueError(f"an architecture with conv_widths has stride {HYBRID_PATCH}: "
+                             f"set patch_size={HYBRID_PATCH}, not {patch_size}")
         encoder = HybridEncoder(img_size=img_size, conv_widths=conv_widths, conv_blocks=conv_blocks,
                                 embed_dim=embed_dim, depth=depth, num_heads=heads, global_attn_indexes=global_attn,
                                 window_size=window, out_chans=prompt_dim)
