@@ -12,7 +12,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from . import coco, rle
 from .dataset import read_masks
-from .images import load_rgb
+from .images import ImageError, load_rgb
 
 MIN_FRAME_AREA = 20  # masks smaller than this many pixels in the model frame are skipped
 
@@ -23,24 +23,47 @@ class TrainDataError(ValueError):
     user_error = True
 
 
-def load_sources(paths: list[str], image_root: str | None, img_size: int, max_images: int | None = None) -> list[dict]:
+def load_sources(paths: list[str], image_root: str | None, img_size: int,
+                 max_images: int | None = None) -> tuple[list[dict], list[dict]]:
     """Examples from every source: {'image': [3, h, w] uint8 tensor, 'masks': RLE counts in the
-    img_size x img_size frame, 'file_name'}. Images without a usable mask are left out."""
-    examples = []
+    img_size x img_size frame, 'file_name', 'small_masks': how many of its masks were too small},
+    and what was left out: images {'source', 'file_name', 'reason'} (missing, unreadable, or no mask
+    of MIN_FRAME_AREA px in the frame) and COCO annotations {..., 'annotation': id, 'reason'}
+    (unreadable, or of no listed image). A run loses no image or annotation silently."""
+    examples, skipped = [], []
     for path in paths:
-        for root, file_name, masks in list_source(Path(path).expanduser(), image_root):
+        for root, file_name, masks, bad in list_source(Path(path).expanduser(), image_root):
             if max_images is not None and len(examples) >= max_images:
-                return examples
-            example = to_frame(root / file_name, masks, img_size)
-            if example["masks"]:
+                return examples, skipped
+            skipped.extend({"source": path, "file_name": file_name, "annotation": ann, "reason": reason}
+                           for ann, reason in bad)
+            if file_name is None:  # annotations of no listed image
+                continue
+            example, reason = load_example(root / file_name, masks, img_size)
+            if example:
                 examples.append({**example, "file_name": file_name})
+            else:
+                skipped.append({"source": path, "file_name": file_name, "reason": reason})
     if not examples:
-        raise TrainDataError(f"train.data={paths}: no image with a mask of at least {MIN_FRAME_AREA} px was found")
-    return examples
+        first = f"; first left out: {skipped[0]['file_name']}: {skipped[0]['reason']}" if skipped else ""
+        raise TrainDataError(f"train.data={paths}: no image with a mask of at least {MIN_FRAME_AREA} px "
+                             f"was found{first}")
+    return examples, skipped
+
+
+def load_example(path: Path, masks: list[tuple], img_size: int) -> tuple[dict | None, str | None]:
+    """(example, None), or (None, why the image cannot be trained on)."""
+    try:
+        example = to_frame(path, masks, img_size)
+    except (ImageError, TrainDataError) as e:
+        return None, f"{type(e).__name__}: {e}"
+    if not example["masks"]:
+        return None, f"none of its {len(masks)} masks covers {MIN_FRAME_AREA} px at the model's {img_size}-px input"
+    return example, None
 
 
 def list_source(path: Path, image_root: str | None):
-    """Yield (image root, file name, [(counts, height, width)]) per image of one source."""
+    """Yield (image root, file name, [(counts, height, width)], [(annotation id, reason)]) per image."""
     if path.is_dir() and (path / "masks").is_dir():
         yield from parquet_source(path, image_root)
     elif path.is_file() and path.suffix == ".json":
@@ -58,7 +81,7 @@ def parquet_source(path: Path, image_root: str | None):
     for row in table:
         by_file.setdefault(row["file_name"], []).append((row["segmentation"], row["height"], row["width"]))
     for name in sorted(by_file):
-        yield root, name, by_file[name]
+        yield root, name, by_file[name], []
 
 
 def parquet_image_root(path: Path) -> Path:
@@ -73,7 +96,9 @@ def parquet_image_root(path: Path) -> Path:
 
 
 def coco_source(path: Path, image_root: str | None):
-    """COCO instances: images next to the file (or in pictures/ beside it, or image_root)."""
+    """COCO instances: images next to the file (or in pictures/ beside it, or image_root). Annotations
+    that cannot be read come with each image as (annotation id, reason); those of no listed image
+    come last, under file name None."""
     doc = coco.load(path)
     root = Path(image_root).expanduser() if image_root else (
         path.parent / "pictures" if (path.parent / "pictures").is_dir() else path.parent)
@@ -81,9 +106,18 @@ def coco_source(path: Path, image_root: str | None):
     for ann in doc.get("annotations", []):
         by_image.setdefault(ann["image_id"], []).append(ann)
     for image in sorted(doc.get("images", []), key=lambda im: im["file_name"]):
-        h, w = image["height"], image["width"]
-        masks = [(coco.segmentation_to_counts(a["segmentation"], h, w), h, w) for a in by_image.get(image["id"], [])]
-        yield root, image["file_name"], masks
+        masks, bad = [], []
+        for ann in by_image.pop(image["id"], []):
+            try:
+                masks.append((coco.segmentation_to_counts(ann["segmentation"], image["height"], image["width"]),
+                              image["height"], image["width"]))
+            except (ValueError, TypeError, KeyError) as e:
+                bad.append((ann.get("id"), f"unreadable segmentation: {type(e).__name__}: {e}"))
+        yield root, image["file_name"], masks, bad
+    orphans = [(a.get("id"), f"image_id {a['image_id']} is not among the file's images")
+               for anns in by_image.values() for a in anns]
+    if orphans:
+        yield root, None, [], orphans
 
 
 def to_frame(path: Path, masks: list[tuple], img_size: int) -> dict:
@@ -102,7 +136,7 @@ def to_frame(path: Path, masks: list[tuple], img_size: int) -> dict:
             frame.append(rle.encode(padded[None])[0])
             areas.append(int(small.sum()))
     return {"image": torch.from_numpy(resized).permute(2, 0, 1).contiguous(), "masks": frame,
-            "areas": np.asarray(areas, dtype=np.float64)}
+            "areas": np.asarray(areas, dtype=np.float64), "small_masks": len(masks) - len(frame)}
 
 
 def batch(examples: list[dict], rng: np.random.Generator, images: int, masks_per_image: int, img_size: int,

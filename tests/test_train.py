@@ -11,7 +11,7 @@ from data_engine.config import ConfigError
 from data_engine.models import seeded_sam
 from data_engine.stages import synth as synth_stage
 from data_engine.stages import train as train_stage
-from data_engine.train_data import batch, load_sources
+from data_engine.train_data import TrainDataError, batch, load_sources
 from data_engine import training as T
 from data_engine.training import batch_loss
 
@@ -38,7 +38,7 @@ def train_cfg(make_cfg, scenes, out, *overrides):
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch(scenes):
     sam = seeded_sam("tiny", 0).train()
-    examples = load_sources([str(scenes)], None, 256)
+    examples, _ = load_sources([str(scenes)], None, 256)
     images, masks = batch(examples, np.random.default_rng(0), 1, 4, 256)
     optimizer = torch.optim.AdamW(sam.parameters(), lr=1e-3)
 
@@ -114,11 +114,47 @@ def test_cpu_settings_are_restored_after_the_run(make_cfg, scenes, tmp_path):
 
 
 def test_coco_and_parquet_sources_give_the_same_masks(scenes):
-    from_parquet = load_sources([str(scenes)], None, 256)
-    from_coco = load_sources([str(scenes / "instances.json")], None, 256)
+    from_parquet, _ = load_sources([str(scenes)], None, 256)
+    from_coco, _ = load_sources([str(scenes / "instances.json")], None, 256)
     assert [e["file_name"] for e in from_parquet] == [e["file_name"] for e in from_coco]
     assert [sorted(e["masks"]) for e in from_parquet] == [sorted(e["masks"]) for e in from_coco]
     assert all(e["image"].shape[0] == 3 and max(e["image"].shape[1:]) == 256 for e in from_parquet)
+
+
+def test_unusable_images_are_left_out_with_their_reason(make_cfg, scenes, tmp_path):
+    # A COCO source whose first image is corrupt, second has only a 3x3 px mask, and third is missing
+    doc = json.loads((scenes / "instances.json").read_text())
+    first, second, third = sorted(doc["images"], key=lambda im: im["file_name"])
+    (scenes / "pictures" / first["file_name"]).write_bytes(b"not a png")
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] != second["id"]]
+    doc["annotations"].append({"id": 10**6, "image_id": second["id"], "category_id": 1, "iscrowd": 0,
+                               "segmentation": [[10, 10, 13, 10, 13, 13, 10, 13]], "area": 9, "bbox": [10, 10, 3, 3]})
+    doc["images"].append({"id": 10**6, "file_name": "gone.png", "height": 64, "width": 64})
+    doc["annotations"].append({**doc["annotations"][-1], "id": 10**6 + 1, "image_id": 10**6})
+    # ... and two annotations that cannot be used: a wrongly sized RLE, and one of no listed image
+    doc["annotations"].append({"id": 10**6 + 2, "image_id": third["id"], "category_id": 1, "iscrowd": 0,
+                               "segmentation": {"size": [5, 5], "counts": "25"}, "area": 1, "bbox": [0, 0, 1, 1]})
+    doc["annotations"].append({**doc["annotations"][-2], "id": 10**6 + 3, "image_id": 999})
+    source = tmp_path / "edited.json"
+    source.write_text(json.dumps(doc))
+    (tmp_path / "pictures").symlink_to(scenes / "pictures")
+    # Training runs on the one usable image and records the other three with their reasons
+    summary = train_stage.run(train_cfg(make_cfg, source, tmp_path / "run", "train.steps=1"))
+    assert summary["images"] == 1 and summary["images_skipped"] == 3 and summary["annotations_skipped"] == 2
+    rows = [json.loads(ln) for ln in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
+    annotations = {r["annotation"]: r["reason"] for r in rows if "annotation" in r}
+    assert "RLE size [5, 5] differs" in annotations[10**6 + 2]
+    assert "image_id 999 is not among" in annotations[10**6 + 3]
+    reasons = {r["file_name"]: r["reason"] for r in rows if "annotation" not in r}
+    assert reasons.keys() == {first["file_name"], second["file_name"], "gone.png"}
+    assert "not a readable image" in reasons[first["file_name"]]
+    assert "none of its 1 masks covers 20 px" in reasons[second["file_name"]]
+    assert "missing" in reasons["gone.png"] and "train.image_root" in reasons["gone.png"]
+    # With no usable image at all, the error names the first thing left out and why
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] not in (third["id"], 999)]
+    source.write_text(json.dumps(doc))
+    with pytest.raises(TrainDataError, match="first left out: gone.png: .*missing; pass train.image_root"):
+        load_sources([str(source)], None, 256)
 
 
 @pytest.mark.parametrize("override, key", [

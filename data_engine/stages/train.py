@@ -1,7 +1,8 @@
 """The train stage: train or fine-tune SAM on collected masks, with atomic resumable checkpoints.
 
 output.dir gets checkpoints/last.pt (model, optimizer, step; rewritten every checkpoint_every steps),
-model.pt (the final weights as an fp16 state dict: pass it as model.checkpoint), and loss_log.jsonl.
+model.pt (the final weights as an fp16 state dict: pass it as model.checkpoint), loss_log.jsonl, and
+skipped.jsonl (the images and annotations of train.data left out, each with its reason).
 Rerunning the same command continues from checkpoints/last.pt. Step `n` samples its batch and prompts
 from seed (seed, n), so a resumed run follows the same data as an uninterrupted one.
 """
@@ -61,7 +62,8 @@ def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:
     """Build the model, load the data, run the steps, write model.pt; the stage's summary."""
     device = cfg["model"]["device"] or default_device()
     sam = initial_model(cfg, device)
-    examples = load_sources(t["data"], t["image_root"], sam.image_encoder.img_size, t["max_images"])
+    examples, skipped = load_sources(t["data"], t["image_root"], sam.image_encoder.img_size, t["max_images"])
+    record_skipped(out_dir, skipped)
     log.info("training on %d images with %d masks", len(examples), sum(len(e["masks"]) for e in examples))
     optimizer = make_optimizer(sam, t)
     step = resume(out_dir, sam, optimizer, fingerprint)
@@ -70,7 +72,17 @@ def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:
     final = out_dir / "model.pt"
     save_atomic({k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}, final)
     return {"output": str(out_dir), "model": str(final), "steps": step, "images": len(examples),
-            "masks": sum(len(e["masks"]) for e in examples), "last_loss": last_logged(out_dir)}
+            "masks": sum(len(e["masks"]) for e in examples), "images_skipped": sum("annotation" not in r for r in skipped),
+            "annotations_skipped": sum("annotation" in r for r in skipped),
+            "masks_too_small": sum(e["small_masks"] for e in examples), "last_loss": last_logged(out_dir)}
+
+
+def record_skipped(out_dir: Path, skipped: list[dict]) -> None:
+    """skipped.jsonl: one row per image or annotation of train.data left out of training, with its reason."""
+    write_text_atomic("".join(json.dumps(row) + "\n" for row in skipped), out_dir / "skipped.jsonl")
+    if skipped:
+        log.warning("%d images or annotations of train.data left out of training; reasons in %s", len(skipped),
+                    out_dir / "skipped.jsonl")
 
 
 def check(t: dict) -> dict:
