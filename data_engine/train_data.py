@@ -53,6 +53,8 @@ def load_sources(paths: list[str], image_root: str | None, img_size: int,
 
 def load_example(path: Path, masks: list[tuple], img_size: int) -> tuple[dict | None, str | None]:
     """(example, None), or (None, why the image cannot be trained on)."""
+    if not masks:
+        return None, "the source has no mask for it"
     try:
         example = to_frame(path, masks, img_size)
     except (ImageError, TrainDataError) as e:

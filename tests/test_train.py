@@ -122,7 +122,8 @@ def test_coco_and_parquet_sources_give_the_same_masks(scenes):
 
 
 def test_unusable_images_are_left_out_with_their_reason(make_cfg, scenes, tmp_path):
-    # A COCO source whose first image is corrupt, second has only a 3x3 px mask, and third is missing
+    # A COCO source with one usable image (the third) and four that are not: a corrupt one, one whose
+    # only mask is 3x3 px, a missing one, and one without annotations
     doc = json.loads((scenes / "instances.json").read_text())
     first, second, third = sorted(doc["images"], key=lambda im: im["file_name"])
     (scenes / "pictures" / first["file_name"]).write_bytes(b"not a png")
@@ -131,6 +132,7 @@ def test_unusable_images_are_left_out_with_their_reason(make_cfg, scenes, tmp_pa
                                "segmentation": [[10, 10, 13, 10, 13, 13, 10, 13]], "area": 9, "bbox": [10, 10, 3, 3]})
     doc["images"].append({"id": 10**6, "file_name": "gone.png", "height": 64, "width": 64})
     doc["annotations"].append({**doc["annotations"][-1], "id": 10**6 + 1, "image_id": 10**6})
+    doc["images"].append({"id": 10**6 + 9, "file_name": "unannotated.png", "height": 64, "width": 64})
     # ... and two annotations that cannot be used: a wrongly sized RLE, and one of no listed image
     doc["annotations"].append({"id": 10**6 + 2, "image_id": third["id"], "category_id": 1, "iscrowd": 0,
                                "segmentation": {"size": [5, 5], "counts": "25"}, "area": 1, "bbox": [0, 0, 1, 1]})
@@ -138,15 +140,16 @@ def test_unusable_images_are_left_out_with_their_reason(make_cfg, scenes, tmp_pa
     source = tmp_path / "edited.json"
     source.write_text(json.dumps(doc))
     (tmp_path / "pictures").symlink_to(scenes / "pictures")
-    # Training runs on the one usable image and records the other three with their reasons
+    # Training runs on the one usable image and records the other four and the two annotations with reasons
     summary = train_stage.run(train_cfg(make_cfg, source, tmp_path / "run", "train.steps=1"))
-    assert summary["images"] == 1 and summary["images_skipped"] == 3 and summary["annotations_skipped"] == 2
+    assert summary["images"] == 1 and summary["images_skipped"] == 4 and summary["annotations_skipped"] == 2
     rows = [json.loads(ln) for ln in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
     annotations = {r["annotation"]: r["reason"] for r in rows if "annotation" in r}
     assert "RLE size [5, 5] differs" in annotations[10**6 + 2]
     assert "image_id 999 is not among" in annotations[10**6 + 3]
     reasons = {r["file_name"]: r["reason"] for r in rows if "annotation" not in r}
-    assert reasons.keys() == {first["file_name"], second["file_name"], "gone.png"}
+    assert reasons.keys() == {first["file_name"], second["file_name"], "gone.png", "unannotated.png"}
+    assert reasons["unannotated.png"] == "the source has no mask for it"
     assert "not a readable image" in reasons[first["file_name"]]
     assert "none of its 1 masks covers 20 px" in reasons[second["file_name"]]
     assert "missing" in reasons["gone.png"] and "train.image_root" in reasons["gone.png"]

@@ -72,7 +72,8 @@ def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:
     final = out_dir / "model.pt"
     save_atomic({k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}, final)
     return {"output": str(out_dir), "model": str(final), "steps": step, "images": len(examples),
-            "masks": sum(len(e["masks"]) for e in examples), "images_skipped": sum("annotation" not in r for r in skipped),
+            "masks": sum(len(e["masks"]) for e in examples),
+            "images_skipped": sum("annotation" not in r for r in skipped),
             "annotations_skipped": sum("annotation" in r for r in skipped),
             "masks_too_small": sum(e["small_masks"] for e in examples), "last_loss": last_logged(out_dir)}
 
