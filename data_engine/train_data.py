@@ -11,7 +11,7 @@ import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from . import coco, rle
-from .dataset import read_masks
+from .dataset import read_images, read_masks
 from .images import ImageError, load_rgb
 
 MIN_FRAME_AREA = 20  # masks smaller than this many pixels in the model frame are skipped
@@ -76,10 +76,11 @@ def list_source(path: Path, image_root: str | None):
 
 
 def parquet_source(path: Path, image_root: str | None):
-    """Masks of any stage's output; images from image_root, the run's input folder, or pictures/."""
+    """Masks of any stage's output; images from image_root, the run's input folder, or pictures/.
+    Images of the output's images table without a mask (failed ones too) come with no masks."""
     root = Path(image_root).expanduser() if image_root else parquet_image_root(path)
     table = read_masks(path, ["file_name", "height", "width", "segmentation"]).to_pylist()
-    by_file: dict[str, list] = {}
+    by_file: dict[str, list] = {name: [] for name in read_images(path, ["file_name"]).column("file_name").to_pylist()}
     for row in table:
         by_file.setdefault(row["file_name"], []).append((row["segmentation"], row["height"], row["width"]))
     for name in sorted(by_file):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from data_engine.config import ConfigError
+from data_engine.dataset import write_shard
 from data_engine.models import seeded_sam
 from data_engine.stages import synth as synth_stage
 from data_engine.stages import train as train_stage
@@ -158,6 +159,15 @@ def test_unusable_images_are_left_out_with_their_reason(make_cfg, scenes, tmp_pa
     source.write_text(json.dumps(doc))
     with pytest.raises(TrainDataError, match="first left out: gone.png: .*missing; pass train.image_root"):
         load_sources([str(source)], None, 256)
+
+
+def test_images_of_a_parquet_source_without_masks_are_recorded(scenes):
+    # An output whose images table lists an image its stage failed on (so it has no mask)
+    write_shard(scenes, "extra", [], [{"image_id": 99, "file_name": "broken.png", "height": 8, "width": 8,
+                                       "status": "failed", "error": "ImageError: not a readable image"}])
+    examples, skipped = load_sources([str(scenes)], None, 256)
+    assert len(examples) == 3
+    assert skipped == [{"source": str(scenes), "file_name": "broken.png", "reason": "the source has no mask for it"}]
 
 
 @pytest.mark.parametrize("override, key", [
