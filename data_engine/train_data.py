@@ -145,7 +145,7 @@ def to_frame(path: Path, masks: list[tuple], img_size: int) -> dict:
 def batch(examples: list[dict], rng: np.random.Generator, images: int, masks_per_image: int, img_size: int,
           area_power: float = 0.0):
     """Sample `images` examples and up to `masks_per_image` masks each, with probability proportional
-    to area ** area_power (0: uniform).
+    to area ** area_power (0: uniform; negative: small masks more often).
 
     Returns ([B] uint8 image tensors, [B] bool mask tensors [K_b, S, S]).
     """

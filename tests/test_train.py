@@ -13,6 +13,7 @@ from data_engine.models import seeded_sam
 from data_engine.stages import synth as synth_stage
 from data_engine.stages import train as train_stage
 from data_engine.train_data import TrainDataError, batch, load_sources
+from data_engine import rle
 from data_engine import training as T
 from data_engine.training import batch_loss
 
@@ -176,12 +177,35 @@ def test_images_of_a_parquet_source_without_masks_are_recorded(scenes):
     ("train.init=imagenet", "train.init"),
     ("train.steps=0", "train.steps"),
     ("train.box_prob=1.5", "train.box_prob"),
+    ("train.area_power=nan", "train.area_power"),
 ])
 def test_bad_settings_fail_before_work(make_cfg, scenes, tmp_path, override, key):
     cfg = train_cfg(make_cfg, scenes, tmp_path / "bad", "train.steps=1", override)
     with pytest.raises(ConfigError, match=key):
         train_stage.run(cfg)
     assert not (tmp_path / "bad").exists()
+
+
+def test_area_power_sets_how_often_small_masks_are_drawn(make_cfg, scenes, tmp_path):
+    """One 4-px mask and one of 1024 px, one mask drawn per image: uniform at 0, the small one about 4
+    times in 5 at -0.25 (weights 4 ** -0.25 against 1024 ** -0.25), the large one at +0.25."""
+    size = 64
+    small, large = np.zeros((size, size), bool), np.zeros((size, size), bool)
+    small[:2, :2] = True
+    large[32:, 32:] = True
+    example = {"image": torch.zeros(3, size, size, dtype=torch.uint8), "masks": rle.encode(np.stack([small, large])),
+               "areas": np.array([4.0, 1024.0])}
+
+    def small_share(power):
+        rng = np.random.default_rng(0)
+        draws = [batch([example], rng, 1, 1, size, power)[1][0][0].sum() == 4 for _ in range(2000)]
+        return float(np.mean(draws))
+
+    assert abs(small_share(0.0) - 0.5) < 0.05
+    assert abs(small_share(-0.25) - 0.8) < 0.05
+    assert abs(small_share(0.25) - 0.2) < 0.05
+    cfg = train_cfg(make_cfg, scenes, tmp_path / "out", "train.area_power=-0.25")
+    assert train_stage.check(cfg["train"])["area_power"] == -0.25  # negative powers are a valid setting
 
 
 def test_prompts_are_simulated_from_the_masks():

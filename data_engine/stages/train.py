@@ -104,7 +104,9 @@ def check(t: dict) -> dict:
     for key in ("box_prob", "coarse_mask_prob"):
         if not isinstance(t[key], (int, float)) or not 0 <= t[key] <= 1:
             raise ConfigError(f"train.{key}: must lie in [0, 1], got {t[key]!r}")
-    for key in ("lr", "weight_decay", "grad_clip", "area_power", "focal_weight", "dice_weight"):
+    if not isinstance(t["area_power"], (int, float)) or not math.isfinite(t["area_power"]):
+        raise ConfigError(f"train.area_power: must be a finite number, got {t['area_power']!r}")
+    for key in ("lr", "weight_decay", "grad_clip", "focal_weight", "dice_weight"):
         if not isinstance(t[key], (int, float)) or t[key] < 0:
             raise ConfigError(f"train.{key}: must be a number >= 0, got {t[key]!r}")
     if t["num_threads"] is not None and (not isinstance(t["num_threads"], int) or t["num_threads"] < 1):
