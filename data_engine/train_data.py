@@ -10,9 +10,11 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from . import coco, rle
+from . import rle
 from .dataset import read_images, read_masks
 from .images import ImageError, load_rgb
+from .importers import coco as coco_import
+from .importers.results import REJECTED
 
 MIN_FRAME_AREA = 20  # masks smaller than this many pixels in the model frame are skipped
 
@@ -39,7 +41,7 @@ def load_sources(paths: list[str], image_root: str | None, img_size: int,
                            for ann, reason in bad)
             if file_name is None:  # annotations of no listed image
                 continue
-            example, reason = load_example(root / file_name, masks, img_size)
+            example, reason = load_example(root / file_name, masks, img_size, rejected=len(bad))
             if example:
                 examples.append({**example, "file_name": file_name})
             else:
@@ -51,10 +53,11 @@ def load_sources(paths: list[str], image_root: str | None, img_size: int,
     return examples, skipped
 
 
-def load_example(path: Path, masks: list[tuple], img_size: int) -> tuple[dict | None, str | None]:
-    """(example, None), or (None, why the image cannot be trained on)."""
+def load_example(path: Path, masks: list[tuple], img_size: int, rejected: int = 0) -> tuple[dict | None, str | None]:
+    """(example, None), or (None, why the image cannot be trained on); `rejected`: how many of its
+    annotations were left out."""
     if not masks:
-        return None, "the source has no mask for it"
+        return None, f"none of its {rejected} annotations could be used" if rejected else "the source has no mask for it"
     try:
         example = to_frame(path, masks, img_size)
     except (ImageError, TrainDataError) as e:
@@ -99,28 +102,31 @@ def parquet_image_root(path: Path) -> Path:
 
 
 def coco_source(path: Path, image_root: str | None):
-    """COCO instances: images next to the file (or in pictures/ beside it, or image_root). Annotations
-    that cannot be read come with each image as (annotation id, reason); those of no listed image
-    come last, under file name None."""
-    doc = coco.load(path)
+    """COCO instances read as stage 1 imports them (`importers.coco`: declared image sizes trusted);
+    images next to the file, in pictures/ beside it, or in image_root. Rejected annotations come with
+    their image as (annotation id, reason); those of no usable image entry come last, under file name
+    None. Images listed without a usable annotation come with no masks."""
+    doc = coco_import.load_document(path)
+    results = coco_import.import_document(doc, path, None)
     root = Path(image_root).expanduser() if image_root else (
         path.parent / "pictures" if (path.parent / "pictures").is_dir() else path.parent)
-    by_image: dict[int, list] = {}
-    for ann in doc.get("annotations", []):
-        by_image.setdefault(ann["image_id"], []).append(ann)
-    for image in sorted(doc.get("images", []), key=lambda im: im["file_name"]):
-        masks, bad = [], []
-        for ann in by_image.pop(image["id"], []):
-            try:
-                masks.append((coco.segmentation_to_counts(ann["segmentation"], image["height"], image["width"]),
-                              image["height"], image["width"]))
-            except (ValueError, TypeError, KeyError) as e:
-                bad.append((ann.get("id"), f"unreadable segmentation: {type(e).__name__}: {e}"))
-        yield root, image["file_name"], masks, bad
-    orphans = [(a.get("id"), f"image_id {a['image_id']} is not among the file's images")
-               for anns in by_image.values() for a in anns]
-    if orphans:
-        yield root, None, [], orphans
+    masks: dict[str, list] = {name: [] for name in listed_names(doc["images"])}
+    for row in results.rows:
+        masks.setdefault(row["file_name"], []).append((row["segmentation"], row["height"], row["width"]))
+    bad: dict[str | None, list] = {}
+    for r in results.report:
+        if r["status"] == REJECTED:
+            bad.setdefault(r["image"] if r["image"] in masks else None, []).append((r["annotation"], r["reason"]))
+    for name in sorted(masks):
+        yield root, name, masks[name], bad.pop(name, [])
+    if None in bad:
+        yield root, None, [], bad[None]
+
+
+def listed_names(entries: list) -> list[str]:
+    """File names of the usable entries of a COCO 'images' list (safe names, unique ids)."""
+    table = coco_import.image_table(entries)
+    return [entry["file_name"] for entry in table.values() if isinstance(entry, dict)]
 
 
 def to_frame(path: Path, masks: list[tuple], img_size: int) -> dict:

@@ -9,6 +9,7 @@ import torch
 
 from data_engine.config import ConfigError
 from data_engine.dataset import write_shard
+from data_engine.inputs import InputError
 from data_engine.models import seeded_sam
 from data_engine.stages import synth as synth_stage
 from data_engine.stages import train as train_stage
@@ -139,26 +140,44 @@ def test_unusable_images_are_left_out_with_their_reason(make_cfg, scenes, tmp_pa
     doc["annotations"].append({"id": 10**6 + 2, "image_id": third["id"], "category_id": 1, "iscrowd": 0,
                                "segmentation": {"size": [5, 5], "counts": "25"}, "area": 1, "bbox": [0, 0, 1, 1]})
     doc["annotations"].append({**doc["annotations"][-2], "id": 10**6 + 3, "image_id": 999})
+    # ... read as stage 1 imports them: a repeated annotation id, and an image with only a box
+    doc["annotations"].append(next(a for a in doc["annotations"] if a["image_id"] == third["id"]))
+    doc["images"].append({"id": 10**6 + 8, "file_name": "boxonly.png", "height": 64, "width": 64})
+    doc["annotations"].append({"id": 10**6 + 4, "image_id": 10**6 + 8, "category_id": 1, "segmentation": [],
+                               "area": 9, "bbox": [1, 1, 3, 3], "iscrowd": 0})
     source = tmp_path / "edited.json"
     source.write_text(json.dumps(doc))
     (tmp_path / "pictures").symlink_to(scenes / "pictures")
     # Training runs on the one usable image and records the other four and the two annotations with reasons
     summary = train_stage.run(train_cfg(make_cfg, source, tmp_path / "run", "train.steps=1"))
-    assert summary["images"] == 1 and summary["images_skipped"] == 4 and summary["annotations_skipped"] == 2
+    assert summary["images"] == 1 and summary["images_skipped"] == 5 and summary["annotations_skipped"] == 4
     rows = [json.loads(ln) for ln in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
     annotations = {r["annotation"]: r["reason"] for r in rows if "annotation" in r}
-    assert "RLE size [5, 5] differs" in annotations[10**6 + 2]
-    assert "image_id 999 is not among" in annotations[10**6 + 3]
+    assert annotations.keys() == {str(10**6 + k) for k in (2, 3, 4)} | {str(doc["annotations"][-2]["id"])}
+    assert "RLE size [5, 5] differs" in annotations[str(10**6 + 2)]
+    assert "image_id 999 is not in 'images'" in annotations[str(10**6 + 3)]
+    assert annotations[str(10**6 + 4)].startswith("no segmentation: a box-only")
+    assert annotations[str(doc["annotations"][-2]["id"])].startswith("duplicate id")
     reasons = {r["file_name"]: r["reason"] for r in rows if "annotation" not in r}
-    assert reasons.keys() == {first["file_name"], second["file_name"], "gone.png", "unannotated.png"}
+    assert reasons.keys() == {first["file_name"], second["file_name"], "gone.png", "unannotated.png", "boxonly.png"}
     assert reasons["unannotated.png"] == "the source has no mask for it"
+    assert reasons["boxonly.png"] == "none of its 1 annotations could be used"
     assert "not a readable image" in reasons[first["file_name"]]
     assert "none of its 1 masks covers 20 px" in reasons[second["file_name"]]
     assert "missing" in reasons["gone.png"] and "train.image_root" in reasons["gone.png"]
     # With no usable image at all, the error names the first thing left out and why
     doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] not in (third["id"], 999)]
     source.write_text(json.dumps(doc))
-    with pytest.raises(TrainDataError, match="first left out: gone.png: .*missing; pass train.image_root"):
+    with pytest.raises(TrainDataError, match="first left out: boxonly.png: no segmentation: a box-only"):
+        load_sources([str(source)], None, 256)
+
+
+@pytest.mark.parametrize("text, message", [("not json", "not a readable JSON file"),
+                                           ('{"images": []}', "not a COCO instances file")])
+def test_a_coco_source_that_cannot_be_read_says_why(tmp_path, text, message):
+    source = tmp_path / "annotations.json"
+    source.write_text(text)
+    with pytest.raises(InputError, match=message):
         load_sources([str(source)], None, 256)
 
 

@@ -19,7 +19,11 @@ STANDARD_KEYS = {"id", "image_id", "category_id", "segmentation", "area", "bbox"
 
 def read(path: Path, image_root: Path | None, fmt: str = "coco") -> Results:
     """Import a COCO instances file; one report row per entry of its `annotations` list."""
-    doc = load_document(path)
+    return import_document(load_document(path), path, image_root, fmt)
+
+
+def import_document(doc: dict, path: Path, image_root: Path | None, fmt: str = "coco") -> Results:
+    """Import a loaded COCO document (`load_document`); `path` names it in the report."""
     res = Results(fmt)
     res.expect(len(doc["annotations"]))
     images = image_table(doc["images"])
