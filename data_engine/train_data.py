@@ -34,14 +34,15 @@ def load_sources(paths: list[str], image_root: str | None, img_size: int,
     (unreadable, or of no listed image). A run loses no image or annotation silently."""
     examples, skipped = [], []
     for path in paths:
-        for root, file_name, masks, bad in list_source(Path(path).expanduser(), image_root):
+        for root, file_name, masks, bad, unusable in list_source(Path(path).expanduser(), image_root):
             if max_images is not None and len(examples) >= max_images:
                 return examples, skipped
             skipped.extend({"source": path, "file_name": file_name, "annotation": ann, "reason": reason}
                            for ann, reason in bad)
             if file_name is None:  # annotations of no listed image
                 continue
-            example, reason = load_example(root / file_name, masks, img_size, rejected=len(bad))
+            example, reason = (None, unusable) if unusable else load_example(root / file_name, masks, img_size,
+                                                                             rejected=len(bad))
             if example:
                 examples.append({**example, "file_name": file_name})
             else:
@@ -68,7 +69,8 @@ def load_example(path: Path, masks: list[tuple], img_size: int, rejected: int = 
 
 
 def list_source(path: Path, image_root: str | None):
-    """Yield (image root, file name, [(counts, height, width)], [(annotation id, reason)]) per image."""
+    """Yield (image root, file name, [(counts, height, width)], [(annotation id, reason)], why the image
+    entry itself cannot be used or None) per image."""
     if path.is_dir() and (path / "masks").is_dir():
         yield from parquet_source(path, image_root)
     elif path.is_file() and path.suffix == ".json":
@@ -87,7 +89,7 @@ def parquet_source(path: Path, image_root: str | None):
     for row in table:
         by_file.setdefault(row["file_name"], []).append((row["segmentation"], row["height"], row["width"]))
     for name in sorted(by_file):
-        yield root, name, by_file[name], []
+        yield root, name, by_file[name], [], None
 
 
 def parquet_image_root(path: Path) -> Path:
@@ -118,9 +120,26 @@ def coco_source(path: Path, image_root: str | None):
         if r["status"] == REJECTED:
             bad.setdefault(r["image"] if r["image"] in masks else None, []).append((r["annotation"], r["reason"]))
     for name in sorted(masks):
-        yield root, name, masks[name], bad.pop(name, [])
+        yield root, name, masks[name], bad.pop(name, []), None
+    for name, reason in unusable_entries(doc["images"]):
+        yield root, name, [], [], reason
     if None in bad:
-        yield root, None, [], bad[None]
+        yield root, None, [], bad[None], None
+
+
+def unusable_entries(entries: list):
+    """(file name as given, reason) for each entry of a COCO 'images' list that stage 1's importer
+    cannot use: not an object, no usable id, a repeated id, an unsafe file name."""
+    table = coco_import.image_table(entries)
+    for index, entry in enumerate(entries):
+        name = str(entry.get("file_name")) if isinstance(entry, dict) else f"images[{index}]"
+        key = entry.get("id") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict):
+            yield name, f"bad image entry: a {type(entry).__name__}, not a JSON object"
+        elif not isinstance(key, (int, str)):
+            yield name, f"bad image entry: id {key!r} is not an integer or string"
+        elif isinstance(table[key], str):
+            yield name, table[key]
 
 
 def listed_names(entries: list) -> list[str]:

@@ -145,12 +145,16 @@ def test_unusable_images_are_left_out_with_their_reason(make_cfg, scenes, tmp_pa
     doc["images"].append({"id": 10**6 + 8, "file_name": "boxonly.png", "height": 64, "width": 64})
     doc["annotations"].append({"id": 10**6 + 4, "image_id": 10**6 + 8, "category_id": 1, "segmentation": [],
                                "area": 9, "bbox": [1, 1, 3, 3], "iscrowd": 0})
+    # ... and image entries it cannot use: a name outside the image root, two entries sharing an id
+    doc["images"] += [{"id": 10**6 + 7, "file_name": "../outside.png", "height": 64, "width": 64},
+                      {"id": 10**6 + 6, "file_name": "twin-a.png", "height": 64, "width": 64},
+                      {"id": 10**6 + 6, "file_name": "twin-b.png", "height": 64, "width": 64}]
     source = tmp_path / "edited.json"
     source.write_text(json.dumps(doc))
     (tmp_path / "pictures").symlink_to(scenes / "pictures")
     # Training runs on the one usable image and records the other four and the two annotations with reasons
     summary = train_stage.run(train_cfg(make_cfg, source, tmp_path / "run", "train.steps=1"))
-    assert summary["images"] == 1 and summary["images_skipped"] == 5 and summary["annotations_skipped"] == 4
+    assert summary["images"] == 1 and summary["images_skipped"] == 8 and summary["annotations_skipped"] == 4
     rows = [json.loads(ln) for ln in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
     annotations = {r["annotation"]: r["reason"] for r in rows if "annotation" in r}
     assert annotations.keys() == {str(10**6 + k) for k in (2, 3, 4)} | {str(doc["annotations"][-2]["id"])}
@@ -159,7 +163,10 @@ def test_unusable_images_are_left_out_with_their_reason(make_cfg, scenes, tmp_pa
     assert annotations[str(10**6 + 4)].startswith("no segmentation: a box-only")
     assert annotations[str(doc["annotations"][-2]["id"])].startswith("duplicate id")
     reasons = {r["file_name"]: r["reason"] for r in rows if "annotation" not in r}
-    assert reasons.keys() == {first["file_name"], second["file_name"], "gone.png", "unannotated.png", "boxonly.png"}
+    assert reasons.keys() == {first["file_name"], second["file_name"], "gone.png", "unannotated.png", "boxonly.png",
+                              "../outside.png", "twin-a.png", "twin-b.png"}
+    assert reasons["../outside.png"].startswith("path escapes image root")
+    assert reasons["twin-a.png"] == reasons["twin-b.png"] == f"duplicate id: image id {10**6 + 6} appears more than once in 'images'"
     assert reasons["unannotated.png"] == "the source has no mask for it"
     assert reasons["boxonly.png"] == "none of its 1 annotations could be used"
     assert "not a readable image" in reasons[first["file_name"]]
