@@ -30,8 +30,9 @@ def load_sources(paths: list[str], image_root: str | None, img_size: int,
     """Examples from every source: {'image': [3, h, w] uint8 tensor, 'masks': RLE counts in the
     img_size x img_size frame, 'file_name', 'small_masks': how many of its masks were too small},
     and what was left out: images {'source', 'file_name', 'reason'} (missing, unreadable, or no mask
-    of MIN_FRAME_AREA px in the frame) and COCO annotations {..., 'annotation': id, 'reason'}
-    (unreadable, or of no listed image). A run loses no image or annotation silently."""
+    of MIN_FRAME_AREA px in the frame, or a COCO image entry that cannot be used) and COCO annotations
+    {..., 'annotation': id, 'reason'} that stage 1's importer rejects. A run loses no image or
+    annotation silently."""
     examples, skipped = [], []
     for path in paths:
         for root, file_name, masks, bad, unusable in list_source(Path(path).expanduser(), image_root):
@@ -58,7 +59,8 @@ def load_example(path: Path, masks: list[tuple], img_size: int, rejected: int = 
     """(example, None), or (None, why the image cannot be trained on); `rejected`: how many of its
     annotations were left out."""
     if not masks:
-        return None, f"none of its {rejected} annotations could be used" if rejected else "the source has no mask for it"
+        return None, (f"none of its {rejected} annotations could be used" if rejected
+                      else "the source has no mask for it")
     try:
         example = to_frame(path, masks, img_size)
     except (ImageError, TrainDataError) as e:
@@ -112,7 +114,8 @@ def coco_source(path: Path, image_root: str | None):
     results = coco_import.import_document(doc, path, None)
     root = Path(image_root).expanduser() if image_root else (
         path.parent / "pictures" if (path.parent / "pictures").is_dir() else path.parent)
-    masks: dict[str, list] = {name: [] for name in listed_names(doc["images"])}
+    names, unusable = image_entries(doc["images"])
+    masks: dict[str, list] = {name: [] for name in names}
     for row in results.rows:
         masks.setdefault(row["file_name"], []).append((row["segmentation"], row["height"], row["width"]))
     bad: dict[str | None, list] = {}
@@ -121,31 +124,28 @@ def coco_source(path: Path, image_root: str | None):
             bad.setdefault(r["image"] if r["image"] in masks else None, []).append((r["annotation"], r["reason"]))
     for name in sorted(masks):
         yield root, name, masks[name], bad.pop(name, []), None
-    for name, reason in unusable_entries(doc["images"]):
+    for name, reason in unusable:
         yield root, name, [], [], reason
     if None in bad:
         yield root, None, [], bad[None], None
 
 
-def unusable_entries(entries: list):
-    """(file name as given, reason) for each entry of a COCO 'images' list that stage 1's importer
-    cannot use: not an object, no usable id, a repeated id, an unsafe file name."""
+def image_entries(entries: list) -> tuple[list[str], list[tuple[str, str]]]:
+    """A COCO 'images' list as stage 1's importer reads it: (file names of the usable entries,
+    [(file name as given, reason)] for the others: not an object, no usable id, a repeated id, an
+    unsafe file name)."""
     table = coco_import.image_table(entries)
+    names = [entry["file_name"] for entry in table.values() if isinstance(entry, dict)]
+    unusable = []
     for index, entry in enumerate(entries):
-        name = str(entry.get("file_name")) if isinstance(entry, dict) else f"images[{index}]"
-        key = entry.get("id") if isinstance(entry, dict) else None
         if not isinstance(entry, dict):
-            yield name, f"bad image entry: a {type(entry).__name__}, not a JSON object"
-        elif not isinstance(key, (int, str)):
-            yield name, f"bad image entry: id {key!r} is not an integer or string"
-        elif isinstance(table[key], str):
-            yield name, table[key]
-
-
-def listed_names(entries: list) -> list[str]:
-    """File names of the usable entries of a COCO 'images' list (safe names, unique ids)."""
-    table = coco_import.image_table(entries)
-    return [entry["file_name"] for entry in table.values() if isinstance(entry, dict)]
+            unusable.append((f"images[{index}]", f"bad image entry: a {type(entry).__name__}, not a JSON object"))
+        elif not isinstance(entry.get("id"), (int, str)):
+            reason = f"bad image entry: id {entry.get('id')!r} is not an integer or string"
+            unusable.append((str(entry.get("file_name")), reason))
+        elif isinstance(table[entry["id"]], str):
+            unusable.append((str(entry.get("file_name")), table[entry["id"]]))
+    return names, unusable
 
 
 def to_frame(path: Path, masks: list[tuple], img_size: int) -> dict:

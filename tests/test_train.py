@@ -125,8 +125,8 @@ def test_coco_and_parquet_sources_give_the_same_masks(scenes):
 
 
 def test_unusable_images_are_left_out_with_their_reason(make_cfg, scenes, tmp_path):
-    # A COCO source with one usable image (the third) and four that are not: a corrupt one, one whose
-    # only mask is 3x3 px, a missing one, and one without annotations
+    # A COCO source with one usable image (the third) and images that are not: a corrupt one, one whose
+    # only mask is 3x3 px, a missing one, one without annotations (more below)
     doc = json.loads((scenes / "instances.json").read_text())
     first, second, third = sorted(doc["images"], key=lambda im: im["file_name"])
     (scenes / "pictures" / first["file_name"]).write_bytes(b"not a png")
@@ -152,7 +152,7 @@ def test_unusable_images_are_left_out_with_their_reason(make_cfg, scenes, tmp_pa
     source = tmp_path / "edited.json"
     source.write_text(json.dumps(doc))
     (tmp_path / "pictures").symlink_to(scenes / "pictures")
-    # Training runs on the one usable image and records the other four and the two annotations with reasons
+    # Training runs on the one usable image and records every other image and annotation with its reason
     summary = train_stage.run(train_cfg(make_cfg, source, tmp_path / "run", "train.steps=1"))
     assert summary["images"] == 1 and summary["images_skipped"] == 8 and summary["annotations_skipped"] == 4
     rows = [json.loads(ln) for ln in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
