@@ -8,6 +8,14 @@ from data_engine import quality, synth
 from data_engine.models import EMBEDDED_TINY, build_sam, model_checksum, seeded_sam
 
 FRESH_SEED = 4242  # not the training seed (1), the samples' seed (2) nor the quality script's (1000)
+# Twenty scenes, not three: on three scenes one object moves the mean by about 0.01, as much as a
+# training cycle adds, so bounds tight enough to mean anything there also ranked checkpoints at random.
+# The bounds below sit 0.02 under what the committed weights measure on these twenty scenes.
+FRESH_SCENES = 20
+
+
+def fresh_scenes() -> list[dict]:
+    return [synth.make_scene(FRESH_SEED, i) for i in range(FRESH_SCENES)]
 
 
 @pytest.fixture(autouse=True)
@@ -30,19 +38,17 @@ def test_committed_checkpoint_is_small_and_loaded_by_default():
 
 @pytest.fixture(scope="module")
 def fresh_point_miou() -> tuple[float, float]:
-    """Single-point mean IoU on 3 fresh scenes: (committed model, seeded untrained model)."""
-    scenes = [synth.make_scene(FRESH_SEED, i) for i in range(3)]
+    """Single-point mean IoU on the fresh scenes: (committed model, seeded untrained model)."""
+    scenes = fresh_scenes()
     with torch.no_grad():
         return point_miou(build_sam("tiny", device="cpu"), scenes), point_miou(seeded_sam("tiny").eval(), scenes)
 
 
 @pytest.mark.slow
 def test_single_point_prompts_segment_fresh_scenes(fresh_point_miou):
-    # The committed weights (hybrid, run 5) give 0.797 here, the previous run's 0.784, untrained 0.06
-    # (the earlier ViT model 0.805: three scenes rank it above run 5, the quality script's fifty scenes
-    # below, see README)
+    # The committed weights (hybrid, run 5) give 0.769 here, the seeded untrained model 0.06
     trained, untrained = fresh_point_miou
-    assert trained > 0.79
+    assert trained > 0.75
     assert untrained < 0.3
 
 
@@ -55,15 +61,13 @@ def test_single_point_prompts_reach_the_target(fresh_point_miou):
 
 @pytest.mark.slow
 def test_correction_clicks_improve_the_mask():
-    # Interactive sessions on 3 fresh scenes, the previous logits fed back with each correction
-    # click. Measured: mean IoU 0.717, 0.754, 0.764 after 1, 2, 3 clicks (the previous run's weights
-    # 0.707, 0.726, 0.748 fail both absolute bounds).
-    scenes = [synth.make_scene(FRESH_SEED, i) for i in range(3)]
+    # Interactive sessions on the fresh scenes, the previous logits fed back with each correction
+    # click. Measured with the committed weights: mean IoU 0.674, 0.719, 0.739 after 1, 2, 3 clicks.
     with torch.no_grad():
-        after = quality.point_figures(build_sam("tiny", device="cpu"), scenes, min_area=200, clicks=3)["click_miou"]
+        after = quality.point_figures(build_sam("tiny", device="cpu"), fresh_scenes(), min_area=200, clicks=3)["click_miou"]
     assert after[0] < after[1] < after[2]
-    assert after[2] > after[0] + 0.035
-    assert after[0] > 0.71 and after[2] > 0.755
+    assert after[2] > after[0] + 0.04
+    assert after[0] > 0.655 and after[2] > 0.72
 
 
 @pytest.mark.slow
