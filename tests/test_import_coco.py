@@ -36,6 +36,13 @@ def test_every_annotation_is_imported_or_rejected_with_its_reason(root):
     counts = statuses(report)
     assert counts["imported"] == len(rows) == 6
     assert counts["imported"] + counts["rejected"] == len(json.loads(COCO_FILE.read_text())["annotations"])
+    # each row names its image wherever the image entry is usable, whatever the reason (the repeated
+    # id 104 included); not for an unknown image id, nor a name outside the image root
+    assert [r["image"] for r in report] == [
+        "photos/street.jpg", "photos/street.jpg", "photos/street.jpg", "photos/park.png", "photos/park.png",
+        "photos/park.png", "photos/street.jpg", None, "photos/street.jpg", "photos/square.png", None,
+        "photos/missing.jpg", "photos/park.png", "photos/street.jpg", None,
+    ]
 
 
 def test_without_image_root_declared_sizes_are_trusted_but_escapes_still_rejected():

@@ -72,14 +72,13 @@ def image_entry(entry: dict):
 def import_one(res: Results, path: Path, index: int, ann, images: dict, labels: dict, sizes: ImageSizes,
                seen: Seen) -> None:
     """One annotation -> a mask row, or a rejection with its reason."""
-    key = ann.get("id", f"#{index}") if isinstance(ann, dict) else f"#{index}"
-    name = None
+    if not isinstance(ann, dict):
+        res.rejected(path, f"#{index}", None, f"bad annotation: a {type(ann).__name__}, not a JSON object")
+        return
+    key, name = ann.get("id", f"#{index}"), known_name(ann, images)  # named in the report whatever the reason
     try:
-        if not isinstance(ann, dict):
-            raise Rejected(f"bad annotation: a {type(ann).__name__}, not a JSON object")
         seen.check(ann.get("id"), f"index {index}")
         entry = lookup_image(ann, images)
-        name = entry["file_name"]
         height, width = sizes.check(name, entry["declared"])
         counts, notes = segmentation_counts(ann.get("segmentation"), height, width)
     except Rejected as err:
@@ -88,11 +87,22 @@ def import_one(res: Results, path: Path, index: int, ann, images: dict, labels: 
     res.add_mask(path, key, name, height, width, counts, provenance(ann, entry, labels), notes)
 
 
-def lookup_image(ann: dict, images: dict) -> dict:
+def known_name(ann: dict, images: dict) -> str | None:
+    """The file name of the annotation's image, where its image entry is usable."""
+    entry = image_of(ann, images)
+    return entry["file_name"] if isinstance(entry, dict) else None
+
+
+def image_of(ann: dict, images: dict):
+    """The image table's entry for the annotation's image_id (None when there is none)."""
     image_id = ann.get("image_id")
-    entry = images.get(image_id) if isinstance(image_id, (int, str)) else None
+    return images.get(image_id) if isinstance(image_id, (int, str)) else None
+
+
+def lookup_image(ann: dict, images: dict) -> dict:
+    entry = image_of(ann, images)
     if entry is None:
-        raise Rejected(f"unknown image: image_id {image_id!r} is not in 'images'")
+        raise Rejected(f"unknown image: image_id {ann.get('image_id')!r} is not in 'images'")
     if isinstance(entry, str):
         raise Rejected(entry)
     return entry
