@@ -35,6 +35,9 @@ def test_every_shape_is_imported_or_rejected_with_its_reason(root):
     ]
     counts = statuses(report)
     assert counts["imported"] == len(rows) == 7 and counts["imported"] + counts["rejected"] == 15
+    # a rejected shape names its image whenever the name is safe, the repeated image id's too
+    assert [r["image"] for r in report if r["status"] == "rejected"] == [
+        "photos/street.jpg"] * 5 + ["photos/square.png", None, "photos/park_copy.png"]
 
 
 def shapes(rows):

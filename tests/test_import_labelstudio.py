@@ -78,6 +78,11 @@ def test_every_region_is_imported_or_rejected_with_its_reason(root):
     ]
     counts = statuses(report)
     assert counts["imported"] == len(rows) == 6 and counts["imported"] + counts["rejected"] == 16
+    # a rejected region names its image whenever it is known, the repeated task id's too
+    assert [r["image"] for r in report if r["status"] == "rejected"] == [
+        "photos/street.jpg", "photos/street.jpg", "photos/street.jpg", "photos/park.png", "photos/park.png",
+        "photos/square.png", "photos/park.png", None, "deadbeef-ghost.jpg", "photos/park.png",
+    ]
 
 
 def regions(rows):

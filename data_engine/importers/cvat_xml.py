@@ -15,7 +15,7 @@ import numpy as np
 from ..inputs import InputError
 from .results import Results
 from .shapes import box_polygon, ellipse_polygon
-from .validate import ImageSizes, Rejected, Seen, mask_to_counts, paste, polygons_to_counts, safe_name
+from .validate import ImageSizes, Rejected, Seen, mask_to_counts, or_none, paste, polygons_to_counts, safe_name
 
 SHAPE_KEYS = ("label", "source", "occluded", "z_order", "group_id")
 
@@ -69,10 +69,10 @@ def task_meta(meta) -> dict:
 def read_image(res: Results, path: Path, image: ET.Element, meta: dict, sizes: ImageSizes, seen: Seen) -> None:
     shapes = list(image)
     res.expect(len(shapes))
-    name = None
+    name = or_none(safe_name, image.get("name"))  # named in the report whatever the reason
     try:
         seen.check(image.get("id"), f"image {image.get('name')!r}")
-        name = safe_name(image.get("name"))
+        safe_name(image.get("name"))
         height, width = sizes.check(name, (number(image, "height"), number(image, "width")))
     except Rejected as err:
         for i, element in enumerate(shapes):

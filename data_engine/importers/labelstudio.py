@@ -17,7 +17,7 @@ from ..inputs import IMAGE_EXTENSIONS, InputError, scan_folder
 from . import labelstudio_rle
 from .results import Results
 from .shapes import box_polygon, ellipse_polygon
-from .validate import ImageSizes, read_json_file, Rejected, Seen, mask_to_counts, points_to_flat, polygons_to_counts, safe_name
+from .validate import ImageSizes, or_none, read_json_file, Rejected, Seen, mask_to_counts, points_to_flat, polygons_to_counts, safe_name
 
 GEOMETRY = {"polygonlabels": "polygon", "polygon": "polygon", "rectanglelabels": "rectangle",
             "rectangle": "rectangle", "ellipselabels": "ellipse", "ellipse": "ellipse",
@@ -48,7 +48,7 @@ def load(path: Path) -> list:
 def read_task(res: Results, path: Path, index: int, task, sizes: ImageSizes, names: "BaseNames", seen: dict) -> None:
     units = task_units(task)
     res.expect(len(units))
-    name = None
+    name = or_none(image_name, task, names) if isinstance(task, dict) else None  # named whatever the reason
     try:
         if not isinstance(task, dict):
             raise Rejected(f"bad task: a {type(task).__name__}, not a JSON object")

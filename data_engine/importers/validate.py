@@ -42,6 +42,14 @@ def safe_name(name) -> str:
     return norm
 
 
+def or_none(find, *args):
+    """find(*args), or None where it rejects: a name to show in a report row rejected for another reason."""
+    try:
+        return find(*args)
+    except Rejected:
+        return None
+
+
 def relative_to_root(path: Path, root: Path, shown: str) -> str:
     """`path` (already joined, e.g. a LabelMe imagePath resolved against its JSON) as a name under `root`."""
     resolved = Path(posixpath.normpath(str(path).replace("\\", "/")))
