@@ -72,11 +72,11 @@ def image_entry(entry: dict):
 def import_one(res: Results, path: Path, index: int, ann, images: dict, labels: dict, sizes: ImageSizes,
                seen: Seen) -> None:
     """One annotation -> a mask row, or a rejection with its reason."""
-    if not isinstance(ann, dict):
-        res.rejected(path, f"#{index}", None, f"bad annotation: a {type(ann).__name__}, not a JSON object")
-        return
-    key, name = ann.get("id", f"#{index}"), known_name(ann, images)  # named in the report whatever the reason
+    key = ann.get("id", f"#{index}") if isinstance(ann, dict) else f"#{index}"
+    name = known_name(ann, images) if isinstance(ann, dict) else None  # named in the report whatever the reason
     try:
+        if not isinstance(ann, dict):
+            raise Rejected(f"bad annotation: a {type(ann).__name__}, not a JSON object")
         seen.check(ann.get("id"), f"index {index}")
         entry = lookup_image(ann, images)
         height, width = sizes.check(name, entry["declared"])
