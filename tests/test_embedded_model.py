@@ -14,6 +14,7 @@ FRESH_SEED = 4242  # not the training seed (1), the samples' seed (2) nor the qu
 FRESH_SCENES = 20
 
 
+@pytest.fixture(scope="module")
 def fresh_scenes() -> list[dict]:
     return [synth.make_scene(FRESH_SEED, i) for i in range(FRESH_SCENES)]
 
@@ -37,11 +38,11 @@ def test_committed_checkpoint_is_small_and_loaded_by_default():
 
 
 @pytest.fixture(scope="module")
-def fresh_point_miou() -> tuple[float, float]:
+def fresh_point_miou(fresh_scenes) -> tuple[float, float]:
     """Single-point mean IoU on the fresh scenes: (committed model, seeded untrained model)."""
-    scenes = fresh_scenes()
     with torch.no_grad():
-        return point_miou(build_sam("tiny", device="cpu"), scenes), point_miou(seeded_sam("tiny").eval(), scenes)
+        return (point_miou(build_sam("tiny", device="cpu"), fresh_scenes),
+                point_miou(seeded_sam("tiny").eval(), fresh_scenes))
 
 
 @pytest.mark.slow
@@ -60,12 +61,12 @@ def test_single_point_prompts_reach_the_target(fresh_point_miou):
 
 
 @pytest.mark.slow
-def test_correction_clicks_improve_the_mask():
+def test_correction_clicks_improve_the_mask(fresh_scenes):
     # Interactive sessions on the fresh scenes, the previous logits fed back with each correction
     # click. Mean IoU after 1, 2, 3 clicks: committed weights (run 6) 0.696, 0.736, 0.755; run 5's 0.674,
     # 0.719, 0.739.
     with torch.no_grad():
-        after = quality.point_figures(build_sam("tiny", device="cpu"), fresh_scenes(), min_area=200, clicks=3)["click_miou"]
+        after = quality.point_figures(build_sam("tiny", device="cpu"), fresh_scenes, min_area=200, clicks=3)["click_miou"]
     assert after[0] < after[1] < after[2]
     assert after[2] > after[0] + 0.04
     assert after[0] > 0.655 and after[2] > 0.72

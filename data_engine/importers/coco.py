@@ -73,12 +73,13 @@ def import_one(res: Results, path: Path, index: int, ann, images: dict, labels: 
                seen: Seen) -> None:
     """One annotation -> a mask row, or a rejection with its reason."""
     key = ann.get("id", f"#{index}") if isinstance(ann, dict) else f"#{index}"
-    name = known_name(ann, images) if isinstance(ann, dict) else None  # named in the report whatever the reason
+    entry = image_of(ann, images)
+    name = entry["file_name"] if isinstance(entry, dict) else None  # named in the report whatever the reason
     try:
         if not isinstance(ann, dict):
             raise Rejected(f"bad annotation: a {type(ann).__name__}, not a JSON object")
         seen.check(ann.get("id"), f"index {index}")
-        entry = lookup_image(ann, images)
+        check_image(entry, ann.get("image_id"))
         height, width = sizes.check(name, entry["declared"])
         counts, notes = segmentation_counts(ann.get("segmentation"), height, width)
     except Rejected as err:
@@ -87,25 +88,18 @@ def import_one(res: Results, path: Path, index: int, ann, images: dict, labels: 
     res.add_mask(path, key, name, height, width, counts, provenance(ann, entry, labels), notes)
 
 
-def known_name(ann: dict, images: dict) -> str | None:
-    """The file name of the annotation's image, where its image entry is usable."""
-    entry = image_of(ann, images)
-    return entry["file_name"] if isinstance(entry, dict) else None
-
-
-def image_of(ann: dict, images: dict):
+def image_of(ann, images: dict):
     """The image table's entry for the annotation's image_id (None when there is none)."""
-    image_id = ann.get("image_id")
+    image_id = ann.get("image_id") if isinstance(ann, dict) else None
     return images.get(image_id) if isinstance(image_id, (int, str)) else None
 
 
-def lookup_image(ann: dict, images: dict) -> dict:
-    entry = image_of(ann, images)
+def check_image(entry, image_id) -> None:
+    """Reject an annotation whose image is not listed, or listed unusably (the table's reason)."""
     if entry is None:
-        raise Rejected(f"unknown image: image_id {ann.get('image_id')!r} is not in 'images'")
+        raise Rejected(f"unknown image: image_id {image_id!r} is not in 'images'")
     if isinstance(entry, str):
         raise Rejected(entry)
-    return entry
 
 
 def segmentation_counts(segmentation, height: int, width: int) -> tuple[str, list[str]]:

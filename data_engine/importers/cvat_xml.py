@@ -72,7 +72,7 @@ def read_image(res: Results, path: Path, image: ET.Element, meta: dict, sizes: I
     name = or_none(safe_name, image.get("name"))  # named in the report whatever the reason
     try:
         seen.check(image.get("id"), f"image {image.get('name')!r}")
-        safe_name(image.get("name"))
+        name = name or safe_name(image.get("name"))  # raises the reason where it had none
         height, width = sizes.check(name, (number(image, "height"), number(image, "width")))
     except Rejected as err:
         for i, element in enumerate(shapes):

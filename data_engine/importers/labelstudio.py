@@ -53,7 +53,7 @@ def read_task(res: Results, path: Path, index: int, task, sizes: ImageSizes, nam
         if not isinstance(task, dict):
             raise Rejected(f"bad task: a {type(task).__name__}, not a JSON object")
         seen["task"].check(task.get("id"), f"task index {index}")
-        name = image_name(task, names)
+        name = name or image_name(task, names)  # raises the reason where it had none
     except Rejected as err:
         for annotation, region_id, _ in units:
             res.rejected(path, unit_key(task, annotation, region_id), name, str(err))
