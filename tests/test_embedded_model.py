@@ -74,11 +74,11 @@ def test_correction_clicks_improve_the_mask(fresh_scenes):
 
 
 @pytest.mark.slow
-def test_tiny_preset_recovers_objects_of_a_fresh_scene(make_cfg):
+def test_tiny_preset_recovers_objects_of_a_fresh_scene(make_cfg, fresh_scenes):
     # amg=tiny (the recipe with the predicted-IoU filter at 0.5, as the demo runs it), without the
     # zoomed crops to keep the test short: some masks are kept and they match real objects
     amg = {**make_cfg("amg=tiny", small=False)["amg"], "crop_n_layers": 0}
-    scenes = [synth.make_scene(FRESH_SEED, i) for i in range(2)]
+    scenes = fresh_scenes[:2]  # scenes 0 and 1 of the fresh seed, made once for the module
     with torch.no_grad():
         figures = quality.auto_figures(build_sam("tiny", device="cpu"), scenes, amg)
     # Measured with the committed weights (run 7): 27 masks per image, 12 of the 19 objects of >= 400 px
