@@ -47,8 +47,8 @@ def fresh_point_miou(fresh_scenes) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_single_point_prompts_segment_fresh_scenes(fresh_point_miou):
-    # The committed weights (hybrid, run 9) give 0.811 here, run 8's 0.802, run 7's 0.790, run 6's 0.778,
-    # run 5's 0.769, the seeded untrained model 0.06
+    # The committed weights (hybrid, run 9) give 0.811 here, the seeded untrained model 0.06
+    # (earlier runs' figures: data_engine/weights/sam_tiny.md)
     trained, untrained = fresh_point_miou
     assert trained > 0.75
     assert untrained < 0.3
@@ -64,8 +64,7 @@ def test_single_point_prompts_reach_the_target(fresh_point_miou):
 @pytest.mark.slow
 def test_correction_clicks_improve_the_mask(fresh_scenes):
     # Interactive sessions on the fresh scenes, the previous logits fed back with each correction
-    # click. Mean IoU after 1, 2, 3 clicks: committed weights (run 9) 0.727, 0.764, 0.777; run 8's 0.720,
-    # 0.756, 0.770; run 7's 0.705, 0.740, 0.758; run 6's 0.696, 0.736, 0.755; run 5's 0.674, 0.719, 0.739.
+    # click. Mean IoU after 1, 2, 3 clicks: committed weights (run 9) 0.727, 0.764, 0.777.
     with torch.no_grad():
         after = quality.point_figures(build_sam("tiny", device="cpu"), fresh_scenes, min_area=200, clicks=3)["click_miou"]
     assert after[0] < after[1] < after[2]
@@ -82,8 +81,7 @@ def test_tiny_preset_recovers_objects_of_a_fresh_scene(make_cfg, fresh_scenes):
     with torch.no_grad():
         figures = quality.auto_figures(build_sam("tiny", device="cpu"), scenes, amg)
     # Measured with the committed weights (run 9): 27.5 masks per image, 14 of the 19 objects of >= 400 px
-    # recovered at IoU 0.75; run 8's: 28.5 masks, 13 objects; run 7's: 27 masks, 12 objects; run 6's and
-    # run 5's: 24 masks, 13 objects (run 4's: 19 masks, 9 objects; the earlier ViT model: 14 masks,
-    # 8 objects). Two scenes are few, so the bound sits between run 4's and run 5's counts.
+    # recovered at IoU 0.75 (run 4's weights: 9 objects, run 5's: 13). Two scenes are few, so the bound
+    # sits between run 4's and run 5's counts.
     assert figures["masks_per_image"] >= 2
     assert figures["auto_recall_400px_iou75"] >= 0.6
