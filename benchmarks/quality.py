@@ -7,7 +7,8 @@ Prints four figures, with their targets:
      ground-truth objects of at least 400 px recovered by some mask with IoU >= 0.75 (>= 0.80);
   4. masks per image of the automatic stage.
 Also, without a target: mean IoU after each click of an interactive session (--clicks; the first
-click at the innermost pixel, then at the largest error region, as SA-1B's tool was evaluated).
+click at the innermost pixel, then at the largest error region, as SA-1B's tool was evaluated), and
+the single-point figure by object size and level (whole, part, subpart).
 
     python benchmarks/quality.py [--checkpoint PATH] [--seed 1000] [--amg sa1b|tiny] [--out quality.json]
 
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1000, help="scene seed; not the training seed (1)")
     parser.add_argument("--point-scenes", type=int, default=50, help="0: skip the single-point figures")
     parser.add_argument("--clicks", type=int, default=3, help="clicks per interactive session (0: skip)")
+    parser.add_argument("--min-area", type=int, default=100, help="smallest object (px) given a point prompt")
     parser.add_argument("--auto-scenes", type=int, default=20, help="0: skip the automatic-stage figures")
     parser.add_argument("--amg", default="sa1b", help="generator preset in data_engine/conf/amg")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -47,7 +49,7 @@ def main() -> None:
     amg = compose([f"amg={args.amg}"])["amg"]
     scenes = [synth.make_scene(args.seed, i) for i in range(max(args.point_scenes, args.auto_scenes))]
     with torch.no_grad():
-        figures = point_figures(sam, scenes[:args.point_scenes], clicks=args.clicks) if args.point_scenes else {}
+        figures = point_figures(sam, scenes[:args.point_scenes], args.min_area, args.clicks) if args.point_scenes else {}
         if args.auto_scenes:  # 0: point figures only (a quick look at a checkpoint during training)
             figures.update(auto_figures(sam, scenes[:args.auto_scenes], amg))
     figures.update(seed=args.seed, checkpoint=args.checkpoint or "embedded", amg=args.amg,
@@ -58,6 +60,10 @@ def main() -> None:
         print(f"{key:28s} {figures[key]:.3f}   (target >= {target}: {'met' if figures[key] >= target else 'MISSED'})")
     if "click_miou" in figures:
         print(f"{'click_miou (after 1, 2, ...)':28s} {' '.join(f'{v:.3f}' for v in figures['click_miou'])}")
+    for group, value in figures.get("point_miou_by_group", {}).items():
+        print(f"{'point_miou, ' + group:28s} {value:.3f}")
+    if "point_under_half" in figures:
+        print(f"{'objects under IoU 0.5':28s} {figures['point_under_half']:.3f}")
     if "masks_per_image" in figures:
         print(f"{'masks_per_image':28s} {figures['masks_per_image']:.1f}")
     if args.out:

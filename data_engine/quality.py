@@ -24,14 +24,16 @@ def innermost_point(mask: np.ndarray) -> np.ndarray:
 def point_figures(sam, scenes: list[dict], min_area: int = 100, clicks: int = 0) -> dict:
     """Single point at the innermost pixel of each object of >= min_area px: mean best-of-3 IoU, and
     the correlation of predicted with true IoU over all 3 outputs. With clicks > 0, also interactive
-    sessions of that many clicks on the same objects (click_session): mean IoU after each click."""
+    sessions of that many clicks on the same objects (click_session): mean IoU after each click.
+    Also the single-point figure per object group (group_means) and the share of objects under 0.5."""
     replayer = ClickReplayer(sam)
-    best, predicted, true, sessions = [], [], [], []
+    best, predicted, true, sessions, kinds = [], [], [], [], []
     for scene in scenes:
         replayer.predictor.set_image(scene["image"])  # one encoder pass serves both figures
         for obj in scene["objects"]:
             if obj["mask"].sum() < min_area:
                 continue
+            kinds.append((int(obj["mask"].sum()), obj["level"]))
             point = innermost_point(obj["mask"])[None]
             masks, scores, _ = replayer.predictor.predict(point_coords=point, point_labels=np.array([1]),
                                                           multimask_output=True)
@@ -42,10 +44,25 @@ def point_figures(sam, scenes: list[dict], min_area: int = 100, clicks: int = 0)
             if clicks:
                 sessions.append(click_session(replayer, obj["mask"], clicks))
     figures = {"point_miou": float(np.mean(best)), "iou_correlation": float(np.corrcoef(predicted, true)[0, 1]),
-               "point_prompts": len(best)}
+               "point_prompts": len(best), "point_miou_by_group": group_means(best, kinds),
+               "point_under_half": float(np.mean(np.array(best) < 0.5))}
     if clicks:
         figures["click_miou"] = np.mean(sessions, axis=0).tolist()
     return figures
+
+
+def group_means(ious: list[float], kinds: list[tuple[int, str]]) -> dict:
+    """Mean IoU per object group: by area (under / from 400 px) and by level (whole, part, subpart);
+    groups with no object are left out. `kinds` holds each object's (area, level)."""
+    groups = {"under 400 px": lambda a, lv: a < 400, "400 px and more": lambda a, lv: a >= 400,
+              "wholes": lambda a, lv: lv == "whole", "parts": lambda a, lv: lv == "part",
+              "subparts": lambda a, lv: lv == "subpart"}
+    means = {}
+    for name, member in groups.items():
+        picked = [iou for iou, (area, level) in zip(ious, kinds) if member(area, level)]
+        if picked:
+            means[name] = float(np.mean(picked))
+    return means
 
 
 def correction_click(mask: np.ndarray, target: np.ndarray) -> list:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data_engine.quality import correction_click
+from data_engine.quality import correction_click, group_means
 
 
 def square(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -35,3 +35,15 @@ def test_click_goes_to_the_largest_error_region():
     prediction[30:50, 50:70] = False   # large miss, bottom right
     x, y, label = correction_click(prediction, target)
     assert label == 1 and 50 <= x < 70 and 30 <= y < 50
+
+
+def test_group_means_split_objects_by_size_and_level():
+    ious = [0.2, 0.6, 0.9, 1.0]
+    kinds = [(150, "part"), (399, "subpart"), (400, "whole"), (5000, "whole")]
+    means = group_means(ious, kinds)
+    assert means["under 400 px"] == 0.4 and means["400 px and more"] == 0.95
+    assert means["wholes"] == 0.95 and means["parts"] == 0.2 and means["subparts"] == 0.6
+
+
+def test_group_means_leave_out_empty_groups():
+    assert group_means([0.5], [(1000, "whole")]) == {"400 px and more": 0.5, "wholes": 0.5}
