@@ -8,6 +8,7 @@ import time
 
 import cv2
 import numpy as np
+import torch
 
 from . import rle
 from .generator import MaskGenerator
@@ -88,6 +89,26 @@ def click_session(replayer: ClickReplayer, target: np.ndarray, clicks: int) -> l
             return ious + [1.0] * (clicks - len(ious))
         session.append(correction_click(mask, target))
     return ious
+
+
+def grid_mask_ious(predictor, scene: dict, side: int = 32, batch: int = 64) -> tuple:
+    """A side x side grid of point prompts (the automatic stage's, without crops) on one scene, through a
+    SamPredictor: (predicted IoU, best IoU against the scene's objects) of the 3 masks of every point."""
+    h, w = scene["height"], scene["width"]
+    predictor.set_image(scene["image"])
+    objects = torch.from_numpy(np.stack([o["mask"] for o in scene["objects"]])).float().flatten(1)
+    cells = (np.arange(side) + 0.5) / side
+    grid = np.stack(np.meshgrid(cells * w, cells * h), -1).reshape(-1, 2)
+    predicted, true = [], []
+    for start in range(0, len(grid), batch):
+        points = torch.as_tensor(predictor.transform.apply_coords(grid[start:start + batch], (h, w)), dtype=torch.float)
+        masks, scores, _ = predictor.predict_torch(points[:, None], torch.ones(len(points), 1), multimask_output=True)
+        masks = masks.flatten(0, 1).float().flatten(1)
+        inter = masks @ objects.T
+        union = masks.sum(1, keepdim=True) + objects.sum(1)[None] - inter
+        predicted.append(scores.flatten().numpy())
+        true.append((inter / union.clamp(min=1)).max(1).values.numpy())
+    return np.concatenate(predicted), np.concatenate(true)
 
 
 def auto_figures(sam, scenes: list[dict], amg: dict, min_area: int = 400, min_iou: float = 0.75) -> dict:

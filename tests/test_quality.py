@@ -1,9 +1,14 @@
-"""The interactive-session figure of data_engine/quality.py: where correction clicks land."""
+"""Figures of data_engine/quality.py: where correction clicks land, per-group means, grid-prompt IoUs."""
 from __future__ import annotations
 
 import numpy as np
+import torch
+from segment_anything import SamPredictor
 
-from data_engine.quality import correction_click, group_means
+from data_engine import synth
+from data_engine.models import build_sam
+from data_engine.quality import correction_click, grid_mask_ious, group_means
+from data_engine.replay import mask_iou
 
 
 def square(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -47,3 +52,18 @@ def test_group_means_split_objects_by_size_and_level():
 
 def test_group_means_leave_out_empty_groups():
     assert group_means([0.5], [(1000, "whole")]) == {"400 px and more": 0.5, "wholes": 0.5}
+
+
+def test_grid_mask_ious_give_each_mask_its_best_iou_against_the_objects(one_thread):
+    scene = synth.make_scene(4242, 0)
+    predictor = SamPredictor(build_sam("tiny", device="cpu"))
+    with torch.no_grad():
+        predicted, true = grid_mask_ious(predictor, scene, side=4)
+        # the grid's first point (the centre of the top-left cell), prompted on its own
+        point = np.array([[scene["width"] / 8, scene["height"] / 8]])
+        masks, scores, _ = predictor.predict(point_coords=point, point_labels=np.array([1]), multimask_output=True)
+    assert predicted.shape == true.shape == (4 * 4 * 3,)
+    assert ((true >= 0) & (true <= 1)).all()
+    np.testing.assert_allclose(predicted[:3], scores, atol=1e-5)
+    best = [max(mask_iou(m, o["mask"]) for o in scene["objects"]) for m in masks]
+    np.testing.assert_allclose(true[:3], best, atol=1e-6)
