@@ -10,7 +10,8 @@ Also, without a target: mean IoU after each click of an interactive session (--c
 click at the innermost pixel, then at the largest error region, as SA-1B's tool was evaluated), and
 the single-point figure by object size and level (whole, part, subpart).
 
-    python benchmarks/quality.py [--checkpoint PATH] [--seed 1000] [--amg sa1b|tiny] [--out quality.json]
+    python benchmarks/quality.py [--checkpoint PATH] [--seed 1000] [--amg sa1b|tiny] [--set amg.KEY=VALUE]
+                                 [--out quality.json]
 
 The seed must differ from the training scenes' seed (the embedded model was trained on seed 1).
 """
@@ -40,19 +41,21 @@ def main() -> None:
     parser.add_argument("--min-area", type=int, default=100, help="smallest object (px) given a point prompt")
     parser.add_argument("--auto-scenes", type=int, default=20, help="0: skip the automatic-stage figures")
     parser.add_argument("--amg", default="sa1b", help="generator preset in data_engine/conf/amg")
+    parser.add_argument("--set", action="append", default=[], metavar="amg.KEY=VALUE",
+                        help="config override on top of the preset, e.g. amg.crop_n_layers=0 (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     sam = build_sam(args.variant, checkpoint=args.checkpoint)
-    amg = compose([f"amg={args.amg}"])["amg"]
+    amg = compose([f"amg={args.amg}", *args.set])["amg"]
     scenes = [synth.make_scene(args.seed, i) for i in range(max(args.point_scenes, args.auto_scenes))]
     with torch.no_grad():
         figures = point_figures(sam, scenes[:args.point_scenes], args.min_area, args.clicks) if args.point_scenes else {}
         if args.auto_scenes:  # 0: point figures only (a quick look at a checkpoint during training)
             figures.update(auto_figures(sam, scenes[:args.auto_scenes], amg))
-    figures.update(seed=args.seed, checkpoint=args.checkpoint or "embedded", amg=args.amg,
+    figures.update(seed=args.seed, checkpoint=args.checkpoint or "embedded", amg=args.amg, overrides=args.set,
                    threads=torch.get_num_threads())
     for key, target in TARGETS.items():
         if key not in figures:
