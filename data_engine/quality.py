@@ -96,18 +96,20 @@ def grid_mask_ious(predictor, scene: dict, side: int = 32, batch: int = 64) -> t
     SamPredictor: (predicted IoU, best IoU against the scene's objects) of the 3 masks of every point."""
     h, w = scene["height"], scene["width"]
     predictor.set_image(scene["image"])
-    objects = torch.from_numpy(np.stack([o["mask"] for o in scene["objects"]])).float().flatten(1)
+    objects = torch.from_numpy(np.stack([o["mask"] for o in scene["objects"]])).to(predictor.device).float().flatten(1)
     cells = (np.arange(side) + 0.5) / side
     grid = np.stack(np.meshgrid(cells * w, cells * h), -1).reshape(-1, 2)
     predicted, true = [], []
     for start in range(0, len(grid), batch):
-        points = torch.as_tensor(predictor.transform.apply_coords(grid[start:start + batch], (h, w)), dtype=torch.float)
-        masks, scores, _ = predictor.predict_torch(points[:, None], torch.ones(len(points), 1), multimask_output=True)
+        points = torch.as_tensor(predictor.transform.apply_coords(grid[start:start + batch], (h, w)),
+                                 dtype=torch.float, device=predictor.device)
+        labels = torch.ones(len(points), 1, device=predictor.device)
+        masks, scores, _ = predictor.predict_torch(points[:, None], labels, multimask_output=True)
         masks = masks.flatten(0, 1).float().flatten(1)
         inter = masks @ objects.T
         union = masks.sum(1, keepdim=True) + objects.sum(1)[None] - inter
-        predicted.append(scores.flatten().numpy())
-        true.append((inter / union.clamp(min=1)).max(1).values.numpy())
+        predicted.append(scores.flatten().cpu().numpy())
+        true.append((inter / union.clamp(min=1)).max(1).values.cpu().numpy())
     return np.concatenate(predicted), np.concatenate(true)
 
 
