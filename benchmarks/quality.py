@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from data_engine import synth
-from data_engine.config import compose
+from data_engine.config import check_amg, compose
 from data_engine.models import build_sam
 from data_engine.quality import auto_figures, point_figures
 
@@ -50,6 +50,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     sam = build_sam(args.variant, checkpoint=args.checkpoint)
     amg = compose([f"amg={args.amg}", *args.set])["amg"]
+    check_amg(amg)  # a bad --set value gets the stage's own error, naming the key
     scenes = [synth.make_scene(args.seed, i) for i in range(max(args.point_scenes, args.auto_scenes))]
     with torch.no_grad():
         figures = point_figures(sam, scenes[:args.point_scenes], args.min_area, args.clicks) if args.point_scenes else {}

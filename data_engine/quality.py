@@ -9,6 +9,7 @@ import time
 import cv2
 import numpy as np
 import torch
+from segment_anything.utils.amg import build_point_grid
 
 from . import rle
 from .generator import MaskGenerator
@@ -32,9 +33,10 @@ def point_figures(sam, scenes: list[dict], min_area: int = 100, clicks: int = 0)
     for scene in scenes:
         replayer.predictor.set_image(scene["image"])  # one encoder pass serves both figures
         for obj in scene["objects"]:
-            if obj["mask"].sum() < min_area:
+            area = int(obj["mask"].sum())
+            if area < min_area:
                 continue
-            kinds.append((int(obj["mask"].sum()), obj["level"]))
+            kinds.append((area, obj["level"]))
             point = innermost_point(obj["mask"])[None]
             masks, scores, _ = replayer.predictor.predict(point_coords=point, point_labels=np.array([1]),
                                                           multimask_output=True)
@@ -97,8 +99,7 @@ def grid_mask_ious(predictor, scene: dict, side: int = 32, batch: int = 64) -> t
     h, w = scene["height"], scene["width"]
     predictor.set_image(scene["image"])
     objects = torch.from_numpy(np.stack([o["mask"] for o in scene["objects"]])).to(predictor.device).float().flatten(1)
-    cells = (np.arange(side) + 0.5) / side
-    grid = np.stack(np.meshgrid(cells * w, cells * h), -1).reshape(-1, 2)
+    grid = build_point_grid(side) * np.array([w, h])  # the generator's grid, in pixels
     predicted, true = [], []
     for start in range(0, len(grid), batch):
         points = torch.as_tensor(predictor.transform.apply_coords(grid[start:start + batch], (h, w)),
