@@ -37,25 +37,35 @@ def run(cfg: dict) -> dict:
     t = check(cfg["train"])
     out_dir = Path(cfg["output"]["dir"])
     record = runs.prepare_output(out_dir, cfg, {"data": [str(Path(p).expanduser().resolve()) for p in t["data"]]})
-    with cpu_settings(t["num_threads"]):
+    with torch_settings(t["num_threads"], t["deterministic"]):
         return train(cfg, t, out_dir, record["fingerprint"])
 
 
 @contextmanager
-def cpu_settings(num_threads: int | None):
-    """Torch's thread count and denormal flushing for the run, restored afterwards (they are process-wide)."""
+def torch_settings(num_threads: int | None, deterministic: bool):
+    """Torch's thread count, denormal flushing and deterministic kernels for the run, restored
+    afterwards (they are process-wide)."""
     before = torch.get_num_threads()
+    det_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     if num_threads:
         torch.set_num_threads(num_threads)
     # Denormal floats slow CPU arithmetic (16% of a tiny-model step, measured); flushing them to zero
     # changes no loss figure at training precision
     torch.set_flush_denormal(True)
+    if deterministic:
+        # With 2+ threads the backward of the relative-position lookup (an accumulating index_put)
+        # adds in a varying order, so two runs of one command drift apart; torch's deterministic
+        # kernels fix the order. cuBLAS needs a fixed workspace for it; ops without a deterministic
+        # GPU kernel warn instead of failing.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield
     finally:
         # torch has no getter for the flush setting: restore its default (off)
         torch.set_flush_denormal(False)
         torch.set_num_threads(before)
+        torch.use_deterministic_algorithms(det_before[0], warn_only=det_before[1])
 
 
 def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:
@@ -109,6 +119,8 @@ def check(t: dict) -> dict:
     for key in ("lr", "weight_decay", "grad_clip", "focal_weight", "dice_weight"):
         if not isinstance(t[key], (int, float)) or t[key] < 0:
             raise ConfigError(f"train.{key}: must be a number >= 0, got {t[key]!r}")
+    if not isinstance(t["deterministic"], bool):
+        raise ConfigError(f"train.deterministic: must be true or false, got {t['deterministic']!r}")
     if t["num_threads"] is not None and (not isinstance(t["num_threads"], int) or t["num_threads"] < 1):
         raise ConfigError(f"train.num_threads: must be null or a positive integer, got {t['num_threads']!r}")
     return t
