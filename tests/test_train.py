@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -117,17 +118,19 @@ def test_frozen_image_encoder_stays_unchanged(make_cfg, scenes, tmp_path):
     assert any(not torch.equal(start[k], trained[k]) for k in decoder)
 
 
-def test_torch_settings_are_restored_after_the_run(make_cfg, scenes, tmp_path):
+def test_torch_settings_are_restored_after_the_run(make_cfg, scenes, tmp_path, monkeypatch):
     # The stage sets torch's thread count, flushes denormal floats for speed and turns on deterministic
     # kernels; all are process-wide, so a caller (a notebook, the tests) gets its own settings back afterwards
     def denormal_survives():
         return (torch.tensor([1e-323], dtype=torch.float64) * 2).item() != 0
 
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     assert torch.get_num_threads() == 1 and denormal_survives() and not torch.are_deterministic_algorithms_enabled()
     train_stage.run(train_cfg(make_cfg, scenes, tmp_path / "settings", "train.steps=1", "train.num_threads=2"))
     assert torch.get_num_threads() == 1
     assert denormal_survives()
     assert not torch.are_deterministic_algorithms_enabled()
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
 
 
 def test_coco_and_parquet_sources_give_the_same_masks(scenes):

@@ -47,6 +47,7 @@ def torch_settings(num_threads: int | None, deterministic: bool):
     afterwards (they are process-wide)."""
     before = torch.get_num_threads()
     det_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    cublas_before = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     if num_threads:
         torch.set_num_threads(num_threads)
     # Denormal floats slow CPU arithmetic (16% of a tiny-model step, measured); flushing them to zero
@@ -66,6 +67,8 @@ def torch_settings(num_threads: int | None, deterministic: bool):
         torch.set_flush_denormal(False)
         torch.set_num_threads(before)
         torch.use_deterministic_algorithms(det_before[0], warn_only=det_before[1])
+        if cublas_before is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:
