@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,32 +43,28 @@ def run(cfg: dict) -> dict:
 
 @contextmanager
 def torch_settings(num_threads: int | None, deterministic: bool):
-    """Torch's thread count, denormal flushing and deterministic kernels for the run, restored
-    afterwards (they are process-wide)."""
-    before = torch.get_num_threads()
-    det_before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    cublas_before = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
-    if num_threads:
-        torch.set_num_threads(num_threads)
-    # Denormal floats slow CPU arithmetic (16% of a tiny-model step, measured); flushing them to zero
-    # changes no loss figure at training precision
-    torch.set_flush_denormal(True)
-    if deterministic:
-        # With 2+ threads the backward of the relative-position lookup (an accumulating index_put)
-        # adds in a varying order, so two runs of one command drift apart; torch's deterministic
-        # kernels fix the order. cuBLAS needs a fixed workspace for it; ops without a deterministic
-        # GPU kernel warn instead of failing.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
+    """Torch's thread count, denormal flushing and deterministic kernels for the run; each is
+    process-wide, so each is restored afterwards."""
+    with ExitStack() as restore:
+        restore.callback(torch.set_num_threads, torch.get_num_threads())
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        # Denormal floats slow CPU arithmetic (16% of a tiny-model step, measured); flushing them to zero
+        # changes no loss figure at training precision. Torch has no getter for it: restore its default (off)
+        restore.callback(torch.set_flush_denormal, False)
+        torch.set_flush_denormal(True)
+        if deterministic:
+            # With 2+ threads the backward of the relative-position lookup (an accumulating index_put)
+            # adds in a varying order, so two runs of one command drift apart; torch's deterministic
+            # kernels fix the order. cuBLAS needs a fixed workspace for it; ops without a deterministic
+            # GPU kernel warn instead of failing.
+            restore.callback(torch.use_deterministic_algorithms, torch.are_deterministic_algorithms_enabled(),
+                             warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+                restore.callback(os.environ.pop, "CUBLAS_WORKSPACE_CONFIG", None)
+                os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
         yield
-    finally:
-        # torch has no getter for the flush setting: restore its default (off)
-        torch.set_flush_denormal(False)
-        torch.set_num_threads(before)
-        torch.use_deterministic_algorithms(det_before[0], warn_only=det_before[1])
-        if cublas_before is None:
-            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
 
 
 def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:
