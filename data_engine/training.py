@@ -6,7 +6,8 @@ subpart / part / whole. Then each correction click is sampled uniformly from the
 previous prediction (a positive click on a missed pixel, a negative one on a false pixel); it is added to
 the earlier clicks and the previous low-res logits are fed back as the mask prompt; the single-mask
 output is trained on those. Mask loss: focal 20 : dice 1; the IoU head: mean-squared error against the
-true IoU of every output.
+true IoU of the trained (best) output, as SAM and SAM 2's training do, or of every output
+(`all_iou=True`, this project's recipe before run 12: it pulls predictions of ambiguous prompts down).
 """
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ def coarse_masks(masks: torch.Tensor, prompt_size: tuple[int, int], cell: int = 
 
 def image_loss(sam: Sam, embedding: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
                box_prob: float, correction_clicks: int, coarse_mask_prob: float = 0.0,
-               weights: tuple[float, float] = (FOCAL_WEIGHT, DICE_WEIGHT)) -> tuple[torch.Tensor, dict]:
+               weights: tuple[float, float] = (FOCAL_WEIGHT, DICE_WEIGHT), all_iou: bool = False,
+               ) -> tuple[torch.Tensor, dict]:
     """Loss of one image's K masks over the first prompt and the correction clicks (mean per pass).
 
     With probability coarse_mask_prob the first prompt also carries a blocky version of the mask as
@@ -119,7 +121,8 @@ def image_loss(sam: Sam, embedding: torch.Tensor, masks: torch.Tensor, generator
     coarse = None
     if coarse_mask_prob > 0 and torch.rand(1, generator=generator, device=masks.device).item() < coarse_mask_prob:
         coarse = coarse_masks(masks, tuple(sam.prompt_encoder.mask_input_size))
-    total, low_res = first_pass(sam, embedding, masks, (coords, labels), boxes, use_box, coarse, weights, stats)
+    total, low_res = first_pass(sam, embedding, masks, (coords, labels), boxes, use_box, coarse, weights, stats,
+                                 all_iou)
     # Correction clicks: sampled from the error region, previous logits fed back as the mask prompt
     previous = upscale(low_res, size)[:, 0] > 0
     for _ in range(correction_clicks):
@@ -134,9 +137,10 @@ def image_loss(sam: Sam, embedding: torch.Tensor, masks: torch.Tensor, generator
     return total / passes, {k: v / passes for k, v in stats.items()}
 
 
-def first_pass(sam, embedding, masks, points, boxes, use_box, coarse, weights, stats) -> tuple:
-    """3 outputs per first prompt, loss on the best one; returns (summed loss, [K, 1, h, w] best
-    low-res logits, detached). Point- and box-prompted masks are decoded separately."""
+def first_pass(sam, embedding, masks, points, boxes, use_box, coarse, weights, stats, all_iou=False) -> tuple:
+    """3 outputs per first prompt, mask loss on the best one, IoU loss on it too (or on all 3 with
+    all_iou); returns (summed loss, [K, 1, h, w] best low-res logits, detached). Point- and
+    box-prompted masks are decoded separately."""
     size = masks.shape[-1]
     total = 0.0
     low_res = torch.zeros(len(masks), 1, *sam.prompt_encoder.mask_input_size, device=masks.device)
@@ -148,9 +152,10 @@ def first_pass(sam, embedding, masks, points, boxes, use_box, coarse, weights, s
         lr, iou_pred = decode(sam, embedding, *prompt, None if coarse is None else coarse[rows], multimask=True)
         mask_l, iou_l, true_iou, focal, dice = output_losses(upscale(lr, size), iou_pred, masks[rows], weights)
         best, pick = mask_l.argmin(1), torch.arange(len(rows))
-        total = total + mask_l[pick, best].sum() + iou_l.mean(1).sum()
+        iou_term = iou_l.mean(1) if all_iou else iou_l[pick, best]
+        total = total + mask_l[pick, best].sum() + iou_term.sum()
         low_res[rows] = lr[pick, best][:, None].detach()
-        accumulate(stats, mask_l[pick, best], iou_l.mean(1), true_iou[pick, best], focal[pick, best], dice[pick, best])
+        accumulate(stats, mask_l[pick, best], iou_term, true_iou[pick, best], focal[pick, best], dice[pick, best])
     return total, low_res
 
 
@@ -176,7 +181,7 @@ def accumulate(stats: dict, mask_l, iou_l, true_iou, focal, dice) -> None:
 def batch_loss(sam: Sam, images: list[torch.Tensor], masks: list[torch.Tensor], generator: torch.Generator,
                box_prob: float, correction_clicks: int, train_encoder: bool,
                coarse_mask_prob: float = 0.0, weights: tuple[float, float] = (FOCAL_WEIGHT, DICE_WEIGHT),
-               ) -> tuple[torch.Tensor, dict]:
+               all_iou: bool = False) -> tuple[torch.Tensor, dict]:
     """Mean loss over a batch: one encoder pass for all images, then the prompts of each image."""
     device = sam.device
     x = torch.cat([sam.preprocess(im.to(device).float()[None]) for im in images])  # [B, 3, S, S]
@@ -185,7 +190,7 @@ def batch_loss(sam: Sam, images: list[torch.Tensor], masks: list[torch.Tensor], 
     losses, stats = [], []
     for embedding, target in zip(embeddings, masks):
         loss, s = image_loss(sam, embedding, target.to(device), generator, box_prob, correction_clicks,
-                             coarse_mask_prob, weights)
+                             coarse_mask_prob, weights, all_iou)
         losses.append(loss)
         stats.append(s)
     return torch.stack(losses).mean(), {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}

@@ -59,6 +59,36 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(scenes):
     assert loss_now()[0].item() < 0.8 * initial
 
 
+@pytest.mark.parametrize("all_iou, outputs_trained", [(False, 1), (True, 3)])
+def test_iou_head_learns_the_best_outputs_iou_unless_told_all_three(scenes, all_iou, outputs_trained):
+    sam = seeded_sam("tiny", 0).train()
+    examples, _ = load_sources([str(scenes)], None, 256)
+    images, masks = batch(examples, np.random.default_rng(0), 1, 4, 256)
+    predictions = []  # every decoder pass's [K, M] IoU predictions, kept for their gradients
+
+    def keep(module, inputs, output):
+        output[1].retain_grad()
+        predictions.append(output[1])
+
+    sam.mask_decoder.register_forward_hook(keep)
+    loss, _ = batch_loss(sam, images, masks, torch.Generator().manual_seed(0), box_prob=0.0, correction_clicks=0,
+                         train_encoder=False, all_iou=all_iou)
+    loss.backward()
+    first = predictions[0]  # the point prompts' 3 outputs: only the best one's IoU is trained unless all_iou
+    assert first.shape == (4, 3)
+    assert (first.grad != 0).sum(1).tolist() == [outputs_trained] * 4
+
+
+def test_the_stage_passes_its_iou_supervision_setting(make_cfg, scenes, tmp_path):
+    def logged_iou_mse(name, value):
+        train_stage.run(train_cfg(make_cfg, scenes, tmp_path / name, "train.steps=1", "train.correction_clicks=0",
+                                  "train.box_prob=0", f"train.supervise_all_iou={value}"))
+        return json.loads((tmp_path / name / "loss_log.jsonl").read_text().splitlines()[0])["iou_mse"]
+
+    # Same seed, batch and prompts: only the IoU term's outputs differ (mean of 3 against the best one)
+    assert logged_iou_mse("best", "false") != logged_iou_mse("all", "true")
+
+
 def test_interrupted_run_resumes_from_its_checkpoint(make_cfg, scenes, tmp_path, monkeypatch):
     # Uninterrupted reference run
     straight = train_stage.run(train_cfg(make_cfg, scenes, tmp_path / "straight", "train.steps=3"))
@@ -222,6 +252,7 @@ def test_images_of_a_parquet_source_without_masks_are_recorded(scenes):
     ("train.box_prob=1.5", "train.box_prob"),
     ("train.area_power=nan", "train.area_power"),
     ("train.deterministic=sometimes", "train.deterministic"),
+    ("train.supervise_all_iou=3", "train.supervise_all_iou"),
 ])
 def test_bad_settings_fail_before_work(make_cfg, scenes, tmp_path, override, key):
     cfg = train_cfg(make_cfg, scenes, tmp_path / "bad", "train.steps=1", override)

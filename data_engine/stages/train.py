@@ -118,8 +118,9 @@ def check(t: dict) -> dict:
     for key in ("lr", "weight_decay", "grad_clip", "focal_weight", "dice_weight"):
         if not isinstance(t[key], (int, float)) or t[key] < 0:
             raise ConfigError(f"train.{key}: must be a number >= 0, got {t[key]!r}")
-    if not isinstance(t["deterministic"], bool):
-        raise ConfigError(f"train.deterministic: must be true or false, got {t['deterministic']!r}")
+    for key in ("deterministic", "supervise_all_iou"):
+        if not isinstance(t[key], bool):
+            raise ConfigError(f"train.{key}: must be true or false, got {t[key]!r}")
     if t["num_threads"] is not None and (not isinstance(t["num_threads"], int) or t["num_threads"] < 1):
         raise ConfigError(f"train.num_threads: must be null or a positive integer, got {t['num_threads']!r}")
     return t
@@ -191,7 +192,7 @@ def train_loop(sam, optimizer, examples, t: dict, seed: int, step: int, out_dir:
             group["lr"] = learning_rate(step, t)
         loss, stats = batch_loss(sam, images, masks, generator, t["box_prob"], t["correction_clicks"],
                                  not t["freeze_image_encoder"], t["coarse_mask_prob"],
-                                 (t["focal_weight"], t["dice_weight"]))
+                                 (t["focal_weight"], t["dice_weight"]), t["supervise_all_iou"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if t["grad_clip"]:
