@@ -136,13 +136,21 @@ def read_state(path: Path, variant: str) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt files
         raise CheckpointError(
-            f"checkpoint {path} for model variant {variant!r} could not be read ({type(err).__name__}); "
+            f"checkpoint {path} for model variant {variant!r} could not be read ({reason(err)}); "
             "the file is corrupt or not a PyTorch checkpoint"
         ) from None
     state = state.get("model", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} for model variant {variant!r} holds no state dict")
     return state
+
+
+def reason(err: Exception, limit: int = 80) -> str:
+    """The error's type, with the first line of its message when that is short (torch's long ones
+    advise on `weights_only`, which does not help with a corrupt file)."""
+    lines = str(err).strip().splitlines()
+    first = lines[0] if lines else ""
+    return f"{type(err).__name__}: {first}" if first and len(first) <= limit else type(err).__name__
 
 
 def check_state_fits(sam: Sam, state: dict, variant: str, path: Path) -> None:

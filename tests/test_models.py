@@ -54,6 +54,11 @@ def test_corrupt_checkpoint_is_one_clear_error(tmp_path):
     bad.write_bytes(b"\x80\x02 definitely not a checkpoint" * 10)
     with pytest.raises(CheckpointError, match=r"corrupt\.pth.*'tiny'.*corrupt"):
         build_sam("tiny", checkpoint=bad)
+    # A file too short to hold anything: the reason names what was missing, not just a bare "error"
+    short = tmp_path / "short.pt"
+    short.write_bytes(b"junk")
+    with pytest.raises(CheckpointError, match=r"short\.pt.*\(error: unpack requires a buffer of 4 bytes\)"):
+        build_sam("tiny", checkpoint=short)
 
 
 def test_mismatched_checkpoint_summarises_instead_of_listing_keys(tmp_path):
