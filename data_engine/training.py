@@ -6,7 +6,8 @@ subpart / part / whole. Then each correction click is sampled uniformly from the
 previous prediction (a positive click on a missed pixel, a negative one on a false pixel); it is added to
 the earlier clicks and the previous low-res logits are fed back as the mask prompt; the single-mask
 output is trained on those. Mask loss: focal 20 : dice 1; the IoU head: mean-squared error against the
-true IoU of the trained (best) output, as SAM and SAM 2's training do, or of every output
+true IoU of the trained (best) output, as SAM 2's training code does by default (to match SAM, its
+comment says), or of every output
 (`all_iou=True`, this project's recipe before run 12: it pulls predictions of ambiguous prompts down).
 """
 from __future__ import annotations
