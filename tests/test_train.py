@@ -36,14 +36,20 @@ def scenes(make_cfg, tmp_path):
     return out
 
 
+@pytest.fixture
+def fixed_batch(scenes):
+    """One image of the scenes with 4 of its masks, drawn the way the stage draws a batch."""
+    examples, _ = load_sources([str(scenes)], None, 256)
+    return batch(examples, np.random.default_rng(0), 1, 4, 256)
+
+
 def train_cfg(make_cfg, scenes, out, *overrides):
     return make_cfg("stage=train", f"train.data=[{scenes}]", f"output.dir={out}", *SMALL_TRAIN, *overrides)
 
 
-def test_a_few_steps_lower_the_loss_on_a_fixed_batch(scenes):
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(fixed_batch):
     sam = seeded_sam("tiny", 0).train()
-    examples, _ = load_sources([str(scenes)], None, 256)
-    images, masks = batch(examples, np.random.default_rng(0), 1, 4, 256)
+    images, masks = fixed_batch
     optimizer = torch.optim.AdamW(sam.parameters(), lr=1e-3)
 
     def loss_now():
@@ -60,10 +66,9 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(scenes):
 
 
 @pytest.mark.parametrize("all_iou, outputs_trained", [(False, 1), (True, 3)])
-def test_iou_head_learns_the_best_outputs_iou_unless_told_all_three(scenes, all_iou, outputs_trained):
+def test_iou_head_learns_the_best_outputs_iou_unless_told_all_three(fixed_batch, all_iou, outputs_trained):
     sam = seeded_sam("tiny", 0).train()
-    examples, _ = load_sources([str(scenes)], None, 256)
-    images, masks = batch(examples, np.random.default_rng(0), 1, 4, 256)
+    images, masks = fixed_batch
     predictions = []  # every decoder pass's [K, M] IoU predictions, kept for their gradients
 
     def keep(module, inputs, output):
