@@ -168,11 +168,12 @@ def to_frame(path: Path, masks: list[tuple], img_size: int) -> dict:
 
 
 def batch(examples: list[dict], rng: np.random.Generator, images: int, masks_per_image: int, img_size: int,
-          area_power: float = 0.0):
+          area_power: float = 0.0, context: bool = False):
     """Sample `images` examples and up to `masks_per_image` masks each, with probability proportional
     to area ** area_power (0: uniform; negative: small masks more often).
 
-    Returns ([B] uint8 image tensors, [B] bool mask tensors [K_b, S, S]).
+    Returns ([B] uint8 image tensors, [B] bool mask tensors [K_b, S, S]), and with `context` also
+    [B] bool tensors [N_b, S, S] of every mask of each image.
     """
     chosen = rng.choice(len(examples), size=images, replace=len(examples) < images)
     pictures, targets = [], []
@@ -184,4 +185,8 @@ def batch(examples: list[dict], rng: np.random.Generator, images: int, masks_per
         decoded = np.stack([rle.decode(ex["masks"][int(k)], img_size, img_size) for k in picks])
         pictures.append(ex["image"])
         targets.append(torch.from_numpy(decoded))
-    return pictures, targets
+    if not context:
+        return pictures, targets
+    every = [torch.from_numpy(np.stack([rle.decode(m, img_size, img_size) for m in examples[int(i)]["masks"]]))
+             for i in chosen]
+    return pictures, targets, every

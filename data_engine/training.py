@@ -9,6 +9,9 @@ output is trained on those. Mask loss: focal 20 : dice 1; the IoU head: mean-squ
 true IoU of the trained (best) output, as SAM 2's training code does by default (to match SAM, its
 comment says), or of every output
 (`all_iou=True`, this project's recipe before run 12: it pulls predictions of ambiguous prompts down).
+With the image's other masks given (`context`), a point prompt's IoU target is the best IoU with any
+mask that contains the point, the drawn one included: a point on a part is also a fair prompt for the
+subpart under it and the whole around it, which is the ambiguity the 3 outputs stand for.
 """
 from __future__ import annotations
 
@@ -92,12 +95,30 @@ def upscale(low_res: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def output_losses(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor,
-                  weights: tuple[float, float] = (FOCAL_WEIGHT, DICE_WEIGHT)) -> tuple:
-    """Per output: ([K, M] mask loss, [K, M] IoU-head MSE, [K, M] true IoU, focal, dice)."""
+                  weights: tuple[float, float] = (FOCAL_WEIGHT, DICE_WEIGHT),
+                  iou_target: torch.Tensor | None = None) -> tuple:
+    """Per output: ([K, M] mask loss, [K, M] IoU-head MSE, [K, M] true IoU, focal, dice). The MSE is
+    taken against `iou_target` when given, else against the true IoU with `target`."""
     t = target[:, None].float().expand_as(logits)
     focal, dice = focal_loss(logits, t), dice_loss(logits, t)
     true_iou = mask_iou(logits.detach(), t)
-    return weights[0] * focal + weights[1] * dice, (iou_pred - true_iou) ** 2, true_iou, focal, dice
+    head_target = true_iou if iou_target is None else iou_target
+    return weights[0] * focal + weights[1] * dice, (iou_pred - head_target) ** 2, true_iou, focal, dice
+
+
+@torch.no_grad()
+def containing_iou(logits: torch.Tensor, points: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """[K, M, S, S] logits, [K, 2] (x, y) prompt points, [N, S, S] every mask of the image -> [K, M]:
+    each output's best IoU with a mask that contains its prompt point (0 where none does)."""
+    k, m = logits.shape[:2]
+    pred = (logits > 0).flatten(2).flatten(0, 1).float()  # [K*M, S*S]
+    ctx = context.flatten(1).float()  # [N, S*S]
+    inter = pred @ ctx.T  # [K*M, N]
+    union = pred.sum(1, keepdim=True) + ctx.sum(1)[None] - inter
+    iou = (inter / union.clamp(min=1)).view(k, m, -1)
+    x, y = points[:, 0].long(), points[:, 1].long()
+    contains = context[:, y, x].T  # [K, N]
+    return (iou * contains[:, None]).amax(2)
 
 
 def coarse_masks(masks: torch.Tensor, prompt_size: tuple[int, int], cell: int = 8) -> torch.Tensor:
@@ -109,7 +130,7 @@ def coarse_masks(masks: torch.Tensor, prompt_size: tuple[int, int], cell: int = 
 def image_loss(sam: Sam, embedding: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
                box_prob: float, correction_clicks: int, coarse_mask_prob: float = 0.0,
                weights: tuple[float, float] = (FOCAL_WEIGHT, DICE_WEIGHT), all_iou: bool = False,
-               ) -> tuple[torch.Tensor, dict]:
+               context: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Loss of one image's K masks over the first prompt and the correction clicks (mean per pass).
 
     With probability coarse_mask_prob the first prompt also carries a blocky version of the mask as
@@ -123,7 +144,7 @@ def image_loss(sam: Sam, embedding: torch.Tensor, masks: torch.Tensor, generator
     if coarse_mask_prob > 0 and torch.rand(1, generator=generator, device=masks.device).item() < coarse_mask_prob:
         coarse = coarse_masks(masks, tuple(sam.prompt_encoder.mask_input_size))
     total, low_res = first_pass(sam, embedding, masks, (coords, labels), boxes, use_box, coarse, weights, stats,
-                                 all_iou)
+                                 all_iou, context)
     # Correction clicks: sampled from the error region, previous logits fed back as the mask prompt
     previous = upscale(low_res, size)[:, 0] > 0
     for _ in range(correction_clicks):
@@ -138,10 +159,11 @@ def image_loss(sam: Sam, embedding: torch.Tensor, masks: torch.Tensor, generator
     return total / passes, {k: v / passes for k, v in stats.items()}
 
 
-def first_pass(sam, embedding, masks, points, boxes, use_box, coarse, weights, stats, all_iou=False) -> tuple:
+def first_pass(sam, embedding, masks, points, boxes, use_box, coarse, weights, stats, all_iou=False,
+               context=None) -> tuple:
     """3 outputs per first prompt, mask loss on the best one, IoU loss on it too (or on all 3 with
-    all_iou); returns (summed loss, [K, 1, h, w] best low-res logits, detached). Point- and
-    box-prompted masks are decoded separately."""
+    all_iou; against containing_iou for point prompts when context is given); returns (summed loss,
+    [K, 1, h, w] best low-res logits, detached). Point- and box-prompted masks are decoded separately."""
     size = masks.shape[-1]
     total = 0.0
     low_res = torch.zeros(len(masks), 1, *sam.prompt_encoder.mask_input_size, device=masks.device)
@@ -151,7 +173,11 @@ def first_pass(sam, embedding, masks, points, boxes, use_box, coarse, weights, s
             continue
         prompt = (None, boxes[rows]) if is_box else ((points[0][rows], points[1][rows]), None)
         lr, iou_pred = decode(sam, embedding, *prompt, None if coarse is None else coarse[rows], multimask=True)
-        mask_l, iou_l, true_iou, focal, dice = output_losses(upscale(lr, size), iou_pred, masks[rows], weights)
+        logits = upscale(lr, size)
+        iou_target = None
+        if context is not None and not is_box:  # context holds the drawn masks too
+            iou_target = containing_iou(logits, points[0][rows][:, 0], context)
+        mask_l, iou_l, true_iou, focal, dice = output_losses(logits, iou_pred, masks[rows], weights, iou_target)
         best, pick = mask_l.argmin(1), torch.arange(len(rows))
         iou_term = iou_l.mean(1) if all_iou else iou_l[pick, best]
         total = total + mask_l[pick, best].sum() + iou_term.sum()
@@ -182,16 +208,18 @@ def accumulate(stats: dict, mask_l, iou_l, true_iou, focal, dice) -> None:
 def batch_loss(sam: Sam, images: list[torch.Tensor], masks: list[torch.Tensor], generator: torch.Generator,
                box_prob: float, correction_clicks: int, train_encoder: bool,
                coarse_mask_prob: float = 0.0, weights: tuple[float, float] = (FOCAL_WEIGHT, DICE_WEIGHT),
-               all_iou: bool = False) -> tuple[torch.Tensor, dict]:
-    """Mean loss over a batch: one encoder pass for all images, then the prompts of each image."""
+               all_iou: bool = False, contexts: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+    """Mean loss over a batch: one encoder pass for all images, then the prompts of each image
+    (`contexts`: every mask of each image, for point prompts' IoU targets; see containing_iou)."""
     device = sam.device
     x = torch.cat([sam.preprocess(im.to(device).float()[None]) for im in images])  # [B, 3, S, S]
     with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
         embeddings = sam.image_encoder(x)  # [B, D, h, w]
     losses, stats = [], []
-    for embedding, target in zip(embeddings, masks):
+    for i, (embedding, target) in enumerate(zip(embeddings, masks)):
+        context = None if contexts is None else contexts[i].to(device)
         loss, s = image_loss(sam, embedding, target.to(device), generator, box_prob, correction_clicks,
-                             coarse_mask_prob, weights, all_iou)
+                             coarse_mask_prob, weights, all_iou, context)
         losses.append(loss)
         stats.append(s)
     return torch.stack(losses).mean(), {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}

@@ -94,6 +94,44 @@ def test_the_stage_passes_its_iou_supervision_setting(make_cfg, scenes, tmp_path
     assert logged_iou_mse("best", "false") != logged_iou_mse("all", "true")
 
 
+def test_containing_iou_scores_each_output_against_the_masks_holding_its_point():
+    whole, part, other = torch.zeros(3, 32, 32, dtype=torch.bool)
+    whole[4:28, 4:28] = True
+    part[8:16, 8:16] = True
+    other[0:4, 0:32] = True  # beside the point
+    context = torch.stack([whole, part, other])
+    outputs = torch.stack([part, whole, other, whole & ~part])  # 4 candidate masks
+    logits = torch.where(outputs, 5.0, -5.0)[None]  # [1, 4, S, S]: one prompt, 4 outputs
+    point = torch.tensor([[10.0, 12.0]])  # (x, y) inside part and whole, not in other
+    iou = T.containing_iou(logits, point, context)[0]
+    ring = (24 * 24 - 64) / (24 * 24)  # the whole without the part, against the whole
+    assert iou.tolist() == pytest.approx([1.0, 1.0, 0.0, ring])
+
+
+def test_batch_gives_every_mask_of_the_image_as_context(scenes):
+    examples, _ = load_sources([str(scenes)], None, 256)
+    images, masks, contexts = batch(examples[:1], np.random.default_rng(0), 1, 3, 256, context=True)
+    assert len(contexts[0]) == len(examples[0]["masks"]) > 3
+    assert all(any(torch.equal(m, c) for c in contexts[0]) for m in masks[0])  # the drawn masks are among them
+
+
+@pytest.mark.parametrize("target, calls", [("drawn", 0), ("containing", 1)])
+def test_the_stage_passes_its_iou_target_setting(make_cfg, scenes, tmp_path, monkeypatch, target, calls):
+    seen = []  # (prompts, masks in the context) per call
+
+    def spy(logits, points, context):
+        seen.append((len(points), len(context)))
+        return real(logits, points, context)
+
+    real = T.containing_iou
+    monkeypatch.setattr(T, "containing_iou", spy)
+    train_stage.run(train_cfg(make_cfg, scenes, tmp_path / target, "train.steps=1", "train.correction_clicks=0",
+                              "train.box_prob=0", f"train.iou_target={target}"))
+    examples, _ = load_sources([str(scenes)], None, 256)
+    assert len(seen) == calls
+    assert all(n == 2 and k in [len(e["masks"]) for e in examples] for n, k in seen)
+
+
 def test_interrupted_run_resumes_from_its_checkpoint(make_cfg, scenes, tmp_path, monkeypatch):
     # Uninterrupted reference run
     straight = train_stage.run(train_cfg(make_cfg, scenes, tmp_path / "straight", "train.steps=3"))
@@ -258,6 +296,7 @@ def test_images_of_a_parquet_source_without_masks_are_recorded(scenes):
     ("train.area_power=nan", "train.area_power"),
     ("train.deterministic=sometimes", "train.deterministic"),
     ("train.supervise_all_iou=3", "train.supervise_all_iou"),
+    ("train.iou_target=nearest", "train.iou_target"),
 ])
 def test_bad_settings_fail_before_work(make_cfg, scenes, tmp_path, override, key):
     cfg = train_cfg(make_cfg, scenes, tmp_path / "bad", "train.steps=1", override)

@@ -121,6 +121,8 @@ def check(t: dict) -> dict:
     for key in ("deterministic", "supervise_all_iou"):
         if not isinstance(t[key], bool):
             raise ConfigError(f"train.{key}: must be true or false, got {t[key]!r}")
+    if t["iou_target"] not in ("drawn", "containing"):
+        raise ConfigError(f"train.iou_target: must be drawn or containing, got {t['iou_target']!r}")
     if t["num_threads"] is not None and (not isinstance(t["num_threads"], int) or t["num_threads"] < 1):
         raise ConfigError(f"train.num_threads: must be null or a positive integer, got {t['num_threads']!r}")
     return t
@@ -187,12 +189,14 @@ def train_loop(sam, optimizer, examples, t: dict, seed: int, step: int, out_dir:
         # Batch and prompts of this step come from (seed, step) only: resuming replays the same data
         rng = np.random.default_rng([seed, step])
         generator = torch.Generator(device=sam.device).manual_seed(int(rng.integers(1 << 62)))
-        images, masks = batch(examples, rng, t["images_per_step"], t["masks_per_image"], size, t["area_power"])
+        images, masks, *contexts = batch(examples, rng, t["images_per_step"], t["masks_per_image"], size,
+                                         t["area_power"], context=t["iou_target"] == "containing")
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, t)
         loss, stats = batch_loss(sam, images, masks, generator, t["box_prob"], t["correction_clicks"],
                                  not t["freeze_image_encoder"], t["coarse_mask_prob"],
-                                 (t["focal_weight"], t["dice_weight"]), t["supervise_all_iou"])
+                                 (t["focal_weight"], t["dice_weight"]), t["supervise_all_iou"],
+                                 contexts[0] if contexts else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if t["grad_clip"]:
