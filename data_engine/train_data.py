@@ -176,17 +176,16 @@ def batch(examples: list[dict], rng: np.random.Generator, images: int, masks_per
     [B] bool tensors [N_b, S, S] of every mask of each image.
     """
     chosen = rng.choice(len(examples), size=images, replace=len(examples) < images)
-    pictures, targets = [], []
+    pictures, targets, everything = [], [], []
     for i in chosen:
         ex = examples[int(i)]
         weights = ex["areas"] ** area_power
         picks = rng.choice(len(ex["masks"]), size=min(masks_per_image, len(ex["masks"])), replace=False,
                            p=weights / weights.sum())
-        decoded = np.stack([rle.decode(ex["masks"][int(k)], img_size, img_size) for k in picks])
+        # Decode the drawn masks, or every mask of the image when the context is wanted too
+        wanted = range(len(ex["masks"])) if context else picks
+        decoded = np.stack([rle.decode(ex["masks"][int(k)], img_size, img_size) for k in wanted])
         pictures.append(ex["image"])
-        targets.append(torch.from_numpy(decoded))
-    if not context:
-        return pictures, targets
-    every = [torch.from_numpy(np.stack([rle.decode(m, img_size, img_size) for m in examples[int(i)]["masks"]]))
-             for i in chosen]
-    return pictures, targets, every
+        targets.append(torch.from_numpy(decoded[picks] if context else decoded))
+        everything.append(torch.from_numpy(decoded))
+    return (pictures, targets, everything) if context else (pictures, targets)

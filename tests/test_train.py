@@ -113,6 +113,8 @@ def test_batch_gives_every_mask_of_the_image_as_context(scenes):
     images, masks, contexts = batch(examples[:1], np.random.default_rng(0), 1, 3, 256, context=True)
     assert len(contexts[0]) == len(examples[0]["masks"]) > 3
     assert all(any(torch.equal(m, c) for c in contexts[0]) for m in masks[0])  # the drawn masks are among them
+    _, plain = batch(examples[:1], np.random.default_rng(0), 1, 3, 256)  # the same draw without the context
+    assert all(torch.equal(a, b) for a, b in zip(plain[0], masks[0]))
 
 
 @pytest.mark.parametrize("target, calls", [("drawn", 0), ("containing", 1)])
