@@ -187,5 +187,6 @@ def batch(examples: list[dict], rng: np.random.Generator, images: int, masks_per
         decoded = np.stack([rle.decode(ex["masks"][int(k)], img_size, img_size) for k in wanted])
         pictures.append(ex["image"])
         targets.append(torch.from_numpy(decoded[picks] if context else decoded))
-        everything.append(torch.from_numpy(decoded))
+        if context:
+            everything.append(torch.from_numpy(decoded))
     return (pictures, targets, everything) if context else (pictures, targets)
