@@ -8,7 +8,7 @@ the earlier clicks and the previous low-res logits are fed back as the mask prom
 output is trained on those. Mask loss: focal 20 : dice 1; the IoU head: mean-squared error against the
 true IoU of the trained (best) output, as SAM 2's training code does by default (to match SAM, its
 comment says), or of every output
-(`all_iou=True`, this project's recipe before run 12: it pulls predictions of ambiguous prompts down).
+(`all_iou`, this project's recipe before run 12: it pulls predictions of ambiguous prompts down).
 With the image's other masks given (`context`), a point prompt's IoU target is the best IoU with any
 mask that contains the point, the drawn one included: a point on a part is also a fair prompt for the
 subpart under it and the whole around it, which is the ambiguity the 3 outputs stand for.
@@ -19,7 +19,10 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
-FOCAL_WEIGHT, DICE_WEIGHT = 20.0, 1.0  # SAM's ratio; batch_loss takes others (see train.focal_weight)
+FOCAL_WEIGHT, DICE_WEIGHT = 20.0, 1.0  # SAM's ratio; the recipe's `weights` take others (see train.focal_weight)
+# The recipe's settings for a batch, at the `train` group's defaults; the train stage passes its own (recipe_of)
+RECIPE = dict(box_prob=0.5, correction_clicks=1, coarse_mask_prob=0.0, weights=(FOCAL_WEIGHT, DICE_WEIGHT),
+              all_iou=False)
 FOCAL_GAMMA = 2.0  # no alpha balancing: with tiny objects in the frame, alpha=0.25 collapsed to empty masks
 
 
@@ -128,41 +131,39 @@ def coarse_masks(masks: torch.Tensor, prompt_size: tuple[int, int], cell: int = 
 
 
 def image_loss(sam: Sam, embedding: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
-               box_prob: float, correction_clicks: int, coarse_mask_prob: float = 0.0,
-               weights: tuple[float, float] = (FOCAL_WEIGHT, DICE_WEIGHT), all_iou: bool = False,
-               context: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+               recipe: dict, context: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Loss of one image's K masks over the first prompt and the correction clicks (mean per pass).
 
-    With probability coarse_mask_prob the first prompt also carries a blocky version of the mask as
-    the mask prompt (a refinement task). Correction clicks follow the mask's interior point (also for
-    masks first prompted with a box) and the earlier clicks.
+    With probability recipe['coarse_mask_prob'] the first prompt also carries a blocky version of the
+    mask as the mask prompt (a refinement task). Correction clicks follow the mask's interior point
+    (also for masks first prompted with a box) and the earlier clicks.
     """
     size = masks.shape[-1]
     stats = {"loss": 0.0, "focal": 0.0, "dice": 0.0, "iou_mse": 0.0, "iou": 0.0}
-    coords, labels, boxes, use_box = first_prompts(masks, generator, box_prob, 20 * size / 1024)
+    coords, labels, boxes, use_box = first_prompts(masks, generator, recipe["box_prob"], 20 * size / 1024)
     coarse = None
-    if coarse_mask_prob > 0 and torch.rand(1, generator=generator, device=masks.device).item() < coarse_mask_prob:
+    coarse_prob = recipe["coarse_mask_prob"]
+    if coarse_prob > 0 and torch.rand(1, generator=generator, device=masks.device).item() < coarse_prob:
         coarse = coarse_masks(masks, tuple(sam.prompt_encoder.mask_input_size))
-    total, low_res = first_pass(sam, embedding, masks, (coords, labels), boxes, use_box, coarse, weights, stats,
-                                 all_iou, context)
+    total, low_res = first_pass(sam, embedding, masks, (coords, labels), boxes, use_box, coarse, recipe, stats,
+                                 context)
     # Correction clicks: sampled from the error region, previous logits fed back as the mask prompt
     previous = upscale(low_res, size)[:, 0] > 0
-    for _ in range(correction_clicks):
+    for _ in range(recipe["correction_clicks"]):
         coords, labels = add_click(coords, labels, previous, masks, generator)
         lr, iou_pred = decode(sam, embedding, (coords, labels), None, low_res, multimask=False)
         logits = upscale(lr, size)
-        mask_l, iou_l, true_iou, focal, dice = output_losses(logits, iou_pred, masks, weights)
+        mask_l, iou_l, true_iou, focal, dice = output_losses(logits, iou_pred, masks, recipe["weights"])
         total = total + mask_l.sum() + iou_l.sum()
         accumulate(stats, mask_l[:, 0], iou_l[:, 0], true_iou[:, 0], focal[:, 0], dice[:, 0])
         low_res, previous = lr.detach(), logits[:, 0].detach() > 0
-    passes = len(masks) * (1 + correction_clicks)
+    passes = len(masks) * (1 + recipe["correction_clicks"])
     return total / passes, {k: v / passes for k, v in stats.items()}
 
 
-def first_pass(sam, embedding, masks, points, boxes, use_box, coarse, weights, stats, all_iou=False,
-               context=None) -> tuple:
+def first_pass(sam, embedding, masks, points, boxes, use_box, coarse, recipe, stats, context=None) -> tuple:
     """3 outputs per first prompt, mask loss on the best one, IoU loss on it too (or on all 3 with
-    all_iou; against containing_iou for point prompts when context is given); returns (summed loss,
+    recipe['all_iou']; against containing_iou for point prompts when context is given); returns (summed loss,
     [K, 1, h, w] best low-res logits, detached). Point- and box-prompted masks are decoded separately."""
     size = masks.shape[-1]
     total = 0.0
@@ -177,9 +178,10 @@ def first_pass(sam, embedding, masks, points, boxes, use_box, coarse, weights, s
         iou_target = None
         if context is not None and not is_box:  # context holds the drawn masks too
             iou_target = containing_iou(logits, points[0][rows][:, 0], context)
-        mask_l, iou_l, true_iou, focal, dice = output_losses(logits, iou_pred, masks[rows], weights, iou_target)
+        mask_l, iou_l, true_iou, focal, dice = output_losses(logits, iou_pred, masks[rows], recipe["weights"],
+                                                             iou_target)
         best, pick = mask_l.argmin(1), torch.arange(len(rows))
-        iou_term = iou_l.mean(1) if all_iou else iou_l[pick, best]
+        iou_term = iou_l.mean(1) if recipe["all_iou"] else iou_l[pick, best]
         total = total + mask_l[pick, best].sum() + iou_term.sum()
         low_res[rows] = lr[pick, best][:, None].detach()
         accumulate(stats, mask_l[pick, best], iou_term, true_iou[pick, best], focal[pick, best], dice[pick, best])
@@ -206,11 +208,11 @@ def accumulate(stats: dict, mask_l, iou_l, true_iou, focal, dice) -> None:
 
 
 def batch_loss(sam: Sam, images: list[torch.Tensor], masks: list[torch.Tensor], generator: torch.Generator,
-               box_prob: float, correction_clicks: int, train_encoder: bool,
-               coarse_mask_prob: float = 0.0, weights: tuple[float, float] = (FOCAL_WEIGHT, DICE_WEIGHT),
-               all_iou: bool = False, contexts: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+               recipe: dict, train_encoder: bool, contexts: list[torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, dict]:
     """Mean loss over a batch: one encoder pass for all images, then the prompts of each image
-    (`contexts`: every mask of each image, for point prompts' IoU targets; see containing_iou)."""
+    (`recipe`: RECIPE's keys; `contexts`: every mask of each image, for point prompts' IoU targets;
+    see containing_iou)."""
     device = sam.device
     x = torch.cat([sam.preprocess(im.to(device).float()[None]) for im in images])  # [B, 3, S, S]
     with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
@@ -218,8 +220,7 @@ def batch_loss(sam: Sam, images: list[torch.Tensor], masks: list[torch.Tensor], 
     losses, stats = [], []
     for i, (embedding, target) in enumerate(zip(embeddings, masks)):
         context = None if contexts is None else contexts[i].to(device)
-        loss, s = image_loss(sam, embedding, target.to(device), generator, box_prob, correction_clicks,
-                             coarse_mask_prob, weights, all_iou, context)
+        loss, s = image_loss(sam, embedding, target.to(device), generator, recipe, context)
         losses.append(loss)
         stats.append(s)
     return torch.stack(losses).mean(), {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}

@@ -54,7 +54,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(fixed_batch):
 
     def loss_now():
         generator = torch.Generator().manual_seed(0)  # same prompts every time
-        return batch_loss(sam, images, masks, generator, box_prob=0.5, correction_clicks=1, train_encoder=True)
+        return batch_loss(sam, images, masks, generator, T.RECIPE, train_encoder=True)
 
     initial = loss_now()[0].item()
     for _ in range(6):
@@ -63,6 +63,13 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(fixed_batch):
         loss.backward()
         optimizer.step()
     assert loss_now()[0].item() < 0.8 * initial
+
+
+def test_the_recipes_defaults_are_the_train_groups(make_cfg, tmp_path):
+    t = train_cfg(make_cfg, tmp_path, tmp_path / "out")["train"]
+    assert train_stage.recipe_of(t) == T.RECIPE
+    changed = {**t, "box_prob": 0.1, "focal_weight": 5.0, "supervise_all_iou": True}
+    assert train_stage.recipe_of(changed) == {**T.RECIPE, "box_prob": 0.1, "weights": (5.0, 1.0), "all_iou": True}
 
 
 @pytest.mark.parametrize("all_iou, outputs_trained", [(False, 1), (True, 3)])
@@ -76,8 +83,8 @@ def test_iou_head_learns_the_best_outputs_iou_unless_told_all_three(fixed_batch,
         predictions.append(output[1])
 
     sam.mask_decoder.register_forward_hook(keep)
-    loss, _ = batch_loss(sam, images, masks, torch.Generator().manual_seed(0), box_prob=0.0, correction_clicks=0,
-                         train_encoder=False, all_iou=all_iou)
+    recipe = {**T.RECIPE, "box_prob": 0.0, "correction_clicks": 0, "all_iou": all_iou}
+    loss, _ = batch_loss(sam, images, masks, torch.Generator().manual_seed(0), recipe, train_encoder=False)
     loss.backward()
     first = predictions[0]  # the point prompts' 3 outputs: only the best one's IoU is trained unless all_iou
     assert first.shape == (4, 3)

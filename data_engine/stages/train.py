@@ -171,6 +171,13 @@ def make_optimizer(sam, t: dict) -> torch.optim.Optimizer:
                               {"params": rest, "weight_decay": 0.0}], lr=t["lr"])
 
 
+def recipe_of(t: dict) -> dict:
+    """The training recipe's settings (training.RECIPE's keys) from the `train` config group."""
+    return dict(box_prob=t["box_prob"], correction_clicks=t["correction_clicks"],
+                coarse_mask_prob=t["coarse_mask_prob"], weights=(t["focal_weight"], t["dice_weight"]),
+                all_iou=t["supervise_all_iou"])
+
+
 def learning_rate(step: int, t: dict) -> float:
     """Linear warmup to lr, then cosine decay to 1% of lr at the last step."""
     if step < t["warmup_steps"]:
@@ -193,9 +200,7 @@ def train_loop(sam, optimizer, examples, t: dict, seed: int, step: int, out_dir:
                                          t["area_power"], context=t["iou_target"] == "containing")
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, t)
-        loss, stats = batch_loss(sam, images, masks, generator, t["box_prob"], t["correction_clicks"],
-                                 not t["freeze_image_encoder"], t["coarse_mask_prob"],
-                                 (t["focal_weight"], t["dice_weight"]), t["supervise_all_iou"],
+        loss, stats = batch_loss(sam, images, masks, generator, recipe_of(t), not t["freeze_image_encoder"],
                                  contexts[0] if contexts else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
