@@ -191,6 +191,7 @@ def train_loop(sam, optimizer, examples, t: dict, seed: int, step: int, out_dir:
     """Optimizer steps from `step` to t['steps']; checkpoints and the loss log along the way."""
     bar = tqdm(total=t["steps"], initial=step, desc="train", disable=not progress)
     size = sam.image_encoder.img_size
+    recipe = recipe_of(t)
     while step < t["steps"]:
         start = time.time()
         # Batch and prompts of this step come from (seed, step) only: resuming replays the same data
@@ -200,7 +201,7 @@ def train_loop(sam, optimizer, examples, t: dict, seed: int, step: int, out_dir:
                                          t["area_power"], context=t["iou_target"] == "containing")
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, t)
-        loss, stats = batch_loss(sam, images, masks, generator, recipe_of(t), not t["freeze_image_encoder"],
+        loss, stats = batch_loss(sam, images, masks, generator, recipe, not t["freeze_image_encoder"],
                                  contexts[0] if contexts else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
