@@ -82,7 +82,6 @@ def test_tiny_preset_recovers_objects_of_a_fresh_scene(make_cfg, fresh_scenes):
         figures = quality.auto_figures(build_sam("tiny", device="cpu"), scenes, amg)
     # Measured with the committed weights (run 14): 35.5 masks per image, 18 of the 19 objects of >= 400 px
     # recovered at IoU 0.75 (with the filter at 0.5: 46.0 masks, 18 objects; run 4's weights: 9 objects,
-    # run 5's: 13). Two scenes are few, so the bound
-    # sits between run 4's and run 5's counts.
+    # run 5's: 13). Two scenes are few, so the bound sits between run 4's and run 5's counts.
     assert figures["masks_per_image"] >= 2
     assert figures["auto_recall_400px_iou75"] >= 0.6
