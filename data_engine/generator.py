@@ -229,9 +229,10 @@ class MaskGenerator:
 def encode_uncropped(masks: torch.Tensor, crop_box, height: int, width: int) -> list[str]:
     """Crop-frame masks [N, h, w] -> RLE of the masks placed in the full image."""
     x0, y0, x1, y1 = crop_box
-    full = np.zeros((len(masks), height, width), dtype=bool)
-    full[:, y0:y1, x0:x1] = masks.cpu().numpy()
-    return rle.encode(full)
+    # Placed and transposed where the masks are (on a GPU: no CPU copy of the pixels but the one transfer)
+    full = torch.zeros(len(masks), width, height, dtype=torch.bool, device=masks.device)
+    full[:, x0:x1, y0:y1] = masks.transpose(1, 2)
+    return rle.encode_transposed(full.cpu().numpy())
 
 
 def concat(parts: list[dict]) -> dict:

@@ -7,10 +7,18 @@ from pycocotools import mask as mask_utils
 
 def encode(masks: np.ndarray) -> list[str]:
     """[N, H, W] bool masks -> COCO compressed RLE counts strings."""
+    return encode_transposed(np.ascontiguousarray(np.asarray(masks, dtype=bool).transpose(0, 2, 1)))
+
+
+def encode_transposed(masks: np.ndarray) -> list[str]:
+    """[N, W, H] C-ordered bool masks, each stored transposed (COCO's column-major order) -> RLE counts.
+
+    Reversing the axes of that array gives, without a copy, the [H, W, N] Fortran-ordered uint8 array that
+    pycocotools reads; callers holding masks on a GPU transpose them there, where it costs nothing."""
     if len(masks) == 0:
         return []
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    return [r["counts"].decode("ascii") for r in rles]
+    fortran = np.ascontiguousarray(masks, dtype=bool).view(np.uint8).transpose(2, 1, 0)
+    return [r["counts"].decode("ascii") for r in mask_utils.encode(fortran)]
 
 
 def to_rle(counts: str, height: int, width: int) -> dict:

@@ -13,3 +13,15 @@ def test_area_bbox_and_decode_for_many_masks():
     assert rle.bbox(counts, 12, 16)[7].tolist() == [0, 2, 8, 3]
     assert np.array_equal(rle.decode(counts[599], 12, 16), masks[599])
     assert rle.area([], 12, 16).shape == (0,)
+
+
+def test_encoding_matches_pycocotools_on_non_square_masks():
+    from pycocotools import mask as mask_utils
+
+    masks = np.random.default_rng(0).random((5, 7, 11)) < 0.4
+    expected = [r["counts"].decode("ascii") for r in
+                mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))]
+    assert rle.encode(masks) == expected
+    # The same masks stored transposed ([N, W, H]) give the same RLE
+    assert rle.encode_transposed(np.ascontiguousarray(masks.transpose(0, 2, 1))) == expected
+    assert rle.encode(np.zeros((0, 7, 11), bool)) == []
