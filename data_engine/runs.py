@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shutil
+import socket
 from importlib import metadata
 from pathlib import Path
 
@@ -75,15 +77,21 @@ def mark_done(out_dir: Path, shard_id: str, stats: dict) -> None:
     write_text_atomic(json.dumps(stats, indent=2), done_path(out_dir, shard_id))
 
 
-def complete_shard(out_dir: Path, shard_id: str, results: list[tuple[dict, list[dict]]], start: float) -> dict:
+def complete_shard(out_dir: Path, shard_id: str, results: list[tuple[dict, list[dict]]], start: float,
+                   worker: dict | None = None) -> dict:
     """Write a shard's (image row, mask rows) results, mark it done, and return its stats."""
     images = [image for image, _ in results]
     masks = [mask for _, rows in results for mask in rows]
     write_shard(out_dir, shard_id, masks, images)
     stats = {"images": len(images), "masks": len(masks), "seconds": round(time.time() - start, 3),
-             "failed": sum(r["status"] == "failed" for r in images)}
+             "failed": sum(r["status"] == "failed" for r in images), "worker": worker or worker_info()}
     mark_done(out_dir, shard_id, stats)
     return stats
+
+
+def worker_info(device=None) -> dict:
+    """Where a shard ran, for its _done record: host, process, and the model's device (None: no model)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "device": None if device is None else str(device)}
 
 
 def pending(shards: list[dict], out_dir: Path) -> list[dict]:

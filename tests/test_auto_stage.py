@@ -1,5 +1,7 @@
 """The fully-automatic stage as a job: Parquet output, bad inputs, stable ids, resume, conflicts."""
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +51,19 @@ def test_every_bad_input_file_has_exactly_one_row(make_cfg, tmp_path):
     assert summary["images"] == len(expected) and summary["images_failed"] == 6
     run = json.loads((Path(cfg["output"]["dir"]) / "run.json").read_text())
     assert run["ignored_files"] == ["notes.txt"]
+
+
+def test_each_finished_shard_records_where_it_ran(make_cfg, tmp_path):
+    write_images(tmp_path / "in", 3)
+    cfg = make_cfg(f"input.path={tmp_path / 'in'}", "input.shard_size=2")
+    run_stage(cfg)
+    done = sorted((Path(cfg["output"]["dir"]) / "_done").glob("shard-*.json"))
+    assert [p.name for p in done] == ["shard-00000.json", "shard-00001.json"]
+    for path in done:
+        stats = json.loads(path.read_text())
+        # runtime=serial: this process, on the configured device
+        assert stats["worker"] == {"host": socket.gethostname(), "pid": os.getpid(), "device": "cpu"}
+        assert stats["images"] in (1, 2) and stats["failed"] == 0
 
 
 def test_awkward_images_decode_to_rgb_of_the_right_size(make_cfg, tmp_path):

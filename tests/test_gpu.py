@@ -6,6 +6,7 @@ Skipped where there is no CUDA device (CI has none). On a GPU machine: `pytest -
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from data_engine.stages import run_stage
 from data_engine.stages import train as train_stage
 from data_engine.training import batch_loss
 from images import shapes_image
+from test_auto_stage import write_images
 from test_generator_reference import assert_same_masks, reference_settings, run_both
 from test_train import fixed_batch, scenes, train_cfg  # noqa: F401 (fixtures)
 
@@ -112,3 +114,18 @@ def test_interrupted_run_on_cuda_resumes_from_its_checkpoint(make_cfg, scenes, t
     assert all(np.isfinite(r["loss"]) for r in rows)
     # The model trained on the GPU loads on a CPU
     build_sam("tiny", checkpoint=tmp_path / "resumed" / "model.pt", device="cpu")
+
+
+def test_ray_workers_take_the_gpu(make_cfg, tmp_path):
+    ray = pytest.importorskip("ray")
+    write_images(tmp_path / "in", 4)
+    # model.device null: each Ray worker picks CUDA if Ray gave it a GPU
+    cfg = make_cfg(f"input.path={tmp_path / 'in'}", "input.shard_size=2", "runtime=local", "runtime.progress=false")
+    cfg["model"]["device"] = None
+    try:
+        summary = run_stage(cfg)
+    finally:
+        ray.shutdown()
+    assert summary["shards_failed"] == {} and summary["images_ok"] == 4
+    workers = [json.loads(p.read_text())["worker"] for p in sorted((tmp_path / "out" / "_done").glob("*.json"))]
+    assert len(workers) == 2 and all(w["pid"] != os.getpid() and w["device"].startswith("cuda") for w in workers)

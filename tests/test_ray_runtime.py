@@ -1,4 +1,6 @@
 """Ray runtime: shards across workers, a worker killed mid-shard is retried, not lost."""
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,9 @@ def test_killed_worker_shard_is_retried_on_ray(make_cfg, tmp_path):
     assert (out / "_debug" / "crashed-shard-00001").exists(), "the worker process did not die"
     assert summary["shards_failed"] == {}
     assert sorted(r["file_name"] for r in read_images(out).to_pylist()) == [f"img_{i:02d}.png" for i in range(6)]
+    # Each shard ran in a Ray worker process, not in the driver
+    workers = [json.loads(p.read_text())["worker"] for p in sorted((out / "_done").glob("*.json"))]
+    assert len(workers) == 3 and all(w["pid"] != os.getpid() and w["device"] == "cpu" for w in workers)
 
 
 def test_shard_fails_without_retries_and_a_rerun_finishes_it(make_cfg, tmp_path):

@@ -127,7 +127,8 @@ class AssistedWorker:
         for i, item in enumerate(shard["items"]):
             results.append(self.process_image(item))
             on_image(shard["shard_id"], i, len(results[-1][1]), results[-1][0]["status"] == "failed")
-        return runs.complete_shard(self.out_dir, shard["shard_id"], results, start)
+        device = self.replayer.predictor.device if self.replayer else None  # no clicks yet: no model
+        return runs.complete_shard(self.out_dir, shard["shard_id"], results, start, runs.worker_info(device))
 
     def process_image(self, item: dict) -> tuple[dict, list[dict]]:
         """The image row and its mask rows; a failed replay keeps the human masks and records why."""
