@@ -22,7 +22,7 @@ from segment_anything.modeling import Sam
 FOCAL_WEIGHT, DICE_WEIGHT = 20.0, 1.0  # SAM's ratio; the recipe's `weights` take others (see train.focal_weight)
 # The recipe's settings for a batch, at the `train` group's defaults; the train stage passes its own (recipe_of)
 RECIPE = dict(box_prob=0.5, correction_clicks=1, coarse_mask_prob=0.0, weights=(FOCAL_WEIGHT, DICE_WEIGHT),
-              all_iou=False)
+              all_iou=False, iou_weight=1.0)
 FOCAL_GAMMA = 2.0  # no alpha balancing: with tiny objects in the frame, alpha=0.25 collapsed to empty masks
 
 
@@ -154,8 +154,8 @@ def image_loss(sam: Sam, embedding: torch.Tensor, masks: torch.Tensor, generator
         lr, iou_pred = decode(sam, embedding, (coords, labels), None, low_res, multimask=False)
         logits = upscale(lr, size)
         mask_l, iou_l, true_iou, focal, dice = output_losses(logits, iou_pred, masks, recipe["weights"])
-        total = total + mask_l.sum() + iou_l.sum()
-        accumulate(stats, mask_l[:, 0], iou_l[:, 0], true_iou[:, 0], focal[:, 0], dice[:, 0])
+        total = total + mask_l.sum() + recipe["iou_weight"] * iou_l.sum()
+        accumulate(stats, mask_l[:, 0], iou_l[:, 0], true_iou[:, 0], focal[:, 0], dice[:, 0], recipe["iou_weight"])
         low_res, previous = lr.detach(), logits[:, 0].detach() > 0
     passes = len(masks) * (1 + recipe["correction_clicks"])
     return total / passes, {k: v / passes for k, v in stats.items()}
@@ -182,9 +182,10 @@ def first_pass(sam, embedding, masks, points, boxes, use_box, coarse, recipe, st
                                                              iou_target)
         best, pick = mask_l.argmin(1), torch.arange(len(rows))
         iou_term = iou_l.mean(1) if recipe["all_iou"] else iou_l[pick, best]
-        total = total + mask_l[pick, best].sum() + iou_term.sum()
+        total = total + mask_l[pick, best].sum() + recipe["iou_weight"] * iou_term.sum()
         low_res[rows] = lr[pick, best][:, None].detach()
-        accumulate(stats, mask_l[pick, best], iou_term, true_iou[pick, best], focal[pick, best], dice[pick, best])
+        accumulate(stats, mask_l[pick, best], iou_term, true_iou[pick, best], focal[pick, best], dice[pick, best],
+                   recipe["iou_weight"])
     return total, low_res
 
 
@@ -199,8 +200,9 @@ def add_click(coords, labels, previous: torch.Tensor, masks: torch.Tensor, gener
 
 
 @torch.no_grad()
-def accumulate(stats: dict, mask_l, iou_l, true_iou, focal, dice) -> None:
-    stats["loss"] += float((mask_l + iou_l).sum())
+def accumulate(stats: dict, mask_l, iou_l, true_iou, focal, dice, iou_weight: float) -> None:
+    """Per-pass sums for the log: `loss` is what is optimized (IoU MSE weighted), `iou_mse` the MSE itself."""
+    stats["loss"] += float((mask_l + iou_weight * iou_l).sum())
     stats["focal"] += float(focal.sum())
     stats["dice"] += float(dice.sum())
     stats["iou_mse"] += float(iou_l.sum())

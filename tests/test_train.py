@@ -91,6 +91,28 @@ def test_iou_head_learns_the_best_outputs_iou_unless_told_all_three(fixed_batch,
     assert (first.grad != 0).sum(1).tolist() == [outputs_trained] * 4
 
 
+@pytest.mark.parametrize("iou_weight", [0.0, 1.0, 4.0])
+def test_iou_weight_scales_the_iou_heads_gradient(fixed_batch, iou_weight):
+    images, masks = fixed_batch
+    recipe = {**T.RECIPE, "box_prob": 0.0, "iou_weight": iou_weight}
+
+    def head_grad_and_log(weight):
+        sam = seeded_sam("tiny", 0).train()
+        loss, stats = batch_loss(sam, images, masks, torch.Generator().manual_seed(0), {**recipe, "iou_weight": weight},
+                                 train_encoder=False)
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in sam.mask_decoder.iou_prediction_head.parameters()]), stats
+
+    unit, unit_stats = head_grad_and_log(1.0)
+    grad, stats = head_grad_and_log(iou_weight)
+    assert unit.abs().sum() > 0
+    # The head is trained by the IoU term alone: its gradient scales with the weight
+    torch.testing.assert_close(grad, iou_weight * unit)
+    # The log keeps the MSE itself; `loss` is the weighted objective
+    assert stats["iou_mse"] == pytest.approx(unit_stats["iou_mse"])
+    assert stats["loss"] == pytest.approx(unit_stats["loss"] + (iou_weight - 1) * unit_stats["iou_mse"])
+
+
 def test_the_stage_passes_its_iou_supervision_setting(make_cfg, scenes, tmp_path):
     def logged_iou_mse(name, value):
         train_stage.run(train_cfg(make_cfg, scenes, tmp_path / name, "train.steps=1", "train.correction_clicks=0",
@@ -306,6 +328,7 @@ def test_images_of_a_parquet_source_without_masks_are_recorded(scenes):
     ("train.deterministic=sometimes", "train.deterministic"),
     ("train.supervise_all_iou=3", "train.supervise_all_iou"),
     ("train.iou_target=nearest", "train.iou_target"),
+    ("train.iou_weight=-1", "train.iou_weight"),
 ])
 def test_bad_settings_fail_before_work(make_cfg, scenes, tmp_path, override, key):
     cfg = train_cfg(make_cfg, scenes, tmp_path / "bad", "train.steps=1", override)

@@ -115,7 +115,7 @@ def check(t: dict) -> dict:
             raise ConfigError(f"train.{key}: must lie in [0, 1], got {t[key]!r}")
     if not isinstance(t["area_power"], (int, float)) or not math.isfinite(t["area_power"]):
         raise ConfigError(f"train.area_power: must be a finite number, got {t['area_power']!r}")
-    for key in ("lr", "weight_decay", "grad_clip", "focal_weight", "dice_weight"):
+    for key in ("lr", "weight_decay", "grad_clip", "focal_weight", "dice_weight", "iou_weight"):
         if not isinstance(t[key], (int, float)) or t[key] < 0:
             raise ConfigError(f"train.{key}: must be a number >= 0, got {t[key]!r}")
     for key in ("deterministic", "supervise_all_iou"):
@@ -175,7 +175,7 @@ def recipe_of(t: dict) -> dict:
     """The training recipe's settings (training.RECIPE's keys) from the `train` config group."""
     return dict(box_prob=t["box_prob"], correction_clicks=t["correction_clicks"],
                 coarse_mask_prob=t["coarse_mask_prob"], weights=(t["focal_weight"], t["dice_weight"]),
-                all_iou=t["supervise_all_iou"])
+                all_iou=t["supervise_all_iou"], iou_weight=t["iou_weight"])
 
 
 def learning_rate(step: int, t: dict) -> float:
