@@ -22,7 +22,7 @@ from data_engine.training import batch_loss
 from images import shapes_image
 from test_auto_stage import write_images
 from test_generator_reference import assert_same_masks, reference_settings, run_both
-from test_train import fixed_batch, scenes, train_cfg  # noqa: F401 (fixtures)
+from test_train import fixed_batch, run_killed_at_step_3, scenes, train_cfg  # noqa: F401 (fixtures)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -94,17 +94,7 @@ def test_interrupted_run_on_cuda_resumes_from_its_checkpoint(make_cfg, scenes, t
     assert straight["steps"] == 3
     reference = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
     cfg = on("cuda", train_cfg(make_cfg, scenes, tmp_path / "resumed", "train.steps=3"))
-    real_append = train_stage.append_log
-
-    def crash_at_step_3(out_dir, row):
-        real_append(out_dir, row)
-        if row["step"] == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_stage, "append_log", crash_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
-        train_stage.run(cfg)
-    monkeypatch.setattr(train_stage, "append_log", real_append)
+    run_killed_at_step_3(cfg, monkeypatch)
     assert train_stage.run(cfg)["steps"] == 3
     resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
     # Deterministic kernels (train.deterministic, the default): the same weights as the uninterrupted run

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,7 +95,7 @@ def test_iou_head_learns_the_best_outputs_iou_unless_told_all_three(fixed_batch,
 @pytest.mark.parametrize("iou_weight", [0.0, 1.0, 4.0])
 def test_iou_weight_scales_the_iou_heads_gradient(fixed_batch, iou_weight):
     images, masks = fixed_batch
-    recipe = {**T.RECIPE, "box_prob": 0.0, "iou_weight": iou_weight}
+    recipe = {**T.RECIPE, "box_prob": 0.0}
 
     def head_grad_and_log(weight):
         sam = seeded_sam("tiny", 0).train()
@@ -163,13 +164,8 @@ def test_the_stage_passes_its_iou_target_setting(make_cfg, scenes, tmp_path, mon
     assert all(n == 2 and k in [len(e["masks"]) for e in examples] for n, k in seen)
 
 
-def test_interrupted_run_resumes_from_its_checkpoint(make_cfg, scenes, tmp_path, monkeypatch):
-    # Uninterrupted reference run
-    straight = train_stage.run(train_cfg(make_cfg, scenes, tmp_path / "straight", "train.steps=3"))
-    assert straight["steps"] == 3
-    reference = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
-    # Same run, killed while logging step 3 (after the step-2 checkpoint)
-    cfg = train_cfg(make_cfg, scenes, tmp_path / "resumed", "train.steps=3")
+def run_killed_at_step_3(cfg: dict, monkeypatch) -> dict:
+    """Run the train stage until it is killed while logging step 3; the checkpoint it leaves (on the CPU)."""
     real_append = train_stage.append_log
 
     def crash_at_step_3(out_dir, row):
@@ -180,9 +176,18 @@ def test_interrupted_run_resumes_from_its_checkpoint(make_cfg, scenes, tmp_path,
     monkeypatch.setattr(train_stage, "append_log", crash_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         train_stage.run(cfg)
-    at_step_2 = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
-    assert at_step_2["step"] == 2
     monkeypatch.setattr(train_stage, "append_log", real_append)
+    return torch.load(Path(cfg["output"]["dir"]) / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(make_cfg, scenes, tmp_path, monkeypatch):
+    # Uninterrupted reference run
+    straight = train_stage.run(train_cfg(make_cfg, scenes, tmp_path / "straight", "train.steps=3"))
+    assert straight["steps"] == 3
+    reference = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    # Same run, killed while logging step 3 (after the step-2 checkpoint)
+    cfg = train_cfg(make_cfg, scenes, tmp_path / "resumed", "train.steps=3")
+    assert run_killed_at_step_3(cfg, monkeypatch)["step"] == 2
     # Rerun: continues at step 3, the log keeps one row per step, weights match the uninterrupted run
     assert train_stage.run(cfg)["steps"] == 3
     resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
