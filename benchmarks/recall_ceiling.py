@@ -3,7 +3,7 @@ mask the 32x32 grid's points give (all 3 outputs, no crops), then of those the p
 (predicted IoU, stability, both), then what the whole stage keeps (NMS and clean-up included).
 Tuning scenes (seed 500), not the quality seed 1000.
 
-    python benchmarks/recall_ceiling.py [--checkpoint PATH] [--amg sa1b] [--scenes 4]
+    python benchmarks/recall_ceiling.py [--checkpoint PATH] [--variant tiny] [--amg sa1b] [--scenes 4]
 """
 from __future__ import annotations
 
@@ -67,12 +67,13 @@ def scene_rows(predictor: SamPredictor, scene: dict, amg: dict) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="tiny checkpoint (default: the embedded model)")
+    parser.add_argument("--variant", default="tiny", help="model variant of the checkpoint")
     parser.add_argument("--amg", default="sa1b", help="amg preset whose filters are applied")
     parser.add_argument("--seed", type=int, default=500)
     parser.add_argument("--scenes", type=int, default=4)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    sam = build_sam("tiny", checkpoint=args.checkpoint, device="cpu")
+    sam = build_sam(args.variant, checkpoint=args.checkpoint, device="cpu")
     amg = compose([f"amg={args.amg}", "amg.crop_n_layers=0"])["amg"]
     scenes = [synth.make_scene(args.seed, i) for i in range(args.scenes)]
     with torch.no_grad():

@@ -12,8 +12,6 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder
 
-from .mask_score import MaskScore
-
 
 def pack(embedding: torch.Tensor, stride4: torch.Tensor, stride2: torch.Tensor, patch: int) -> torch.Tensor:
     """Embedding [B, D, h, w] (h = S / patch for an S-px image), stride-4 map [B, D/4, S/4, S/4] and
@@ -23,13 +21,11 @@ def pack(embedding: torch.Tensor, stride4: torch.Tensor, stride2: torch.Tensor, 
 
 
 class HighResMaskDecoder(MaskDecoder):
-    """SAM's mask decoder reading the packed embedding: the high-res features join the upscaling.
-    With mask_score, the IoU predictions are corrected from the masks themselves (data_engine/mask_score.py)."""
+    """SAM's mask decoder reading the packed embedding: the high-res features join the upscaling."""
 
-    def __init__(self, *, patch_size: int, mask_score: bool = False, **kwargs):
+    def __init__(self, *, patch_size: int, **kwargs):
         super().__init__(**kwargs)
         self.patch = patch_size
-        self.mask_score = MaskScore(self.transformer_dim // 8) if mask_score else None
 
     def unpack(self, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, 4D, h, w] -> embedding [B, D, h, w], stride-4 [B, D/4, 2h.., ], stride-2 [B, D/8, ...]."""
@@ -57,7 +53,4 @@ class HighResMaskDecoder(MaskDecoder):
         hyper = torch.stack([mlp(hs[:, 1 + i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1)
         b, c, h, w = upscaled.shape
         masks = (hyper @ upscaled.flatten(2)).view(b, -1, h, w)
-        iou_pred = self.iou_prediction_head(hs[:, 0])
-        if self.mask_score is not None:
-            iou_pred = self.mask_score(masks, upscaled, iou_pred)
-        return masks, iou_pred
+        return masks, self.iou_prediction_head(hs[:, 0])

@@ -40,8 +40,6 @@ ARCHS = {
                  prompt_dim=128, decoder_depth=2, decoder_mlp=512, decoder_heads=4, iou_hidden=128,
                  conv_widths=(32, 64, 128), conv_blocks=(1, 2, 2)),
 }
-# The tiny model with a mask-aware IoU correction (data_engine/mask_score.py)
-ARCHS["tiny_ms"] = dict(ARCHS["tiny"], mask_score=True)
 
 
 class CheckpointError(RuntimeError):
@@ -78,8 +76,7 @@ def seeded_sam(variant: str, seed: int = 0) -> Sam:
 
 
 def make_sam(img_size, patch_size, embed_dim, depth, heads, global_attn, window, prompt_dim,
-             decoder_depth, decoder_mlp, decoder_heads, iou_hidden, conv_widths=None, conv_blocks=None,
-             mask_score=False) -> Sam:
+             decoder_depth, decoder_mlp, decoder_heads, iou_hidden, conv_widths=None, conv_blocks=None) -> Sam:
     embedding_size = img_size // patch_size
     if conv_widths:
         # The hybrid encoder's stride is fixed by its three stride-2 stages; the prompt encoder's grid must match it
@@ -105,10 +102,7 @@ def make_sam(img_size, patch_size, embed_dim, depth, heads, global_attn, window,
                                       num_heads=decoder_heads),
         transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=iou_hidden,
     )
-    if mask_score and not conv_widths:
-        raise ValueError("mask_score needs the high-resolution decoder of an architecture with conv_widths")
-    decoder = (HighResMaskDecoder(patch_size=patch_size, mask_score=mask_score, **decoder_args) if conv_widths
-               else MaskDecoder(**decoder_args))
+    decoder = HighResMaskDecoder(patch_size=patch_size, **decoder_args) if conv_widths else MaskDecoder(**decoder_args)
     return Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=decoder,
                pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
 

@@ -46,37 +46,3 @@ def test_the_stride_2_features_shape_the_masks():
         after = point_logits(sam, image)
     assert before.shape == after.shape == (3, 128, 128)
     assert not np.allclose(before, after, atol=1e-3)
-
-
-def test_a_model_grown_with_the_mask_score_branch_predicts_as_before():
-    # tiny_ms is tiny plus a zero-initialised correction: the tiny weights give the same masks and scores
-    tiny = models.seeded_sam("tiny", 3).eval()
-    grown = models.seeded_sam("tiny_ms", 0).eval()
-    missing, unexpected = grown.load_state_dict(tiny.state_dict(), strict=False)
-    assert unexpected == [] and missing and all(k.startswith("mask_decoder.mask_score.") for k in missing)
-    image = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
-    scores = []
-    for sam in (tiny, grown):
-        predictor = SamPredictor(sam)
-        predictor.set_image(image)
-        scores.append(predictor.predict(point_coords=np.array([[40.0, 50.0]]), point_labels=np.array([1]))[1:])
-    assert np.array_equal(scores[0][0], scores[1][0]) and np.array_equal(scores[0][1], scores[1][1])
-    # Once its last layer is not zero, the scores move and the masks do not
-    torch.nn.init.normal_(grown.mask_decoder.mask_score.mlp[-1].weight)
-    predictor = SamPredictor(grown)
-    predictor.set_image(image)
-    _, moved, low_res = predictor.predict(point_coords=np.array([[40.0, 50.0]]), point_labels=np.array([1]))
-    assert not np.allclose(moved, scores[0][0]) and np.array_equal(low_res, scores[0][1])
-
-
-def test_mask_features_see_the_mask():
-    from data_engine.mask_score import EXTRA, mask_features
-    up = torch.zeros(1, 2, 8, 8)
-    up[0, 0, :, :4] = 1.0  # channel 0 lights the left half
-    left = torch.full((1, 1, 8, 8), -20.0)
-    left[..., :4] = 20.0
-    f = mask_features(torch.cat([left, -left], 1), up, torch.tensor([[0.5, 0.5]]))
-    assert f.shape == (1, 2, 2 * 2 + EXTRA)
-    inside, outside, area = f[0, :, 0], f[0, :, 2], f[0, :, 4]
-    assert inside[0] > 0.9 and outside[0] < 0.1 and inside[1] < 0.1 and outside[1] > 0.9
-    assert torch.allclose(area, torch.tensor([0.5, 0.5]), atol=1e-3)

@@ -227,20 +227,6 @@ def test_frozen_image_encoder_stays_unchanged(make_cfg, scenes, tmp_path):
     assert any(not torch.equal(start[k], trained[k]) for k in decoder)
 
 
-@pytest.mark.parametrize("variant", ["tiny", "tiny_ms"])
-def test_iou_head_only_changes_the_iou_head_alone(make_cfg, scenes, tmp_path, variant):
-    cfg = train_cfg(make_cfg, scenes, tmp_path / "head", "train.steps=2", "train.iou_head_only=true",
-                    f"model.variant={variant}")
-    train_stage.run(cfg)
-    trained = torch.load(tmp_path / "head" / "checkpoints" / "last.pt", weights_only=True)["model"]
-    start = seeded_sam(variant, cfg["seed"]).state_dict()
-    heads = ("mask_decoder.iou_prediction_head.", "mask_decoder.mask_score.")
-    changed = {k for k in start if not torch.equal(start[k], trained[k])}
-    assert changed and all(k.startswith(heads) for k in changed)
-    if variant == "tiny_ms":  # the branch learns too, from its zero start
-        assert any(k.startswith("mask_decoder.mask_score.") for k in changed)
-
-
 def test_torch_settings_are_restored_after_the_run(make_cfg, scenes, tmp_path, monkeypatch):
     # The stage sets torch's thread count, flushes denormal floats for speed and turns on deterministic
     # kernels; all are process-wide, so a caller (a notebook, the tests) gets its own settings back afterwards
@@ -348,7 +334,6 @@ def test_images_of_a_parquet_source_without_masks_are_recorded(scenes):
     ("train.supervise_all_iou=3", "train.supervise_all_iou"),
     ("train.iou_target=nearest", "train.iou_target"),
     ("train.iou_weight=-1", "train.iou_weight"),
-    ("train.iou_head_only=yes", "train.iou_head_only"),
     ("train.freeze_image_encoder=2", "train.freeze_image_encoder"),
 ])
 def test_bad_settings_fail_before_work(make_cfg, scenes, tmp_path, override, key):

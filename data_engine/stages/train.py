@@ -118,7 +118,7 @@ def check(t: dict) -> dict:
     for key in ("lr", "weight_decay", "grad_clip", "focal_weight", "dice_weight", "iou_weight"):
         if not isinstance(t[key], (int, float)) or t[key] < 0:
             raise ConfigError(f"train.{key}: must be a number >= 0, got {t[key]!r}")
-    for key in ("deterministic", "supervise_all_iou", "freeze_image_encoder", "iou_head_only"):
+    for key in ("deterministic", "supervise_all_iou", "freeze_image_encoder"):
         if not isinstance(t[key], bool):
             raise ConfigError(f"train.{key}: must be true or false, got {t[key]!r}")
     if t["iou_target"] not in ("drawn", "containing"):
@@ -144,20 +144,7 @@ def initial_model(cfg: dict, device: str):
     if t["freeze_image_encoder"]:
         sam.image_encoder.requires_grad_(False)
         sam.image_encoder.eval()
-    if t["iou_head_only"]:
-        train_iou_head_only(sam)
     return sam
-
-
-def train_iou_head_only(sam) -> None:
-    """Freeze everything but the IoU head (and the mask-score branch where the model has one)."""
-    decoder = sam.mask_decoder
-    heads = [decoder.iou_prediction_head] + [m for m in [getattr(decoder, "mask_score", None)] if m is not None]
-    sam.requires_grad_(False)
-    sam.eval()
-    for head in heads:
-        head.requires_grad_(True)
-        head.train()
 
 
 def copy_fitting(sam, path: str, variant: str) -> None:
@@ -214,8 +201,7 @@ def train_loop(sam, optimizer, examples, t: dict, seed: int, step: int, out_dir:
                                          t["area_power"], context=t["iou_target"] == "containing")
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, t)
-        train_encoder = not (t["freeze_image_encoder"] or t["iou_head_only"])
-        loss, stats = batch_loss(sam, images, masks, generator, recipe, train_encoder,
+        loss, stats = batch_loss(sam, images, masks, generator, recipe, not t["freeze_image_encoder"],
                                  contexts[0] if contexts else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

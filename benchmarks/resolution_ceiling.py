@@ -1,0 +1,65 @@
+"""The best single-point mean IoU a model of this input size could reach: each object's exact mask seen
+through the model's low-res output (resized into the input frame, area-averaged to the low-res grid,
+then upscaled and thresholded the way SamPredictor does), scored against the exact mask. Objects of at
+least --min-area px on the quality scenes (seed 1000), grouped as quality.py groups them by size.
+
+    python benchmarks/resolution_ceiling.py [--variant tiny] [--seed 1000] [--scenes 50]
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from data_engine import synth
+from data_engine.models import ARCHS
+
+SMALL = 400  # px: quality.py's "under 400 px" group
+
+
+def seen_at_low_res(mask: np.ndarray, size: int, low: int) -> np.ndarray:
+    """The exact mask as a perfect low-res output of a `size`-px model would draw it, at full size."""
+    h, w = mask.shape
+    nh, nw = ResizeLongestSide(size).get_preprocess_shape(h, w, size)
+    frame = F.interpolate(torch.from_numpy(mask).float()[None, None], (nh, nw), mode="area")
+    frame = F.pad(frame, (0, size - nw, 0, size - nh))
+    # Area-averaged onto the low-res grid, as logits sharp enough to threshold at the half-covered cells
+    logits = (F.adaptive_avg_pool2d(frame, low) - 0.5) * 20
+    # SamPredictor's postprocessing: up to the input frame, crop the padding, up to the image
+    up = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)[..., :nh, :nw]
+    return (F.interpolate(up, (h, w), mode="bilinear", align_corners=False)[0, 0] > 0).numpy()
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="tiny", help="architecture whose input size is used")
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--scenes", type=int, default=50)
+    parser.add_argument("--min-area", type=int, default=100)
+    args = parser.parse_args()
+    arch = ARCHS[args.variant]
+    size, low = arch["img_size"], arch["img_size"] // arch["patch_size"] * 4
+    groups = {f"under {SMALL} px": [], f"{SMALL} px and more": []}
+    for index in range(args.scenes):
+        for obj in synth.make_scene(args.seed, index)["objects"]:
+            area = int(obj["mask"].sum())
+            if area >= args.min_area:
+                groups[list(groups)[area >= SMALL]].append(iou(seen_at_low_res(obj["mask"], size, low), obj["mask"]))
+    every = sum(groups.values(), [])
+    print(f"{args.variant}: {size}-px input, {low}x{low} low-res masks; {len(every)} objects of >= {args.min_area} px "
+          f"on {args.scenes} scenes of seed {args.seed}")
+    print(f"  all: mean IoU {np.mean(every):.3f}, share at >= 0.88 {np.mean(np.array(every) >= 0.88):.3f}")
+    for name, values in groups.items():
+        print(f"  {name}: {len(values)} objects, mean IoU {np.mean(values):.3f}, "
+              f"share at >= 0.88 {np.mean(np.array(values) >= 0.88):.3f}")
+
+
+if __name__ == "__main__":
+    main()
