@@ -1,6 +1,6 @@
 """The best single-point mean IoU a model of this input size could reach: each object's exact mask seen
 through the model's low-res output (resized into the input frame, area-averaged to the low-res grid,
-then upscaled and thresholded the way SamPredictor does), scored against the exact mask. Objects of at
+then upscaled by the model's own postprocess_masks and thresholded), scored against the exact mask. Objects of at
 least --min-area px on the quality scenes (seed 1000), grouped as quality.py groups them by size.
 
     python benchmarks/resolution_ceiling.py [--variant tiny] [--seed 1000] [--scenes 50]
@@ -15,22 +15,20 @@ import torch.nn.functional as F
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from data_engine import synth
-from data_engine.models import ARCHS
+from data_engine.models import seeded_sam
 
 SMALL = 400  # px: quality.py's "under 400 px" group
 
 
-def seen_at_low_res(mask: np.ndarray, size: int, low: int) -> np.ndarray:
-    """The exact mask as a perfect low-res output of a `size`-px model would draw it, at full size."""
-    h, w = mask.shape
-    nh, nw = ResizeLongestSide(size).get_preprocess_shape(h, w, size)
+def seen_at_low_res(sam, mask: np.ndarray) -> np.ndarray:
+    """The exact mask as a perfect low-res output of `sam` would draw it, at full size."""
+    size, low = sam.image_encoder.img_size, sam.prompt_encoder.mask_input_size
+    nh, nw = ResizeLongestSide(size).get_preprocess_shape(*mask.shape, size)
     frame = F.interpolate(torch.from_numpy(mask).float()[None, None], (nh, nw), mode="area")
     frame = F.pad(frame, (0, size - nw, 0, size - nh))
     # Area-averaged onto the low-res grid, as logits sharp enough to threshold at the half-covered cells
     logits = (F.adaptive_avg_pool2d(frame, low) - 0.5) * 20
-    # SamPredictor's postprocessing: up to the input frame, crop the padding, up to the image
-    up = F.interpolate(logits, (size, size), mode="bilinear", align_corners=False)[..., :nh, :nw]
-    return (F.interpolate(up, (h, w), mode="bilinear", align_corners=False)[0, 0] > 0).numpy()
+    return (sam.postprocess_masks(logits, (nh, nw), mask.shape)[0, 0] > 0).numpy()
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -44,15 +42,16 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=50)
     parser.add_argument("--min-area", type=int, default=100)
     args = parser.parse_args()
-    arch = ARCHS[args.variant]
-    size, low = arch["img_size"], arch["img_size"] // arch["patch_size"] * 4
-    groups = {f"under {SMALL} px": [], f"{SMALL} px and more": []}
+    sam = seeded_sam(args.variant)  # the architecture's sizes and postprocessing; its weights are not used
+    small, large = f"under {SMALL} px", f"{SMALL} px and more"
+    groups = {small: [], large: []}
     for index in range(args.scenes):
         for obj in synth.make_scene(args.seed, index)["objects"]:
             area = int(obj["mask"].sum())
             if area >= args.min_area:
-                groups[list(groups)[area >= SMALL]].append(iou(seen_at_low_res(obj["mask"], size, low), obj["mask"]))
+                groups[small if area < SMALL else large].append(iou(seen_at_low_res(sam, obj["mask"]), obj["mask"]))
     every = sum(groups.values(), [])
+    size, (low, _) = sam.image_encoder.img_size, sam.prompt_encoder.mask_input_size
     print(f"{args.variant}: {size}-px input, {low}x{low} low-res masks; {len(every)} objects of >= {args.min_area} px "
           f"on {args.scenes} scenes of seed {args.seed}")
     print(f"  all: mean IoU {np.mean(every):.3f}, share at >= 0.88 {np.mean(np.array(every) >= 0.88):.3f}")

@@ -78,13 +78,14 @@ def mark_done(out_dir: Path, shard_id: str, stats: dict) -> None:
 
 
 def complete_shard(out_dir: Path, shard_id: str, results: list[tuple[dict, list[dict]]], start: float,
-                   worker: dict | None = None) -> dict:
-    """Write a shard's (image row, mask rows) results, mark it done, and return its stats."""
+                   device=None) -> dict:
+    """Write a shard's (image row, mask rows) results, mark it done with where it ran (`device`: the
+    model's, None without a model), and return its stats."""
     images = [image for image, _ in results]
     masks = [mask for _, rows in results for mask in rows]
     write_shard(out_dir, shard_id, masks, images)
     stats = {"images": len(images), "masks": len(masks), "seconds": round(time.time() - start, 3),
-             "failed": sum(r["status"] == "failed" for r in images), "worker": worker or worker_info()}
+             "failed": sum(r["status"] == "failed" for r in images), "worker": worker_info(device)}
     mark_done(out_dir, shard_id, stats)
     return stats
 

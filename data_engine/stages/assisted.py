@@ -128,7 +128,7 @@ class AssistedWorker:
             results.append(self.process_image(item))
             on_image(shard["shard_id"], i, len(results[-1][1]), results[-1][0]["status"] == "failed")
         device = self.replayer.predictor.device if self.replayer else None  # no clicks yet: no model
-        return runs.complete_shard(self.out_dir, shard["shard_id"], results, start, runs.worker_info(device))
+        return runs.complete_shard(self.out_dir, shard["shard_id"], results, start, device)
 
     def process_image(self, item: dict) -> tuple[dict, list[dict]]:
         """The image row and its mask rows; a failed replay keeps the human masks and records why."""

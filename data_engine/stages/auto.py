@@ -73,8 +73,7 @@ class AutoWorker:
             self._maybe_crash(shard["shard_id"], i)
             results.append(self.process_image(name))
             on_image(shard["shard_id"], i, len(results[-1][1]), results[-1][0]["status"] == "failed")
-        return runs.complete_shard(self.out_dir, shard["shard_id"], results, start,
-                                   runs.worker_info(self.generator.device))
+        return runs.complete_shard(self.out_dir, shard["shard_id"], results, start, self.generator.device)
 
     def process_image(self, name: str) -> tuple[dict, list[dict]]:
         """One image row (ok or failed with its reason) and its mask rows."""
