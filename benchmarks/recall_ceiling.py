@@ -66,7 +66,7 @@ def scene_rows(predictor: SamPredictor, scene: dict, amg: dict) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None, help="tiny checkpoint (default: the embedded model)")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint of --variant (default: the embedded tiny model)")
     parser.add_argument("--variant", default="tiny", help="model variant of the checkpoint")
     parser.add_argument("--amg", default="sa1b", help="amg preset whose filters are applied")
     parser.add_argument("--seed", type=int, default=500)

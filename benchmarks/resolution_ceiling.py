@@ -16,6 +16,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from data_engine import synth
 from data_engine.models import seeded_sam
+from data_engine.replay import mask_iou
 
 SMALL = 400  # px: quality.py's "under 400 px" group
 
@@ -29,10 +30,6 @@ def seen_at_low_res(sam, mask: np.ndarray) -> np.ndarray:
     # Area-averaged onto the low-res grid, as logits sharp enough to threshold at the half-covered cells
     logits = (F.adaptive_avg_pool2d(frame, low) - 0.5) * 20
     return (sam.postprocess_masks(logits, (nh, nw), mask.shape)[0, 0] > 0).numpy()
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
 
 
 def main() -> None:
@@ -49,7 +46,7 @@ def main() -> None:
         for obj in synth.make_scene(args.seed, index)["objects"]:
             area = int(obj["mask"].sum())
             if area >= args.min_area:
-                groups[small if area < SMALL else large].append(iou(seen_at_low_res(sam, obj["mask"]), obj["mask"]))
+                groups[small if area < SMALL else large].append(mask_iou(seen_at_low_res(sam, obj["mask"]), obj["mask"]))
     every = sum(groups.values(), [])
     size, (low, _) = sam.image_encoder.img_size, sam.prompt_encoder.mask_input_size
     print(f"{args.variant}: {size}-px input, {low}x{low} low-res masks; {len(every)} objects of >= {args.min_area} px "
