@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from segment_anything import SamAutomaticMaskGenerator
 
-from data_engine import rle
+from data_engine.io import rle
 from data_engine.config import compose
-from data_engine.generator import MaskGenerator
-from data_engine.images import load_rgb
-from data_engine.inputs import list_inputs
-from data_engine.models import build_sam
+from data_engine.amg.generator import MaskGenerator
+from data_engine.io.images import load_rgb
+from data_engine.io.inputs import list_inputs
+from data_engine.model.build import build_sam
 
 SAM_KEYS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
             "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",

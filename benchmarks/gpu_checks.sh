@@ -7,7 +7,7 @@
 # 2. the README's main command on the GPU, in-process (runtime=serial);
 # 3. the train stage's seconds per step on the GPU (run 14's recipe; 16 images per step; without
 #    deterministic kernels);
-# 4. the quality figures of the embedded model computed on the GPU (compare data_engine/weights/quality.json);
+# 4. the quality figures of the embedded model computed on the GPU (compare data_engine/model/weights/quality.json);
 # 5. seconds per image against SamAutomaticMaskGenerator on the GPU: the tiny model on the bundled
 #    samples, and vit_b (random weights: speed only) on synthetic pictures of SA-1B's size (~1500x2250).
 # Each step has its own time limit, so one that hangs does not take the others with it.
@@ -53,7 +53,7 @@ step main_command 120 "$PY" -m data_engine runtime=serial runtime.progress=false
     output.dir="$LOG/auto"
 cat "$LOG/auto/summary.json" 2>/dev/null && echo
 
-RECIPE=(model.checkpoint=data_engine/weights/sam_tiny.pt train.init=pretrained train.masks_per_image=16
+RECIPE=(model.checkpoint=data_engine/model/weights/sam_tiny.pt train.init=pretrained train.masks_per_image=16
         train.box_prob=0.3 train.area_power=0 train.correction_clicks=1 train.iou_target=containing
         train.warmup_steps=10 train.lr=1e-4 seed=13)
 step synth 60 "$PY" -m data_engine stage=synth synth.num_scenes=64 synth.seed=1 runtime=serial \

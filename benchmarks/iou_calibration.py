@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
-from data_engine import synth
-from data_engine.models import build_sam
-from data_engine.quality import grid_mask_ious
+from data_engine.synth import scenes as synth
+from data_engine.model.build import build_sam
+from data_engine.train.evaluate import grid_mask_ious
 
 
 def main() -> None:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from data_engine import synth
+from data_engine.synth import scenes as synth
 from data_engine.config import check_amg, compose
-from data_engine.models import build_sam
-from data_engine.quality import auto_figures, point_figures
+from data_engine.model.build import build_sam
+from data_engine.train.evaluate import auto_figures, point_figures
 
 TARGETS = {"point_miou": 0.85, "iou_correlation": 0.5, "auto_recall_400px_iou75": 0.80}
 

@@ -14,11 +14,11 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.utils.amg import build_point_grid
 
-from data_engine import synth
+from data_engine.synth import scenes as synth
 from data_engine.config import compose
-from data_engine.models import build_sam
-from data_engine.postprocess import stability_score, stability_thresholds
-from data_engine.quality import auto_figures
+from data_engine.model.build import build_sam
+from data_engine.amg.postprocess import stability_score, stability_thresholds
+from data_engine.train.evaluate import auto_figures
 
 MIN_AREA, IOU_LEVELS = 400, (0.75, 0.88)
 

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from data_engine import synth
-from data_engine.models import seeded_sam
-from data_engine.replay import mask_iou
+from data_engine.synth import scenes as synth
+from data_engine.model.build import seeded_sam
+from data_engine.model.click_replay import mask_iou
 
 SMALL = 400  # px: quality.py's "under 400 px" group
 

@@ -9,10 +9,10 @@ import argparse
 
 import torch
 
-from data_engine import synth
+from data_engine.synth import scenes as synth
 from data_engine.config import compose
-from data_engine.models import build_sam
-from data_engine.quality import auto_figures
+from data_engine.model.build import build_sam
+from data_engine.train.evaluate import auto_figures
 
 
 def main() -> None:

@@ -1,3 +1,3 @@
-from .cli import main
+from data_engine.cli import main
 
 main()

@@ -19,8 +19,8 @@ def main(cfg: DictConfig) -> None:
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain["output"]["dir"] = str(Path(plain["output"]["dir"]).expanduser().resolve())
     try:
-        from .config import validate
-        from .stages import run_stage
+        from data_engine.config import validate
+        from data_engine.stages import run_stage
 
         validate(plain)
         summary = run_stage(plain)

@@ -23,7 +23,7 @@ def compose(overrides: list[str]) -> dict:
 
 
 def validate(cfg: dict) -> None:
-    from .stages import STAGES
+    from data_engine.stages import STAGES
 
     require(cfg["stage"]["name"] in STAGES, "stage", f"unknown stage {cfg['stage']['name']!r}; choose from {sorted(STAGES)}")
     check_model(cfg["model"])
@@ -38,7 +38,7 @@ def require(ok: bool, key: str, message: str) -> None:
 
 
 def check_model(m: dict) -> None:
-    from .models import ARCHS, OFFICIAL
+    from data_engine.model.build import ARCHS, OFFICIAL
 
     require(m["variant"] in ARCHS, "model.variant", f"unknown variant {m['variant']!r}; choose from {sorted(ARCHS)}")
     if m["checkpoint"]:
@@ -70,7 +70,7 @@ def check_input(i: dict) -> None:
 
 
 def check_amg(a: dict) -> None:
-    from .generator import MaskGenerator
+    from data_engine.amg.generator import MaskGenerator
 
     params = inspect.signature(MaskGenerator).parameters
     for key, value in a.items():

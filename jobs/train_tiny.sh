@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes the embedded tiny model, data_engine/weights/sam_tiny.pt: the synthetic training scenes, then
+# Makes the embedded tiny model, data_engine/model/weights/sam_tiny.pt: the synthetic training scenes, then
 # the thirteen training runs that made it, each from the previous run's weights.
 #   jobs/train_tiny.sh                     # about 12.7 hours on a 2-core CPU (README: "The embedded tiny model")
 #   OUT=/scratch/tiny jobs/train_tiny.sh   # another output folder
@@ -41,4 +41,4 @@ train_run 12 11 train.steps=1000 train.supervise_all_iou=false train.warmup_step
 train_run 14 12 train.steps=500 train.supervise_all_iou=false train.iou_target=containing \
   train.warmup_steps=100 train.lr=1e-4 seed=13
 
-echo "done: $OUT/train_tiny_14/model.pt (copy it to data_engine/weights/sam_tiny.pt to embed it)"
+echo "done: $OUT/train_tiny_14/model.pt (copy it to data_engine/model/weights/sam_tiny.pt to embed it)"

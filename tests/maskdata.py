@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from data_engine import coco, rle
-from data_engine.dataset import write_shard
-from data_engine.inputs import image_id
+from data_engine.io import coco, rle
+from data_engine.io.dataset import write_shard
+from data_engine.io.inputs import image_id
 
 
 def rect(h: int, w: int, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:

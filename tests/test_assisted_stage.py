@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 from assisted_data import DATA, copy_fixture, make_images
 
-from data_engine import models
+from data_engine.model import build as models
 from data_engine.config import ConfigError
-from data_engine.dataset import read_images, read_masks
-from data_engine.runs import OutputConflict
+from data_engine.io.dataset import read_images, read_masks
+from data_engine.runtime.runs import OutputConflict
 from data_engine.stages import run_stage
 
 

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from bad_inputs import make_bad_inputs
-from data_engine import rle
-from data_engine.dataset import read_images, read_masks
-from data_engine.inputs import image_id
-from data_engine.runs import OutputConflict
+from data_engine.io import rle
+from data_engine.io.dataset import read_images, read_masks
+from data_engine.io.inputs import image_id
+from data_engine.runtime.runs import OutputConflict
 from data_engine.stages import run_stage
 from images import shapes_image
 

@@ -8,11 +8,11 @@ import pytest
 from assisted_data import DATA, make_images, outcome, statuses
 from pycocotools import mask as mask_utils
 
-from data_engine import rle
-from data_engine.images import load_rgb
+from data_engine.io import rle
+from data_engine.io.images import load_rgb
 from data_engine.importers import clicks
-from data_engine.models import build_sam
-from data_engine.replay import ClickReplayer, click_row
+from data_engine.model.build import build_sam
+from data_engine.model.click_replay import ClickReplayer, click_row
 
 H, W = 48, 64
 

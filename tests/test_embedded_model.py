@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from data_engine import quality, synth
-from data_engine.models import EMBEDDED_TINY, build_sam, model_checksum, seeded_sam
+from data_engine.train import evaluate as quality
+from data_engine.synth import scenes as synth
+from data_engine.model.build import EMBEDDED_TINY, build_sam, model_checksum, seeded_sam
 
 FRESH_SEED = 4242  # not the training seed (1), the samples' seed (2) nor the quality script's (1000)
 # Twenty scenes, not three: on three scenes one object moves the mean by about 0.01, as much as a
@@ -30,7 +31,7 @@ def point_miou(sam, scenes: list[dict]) -> float:
 
 
 def test_committed_checkpoint_is_small_and_loaded_by_default():
-    assert EMBEDDED_TINY.is_file(), "data_engine/weights/sam_tiny.pt is missing"
+    assert EMBEDDED_TINY.is_file(), "data_engine/model/weights/sam_tiny.pt is missing"
     assert EMBEDDED_TINY.stat().st_size < 8 * 2**20
     sam = build_sam("tiny", device="cpu")
     assert model_checksum(sam) != model_checksum(seeded_sam("tiny"))
@@ -48,7 +49,7 @@ def fresh_point_miou(fresh_scenes) -> tuple[float, float]:
 @pytest.mark.slow
 def test_single_point_prompts_segment_fresh_scenes(fresh_point_miou):
     # The committed weights (hybrid, run 14) give 0.814 here, the seeded untrained model 0.06
-    # (earlier runs' figures: data_engine/weights/sam_tiny.md)
+    # (earlier runs' figures: data_engine/model/weights/sam_tiny.md)
     trained, untrained = fresh_point_miou
     assert trained > 0.75
     assert untrained < 0.3

@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from data_engine import rle
+from data_engine.io import rle
 from data_engine.config import validate
-from data_engine.exports import ExportError, export, label_layers, read_sa1b
+from data_engine.exports.formats import ExportError, export, label_layers, read_sa1b
 from data_engine.stages import run_stage
 from maskdata import rect, write_dataset
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from data_engine import rle
-from data_engine.generator import MaskGenerator
-from data_engine.models import build_sam
+from data_engine.io import rle
+from data_engine.amg.generator import MaskGenerator
+from data_engine.model.build import build_sam
 
 
 

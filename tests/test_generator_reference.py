@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from segment_anything import SamAutomaticMaskGenerator
 
-from data_engine import rle
-from data_engine.generator import MaskGenerator
-from data_engine.models import build_sam
+from data_engine.io import rle
+from data_engine.amg.generator import MaskGenerator
+from data_engine.model.build import build_sam
 from images import shapes_image
 
 # Shrunk identically on both sides so the test stays fast on a CPU; the filters are opened up so that

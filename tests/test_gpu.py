@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from data_engine import quality, rle, synth
-from data_engine import training as T
-from data_engine.dataset import read_masks
-from data_engine.models import build_sam, seeded_sam
+from data_engine.train import evaluate as quality
+from data_engine.io import rle
+from data_engine.synth import scenes as synth
+from data_engine.train import recipe as T
+from data_engine.io.dataset import read_masks
+from data_engine.model.build import build_sam, seeded_sam
 from data_engine.stages import run_stage
 from data_engine.stages import train as train_stage
-from data_engine.training import batch_loss
+from data_engine.train.recipe import batch_loss
 from images import shapes_image
 from test_auto_stage import write_images
 from test_generator_reference import assert_same_masks, reference_settings, run_both

@@ -4,9 +4,9 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
-from data_engine import models
-from data_engine.high_res import HighResMaskDecoder, pack
-from data_engine.hybrid import HybridEncoder
+from data_engine.model import build as models
+from data_engine.model.tiny_decoder import HighResMaskDecoder, pack
+from data_engine.model.tiny_encoder import HybridEncoder
 
 
 def point_logits(sam, image: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_engine.images import ImageError, load_rgb
+from data_engine.io.images import ImageError, load_rgb
 
 
 def test_16_bit_maps_full_range_to_8_bit(tmp_path):

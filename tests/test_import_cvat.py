@@ -10,9 +10,9 @@ import pytest
 from assisted_data import DATA, make_images, outcome, statuses
 from pycocotools import mask as mask_utils
 
-from data_engine import rle
+from data_engine.io import rle
 from data_engine.importers import import_annotations
-from data_engine.inputs import InputError
+from data_engine.io.inputs import InputError
 
 XML = DATA / "cvat" / "annotations.xml"
 

@@ -8,10 +8,10 @@ import pytest
 from assisted_data import DATA, make_images, outcome, statuses
 from pycocotools import mask as mask_utils
 
-from data_engine import rle
+from data_engine.io import rle
 from data_engine.importers import import_annotations
 from data_engine.importers import labelstudio_rle as ls_rle
-from data_engine.inputs import InputError
+from data_engine.io.inputs import InputError
 
 EXPORT = DATA / "labelstudio_export.json"
 

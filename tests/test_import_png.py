@@ -8,9 +8,9 @@ import pytest
 from assisted_data import make_images, outcome, statuses
 from PIL import Image
 
-from data_engine import rle
+from data_engine.io import rle
 from data_engine.importers import import_annotations
-from data_engine.inputs import InputError
+from data_engine.io.inputs import InputError
 
 H, W = 48, 64  # photos/street.jpg
 

@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from data_engine import rle
+from data_engine.io import rle
 from data_engine.audit.match import assign_max, hungarian_max, match, overlap_groups
 from maskdata import rect
 

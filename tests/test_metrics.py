@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 
-from data_engine import rle
+from data_engine.io import rle
 from data_engine.audit.core import audit
 from maskdata import rect, side
 

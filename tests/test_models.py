@@ -6,8 +6,8 @@ import torch
 from segment_anything.modeling import Sam
 
 from data_engine import build_sam
-from data_engine import models
-from data_engine.models import CheckpointError
+from data_engine.model import build as models
+from data_engine.model.build import CheckpointError
 
 
 def test_tiny_is_a_segment_anything_sam_on_cpu():

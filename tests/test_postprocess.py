@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_engine.postprocess import clean_small_regions, largest_component, stability_score, stability_thresholds
+from data_engine.amg.postprocess import clean_small_regions, largest_component, stability_score, stability_thresholds
 
 
 def test_probability_levels_become_logit_thresholds():

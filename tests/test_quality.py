@@ -5,10 +5,10 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
-from data_engine import synth
-from data_engine.models import build_sam
-from data_engine.quality import correction_click, grid_mask_ious, group_means
-from data_engine.replay import mask_iou
+from data_engine.synth import scenes as synth
+from data_engine.model.build import build_sam
+from data_engine.train.evaluate import correction_click, grid_mask_ious, group_means
+from data_engine.model.click_replay import mask_iou
 
 
 def square(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from data_engine.dataset import read_images
+from data_engine.io.dataset import read_images
 from data_engine.stages import run_stage
 from test_auto_stage import write_images
 

@@ -1,7 +1,7 @@
 """RLE helpers, including more masks per image than pycocotools' area() handles in one call."""
 import numpy as np
 
-from data_engine import rle
+from data_engine.io import rle
 
 
 def test_area_bbox_and_decode_for_many_masks():

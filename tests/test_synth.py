@@ -7,9 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from data_engine import coco, inputs, rle, synth
+from data_engine.io import coco, inputs, rle
+from data_engine.synth import scenes as synth
 from data_engine.config import ConfigError
-from data_engine.dataset import read_images, read_masks
+from data_engine.io.dataset import read_images, read_masks
 from data_engine.stages import synth as synth_stage
 
 

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from data_engine.config import ConfigError
-from data_engine.dataset import write_shard
-from data_engine.inputs import InputError
-from data_engine.models import seeded_sam
+from data_engine.io.dataset import write_shard
+from data_engine.io.inputs import InputError
+from data_engine.model.build import seeded_sam
 from data_engine.stages import synth as synth_stage
 from data_engine.stages import train as train_stage
-from data_engine.train_data import TrainDataError, batch, load_sources
-from data_engine import rle
-from data_engine import training as T
-from data_engine.training import batch_loss
+from data_engine.train.data import TrainDataError, batch, load_sources
+from data_engine.io import rle
+from data_engine.train import recipe as T
+from data_engine.train.recipe import batch_loss
 
 SMALL_TRAIN = ["train.init=scratch", "train.images_per_step=1", "train.masks_per_image=2", "train.warmup_steps=1",
                "train.checkpoint_every=1"]

@@ -5,11 +5,11 @@ import logging
 
 import numpy as np
 
-from .. import rle
-from . import metrics
-from .boundary import band_width, boundary_iou
-from .load import AuditError
-from .match import assign_max, match
+from data_engine.io import rle
+from data_engine.audit import metrics
+from data_engine.audit.boundary import band_width, boundary_iou
+from data_engine.audit.load import AuditError
+from data_engine.audit.match import assign_max, match
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ import json
 import posixpath
 from pathlib import Path
 
-from .. import rle
-from ..coco import load as load_coco_file
-from ..coco import segmentation_to_counts
-from ..dataset import read_images, read_masks
+from data_engine.io import rle
+from data_engine.io.coco import load as load_coco_file
+from data_engine.io.coco import segmentation_to_counts
+from data_engine.io.dataset import read_images, read_masks
 
 
 class AuditError(ValueError):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import rle
+from data_engine.io import rle
 
 
 def match(pred_counts: list[str], expert_counts: list[str], height: int, width: int,

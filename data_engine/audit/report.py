@@ -9,9 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .. import rle
-from ..images import load_rgb
-from . import metrics
+from data_engine.io import rle
+from data_engine.io.images import load_rgb
+from data_engine.audit import metrics
 
 HEADLINE = ["images", "expert_masks", "pred_masks", "matched_pairs", "expert_unmatched", "pred_unmatched",
             "frac_iou_above_0.90", "frac_iou_above_0.75", "mean_iou", "median_iou", "mean_boundary_iou",

@@ -1,6 +1,6 @@
 """Import human annotations from the tools people use, as mask rows plus a full import report.
 
-`import_annotations(fmt, path, image_root)` -> (mask rows in `data_engine.dataset.MASK_SCHEMA` with
+`import_annotations(fmt, path, image_root)` -> (mask rows in `data_engine.io.dataset.MASK_SCHEMA` with
 stage "assisted" and source "human", one report row per input annotation: imported or rejected
 with its reason). Every importer reports each annotation of its input exactly once.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..inputs import InputError
-from . import coco, cvat_xml, labelme, labelstudio, png_masks
+from data_engine.io.inputs import InputError
+from data_engine.importers import coco, cvat_xml, labelme, labelstudio, png_masks
 
 # Format name -> read(path, image_root) -> Results
 FORMATS = {

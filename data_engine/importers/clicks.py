@@ -15,11 +15,11 @@ import json
 import math
 from pathlib import Path
 
-from .. import rle
-from ..inputs import InputError
-from .coco import segmentation_counts
-from .results import Results
-from .validate import ImageSizes, Rejected, Seen, safe_name
+from data_engine.io import rle
+from data_engine.io.inputs import InputError
+from data_engine.importers.coco import segmentation_counts
+from data_engine.importers.results import Results
+from data_engine.importers.validate import ImageSizes, Rejected, Seen, safe_name
 
 OBJECT_KEYS = ("id", "clicks", "final_mask")
 

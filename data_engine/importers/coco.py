@@ -9,10 +9,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import coco as coco_json
-from ..inputs import InputError
-from .results import Results
-from .validate import ImageSizes, read_json_file, Rejected, Seen, polygons_to_counts, rle_to_counts, safe_name
+from data_engine.io import coco as coco_json
+from data_engine.io.inputs import InputError
+from data_engine.importers.results import Results
+from data_engine.importers.validate import (
+    ImageSizes,
+    read_json_file,
+    Rejected,
+    Seen,
+    polygons_to_counts,
+    rle_to_counts,
+    safe_name,
+)
 
 STANDARD_KEYS = {"id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd"}
 

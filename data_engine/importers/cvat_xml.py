@@ -12,10 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..inputs import InputError
-from .results import Results
-from .shapes import box_polygon, ellipse_polygon
-from .validate import ImageSizes, Rejected, Seen, mask_to_counts, or_none, paste, polygons_to_counts, safe_name
+from data_engine.io.inputs import InputError
+from data_engine.importers.results import Results
+from data_engine.importers.shapes import box_polygon, ellipse_polygon
+from data_engine.importers.validate import (
+    ImageSizes,
+    Rejected,
+    Seen,
+    mask_to_counts,
+    or_none,
+    paste,
+    polygons_to_counts,
+    safe_name,
+)
 
 SHAPE_KEYS = ("label", "source", "occluded", "z_order", "group_id")
 

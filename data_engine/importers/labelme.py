@@ -14,11 +14,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..inputs import InputError
-from .results import Results
-from .shapes import box_polygon, circle_polygon
-from .validate import (ImageSizes, Rejected, mask_to_counts, paste, points_to_flat, polygons_to_counts,
-                       relative_to_root, safe_name)
+from data_engine.io.inputs import InputError
+from data_engine.importers.results import Results
+from data_engine.importers.shapes import box_polygon, circle_polygon
+from data_engine.importers.validate import (
+    ImageSizes,
+    Rejected,
+    mask_to_counts,
+    paste,
+    points_to_flat,
+    polygons_to_counts,
+    relative_to_root,
+    safe_name,
+)
 
 FILE = "(file)"  # the report's annotation key for a whole file that could not be read
 

@@ -13,11 +13,21 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from ..inputs import IMAGE_EXTENSIONS, InputError, scan_folder
-from . import labelstudio_rle
-from .results import Results
-from .shapes import box_polygon, ellipse_polygon
-from .validate import ImageSizes, or_none, read_json_file, Rejected, Seen, mask_to_counts, points_to_flat, polygons_to_counts, safe_name
+from data_engine.io.inputs import IMAGE_EXTENSIONS, InputError, scan_folder
+from data_engine.importers import labelstudio_rle
+from data_engine.importers.results import Results
+from data_engine.importers.shapes import box_polygon, ellipse_polygon
+from data_engine.importers.validate import (
+    ImageSizes,
+    or_none,
+    read_json_file,
+    Rejected,
+    Seen,
+    mask_to_counts,
+    points_to_flat,
+    polygons_to_counts,
+    safe_name,
+)
 
 GEOMETRY = {"polygonlabels": "polygon", "polygon": "polygon", "rectanglelabels": "rectangle",
             "rectangle": "rectangle", "ellipselabels": "ellipse", "ellipse": "ellipse",

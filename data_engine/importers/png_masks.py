@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..inputs import IMAGE_EXTENSIONS, InputError, scan_folder
-from .results import Results
-from .validate import ImageSizes, Rejected, mask_to_counts
+from data_engine.io.inputs import IMAGE_EXTENSIONS, InputError, scan_folder
+from data_engine.importers.results import Results
+from data_engine.importers.validate import ImageSizes, Rejected, mask_to_counts
 
 VOC_VOID = 255
 

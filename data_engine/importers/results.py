@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from .. import inputs, rle
+from data_engine.io import inputs, rle
 
 IMPORTED, REJECTED = "imported", "rejected"
 
@@ -50,7 +50,7 @@ class Results:
 
 def mask_row(file_name: str, height: int, width: int, counts: str, source: str, extra: dict,
              point_coords=None, model=None, predicted_iou=None) -> dict:
-    """One row of `data_engine.dataset.MASK_SCHEMA` for a mask of stage 'assisted'."""
+    """One row of `data_engine.io.dataset.MASK_SCHEMA` for a mask of stage 'assisted'."""
     return {
         "image_id": inputs.image_id(file_name), "file_name": file_name, "height": height, "width": width,
         "segmentation": counts, "area": int(rle.area([counts], height, width)[0]),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .validate import Rejected
+from data_engine.importers.validate import Rejected
 
 ELLIPSE_VERTICES = 72
 

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from .. import rle
-from ..inputs import InputError
+from data_engine.io import rle
+from data_engine.io.inputs import InputError
 
 EXIF_ORIENTATION = 0x0112
 ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .. import inputs, runs
-from ..config import ConfigError
-from ..dataset import table, write_atomic, write_text_atomic
-from ..distribute import run_shards
-from ..images import load_rgb
-from ..importers import FORMATS, clicks, import_annotations
-from ..importers.results import summarize as summarize_report
-from .auto import model_args, model_record
+from data_engine.io import inputs
+from data_engine.runtime import runs
+from data_engine.config import ConfigError
+from data_engine.io.dataset import table, write_atomic, write_text_atomic
+from data_engine.runtime.executor import run_shards
+from data_engine.io.images import load_rgb
+from data_engine.importers import FORMATS, clicks, import_annotations
+from data_engine.importers.results import summarize as summarize_report
+from data_engine.stages.auto import model_args, model_record
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def run(cfg: dict) -> dict:
     failed = run_shards(todo, partial(AssistedWorker, cfg, a["image_root"]), cfg["runtime"])
     summary = {**runs.summarize(out_dir, shards, failed, time.time() - start), "import": report_summary}
     if cfg["output"].get("overlays") and a["image_root"]:
-        from ..overlays import write_overlays
+        from data_engine.io.overlays import write_overlays
 
         summary["overlays"] = write_overlays(out_dir, Path(a["image_root"]), cfg["output"]["overlays"])
     write_text_atomic(json.dumps(summary, indent=2), out_dir / "summary.json")
@@ -146,7 +147,7 @@ class AssistedWorker:
         return row, rows
 
     def replay(self, item: dict) -> list[dict]:
-        from ..replay import click_row
+        from data_engine.model.click_replay import click_row
 
         image = load_rgb(self.root / item["file_name"], self.cfg["input"]["max_pixels"])
         if image.shape[:2] != (item["height"], item["width"]):
@@ -158,8 +159,8 @@ class AssistedWorker:
 
     def get_replayer(self):
         if self.replayer is None:
-            from ..models import build_sam
-            from ..replay import ClickReplayer
+            from data_engine.model.build import build_sam
+            from data_engine.model.click_replay import ClickReplayer
 
             self.replayer = ClickReplayer(build_sam(**model_args(self.cfg), device=self.cfg["model"]["device"]))
         return self.replayer

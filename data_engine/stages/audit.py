@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ..audit.core import audit
-from ..audit.load import AuditError, load_side
-from ..audit.report import write_report
-from ..dataset import write_atomic, write_text_atomic
+from data_engine.audit.core import audit
+from data_engine.audit.load import AuditError, load_side
+from data_engine.audit.report import write_report
+from data_engine.io.dataset import write_atomic, write_text_atomic
 
 HEADLINE = ("images", "expert_masks", "pred_masks", "matched_pairs", "frac_iou_above_0.90",
             "frac_iou_above_0.75", "mean_iou", "mean_boundary_iou", "recall@0.5", "recall@0.75", "ar@100", "ar@1000")

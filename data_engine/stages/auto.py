@@ -7,9 +7,10 @@ import time
 from functools import partial
 from pathlib import Path
 
-from .. import inputs, runs
-from ..distribute import run_shards
-from ..images import load_rgb
+from data_engine.io import inputs
+from data_engine.runtime import runs
+from data_engine.runtime.executor import run_shards
+from data_engine.io.images import load_rgb
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def run(cfg: dict) -> dict:
     failed = run_shards(todo, partial(AutoWorker, cfg, str(root)), cfg["runtime"])
     summary = runs.summarize(out_dir, shards, failed, time.time() - start)
     if cfg["output"].get("overlays"):
-        from ..overlays import write_overlays
+        from data_engine.io.overlays import write_overlays
 
         summary["overlays"] = write_overlays(out_dir, root, cfg["output"]["overlays"])
     return summary
@@ -38,7 +39,7 @@ def run(cfg: dict) -> dict:
 
 def model_record(cfg: dict) -> dict:
     """Variant and weight checksum, recorded with the run and checked on resume."""
-    from ..models import load_checkpoint, model_checksum, resolve_checkpoint, seeded_sam, sha256_file
+    from data_engine.model.build import load_checkpoint, model_checksum, resolve_checkpoint, seeded_sam, sha256_file
 
     m = cfg["model"]
     path = resolve_checkpoint(m["variant"], m["checkpoint"], m["download"], m["cache_dir"])
@@ -59,8 +60,8 @@ class AutoWorker:
     """Loads the model once; turns a shard of image files into its Parquet files."""
 
     def __init__(self, cfg: dict, root: str):
-        from ..generator import MaskGenerator
-        from ..models import build_sam
+        from data_engine.amg.generator import MaskGenerator
+        from data_engine.model.build import build_sam
 
         self.cfg, self.root, self.out_dir = cfg, Path(root), Path(cfg["output"]["dir"])
         self.model_name = cfg["model"]["variant"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..exports import ExportError, export
+from data_engine.exports.formats import ExportError, export
 
 
 def run(cfg: dict) -> dict:

@@ -10,9 +10,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .. import coco, inputs, rle, runs, synth
-from ..config import ConfigError
-from ..dataset import read_images, read_masks
+from data_engine.io import coco, inputs, rle
+from data_engine.runtime import runs
+from data_engine.synth import scenes as synth
+from data_engine.config import ConfigError
+from data_engine.io.dataset import read_images, read_masks
 
 PICTURES = "pictures"
 

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .. import runs
-from ..config import ConfigError
-from ..dataset import write_text_atomic
-from ..models import build_sam, default_device, read_state, seeded_sam
-from ..train_data import batch, load_sources
-from ..training import batch_loss
+from data_engine.runtime import runs
+from data_engine.config import ConfigError
+from data_engine.io.dataset import write_text_atomic
+from data_engine.model.build import build_sam, default_device, read_state, seeded_sam
+from data_engine.train.data import batch, load_sources
+from data_engine.train.recipe import batch_loss
 
 log = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from . import rle
-from .dataset import read_images, read_masks
-from .images import ImageError, load_rgb
-from .importers import coco as coco_import
-from .importers.results import REJECTED
+from data_engine.io import rle
+from data_engine.io.dataset import read_images, read_masks
+from data_engine.io.images import ImageError, load_rgb
+from data_engine.importers import coco as coco_import
+from data_engine.importers.results import REJECTED
 
 MIN_FRAME_AREA = 20  # masks smaller than this many pixels in the model frame are skipped
 

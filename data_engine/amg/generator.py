@@ -23,8 +23,8 @@ from segment_anything.utils.amg import (
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops.boxes import batched_nms, box_area
 
-from . import rle
-from .postprocess import clean_small_regions, stability_score, stability_thresholds
+from data_engine.io import rle
+from data_engine.amg.postprocess import clean_small_regions, stability_score, stability_thresholds
 
 FIELDS = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords", "crop_box")
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from .high_res import HighResMaskDecoder
-from .hybrid import PATCH as HYBRID_PATCH
-from .hybrid import HybridEncoder
+from data_engine.model.tiny_decoder import HighResMaskDecoder
+from data_engine.model.tiny_encoder import PATCH as HYBRID_PATCH
+from data_engine.model.tiny_encoder import HybridEncoder
 
 EMBEDDED_TINY = Path(__file__).parent / "weights" / "sam_tiny.pt"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from segment_anything import SamPredictor
 
-from . import rle
-from .importers.results import mask_row
+from data_engine.io import rle
+from data_engine.importers.results import mask_row
 
 
 class ClickReplayer:

@@ -19,8 +19,8 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from . import coco, rle
-from .dataset import read_images, read_masks, write_text_atomic
+from data_engine.io import coco, rle
+from data_engine.io.dataset import read_images, read_masks, write_text_atomic
 
 SA1B_FIELDS = ("bbox", "area", "predicted_iou", "stability_score", "crop_box", "point_coords")
 

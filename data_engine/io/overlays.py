@@ -6,9 +6,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import rle
-from .dataset import read_masks
-from .images import load_rgb
+from data_engine.io import rle
+from data_engine.io.dataset import read_masks
+from data_engine.io.images import load_rgb
 
 
 def draw(image: np.ndarray, masks: list[np.ndarray], seed: int = 0, alpha: float = 0.5) -> np.ndarray:

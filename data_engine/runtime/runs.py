@@ -12,7 +12,7 @@ from pathlib import Path
 
 import time
 
-from .dataset import read_images, write_shard, write_text_atomic
+from data_engine.io.dataset import read_images, write_shard, write_text_atomic
 
 PACKAGES = ("data-engine", "torch", "torchvision", "segment-anything", "ray", "hydra-core", "pycocotools",
             "numpy", "opencv-python-headless", "pyarrow")

@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from segment_anything.utils.amg import build_point_grid
 
-from . import rle
-from .generator import MaskGenerator
-from .replay import ClickReplayer, mask_iou
+from data_engine.io import rle
+from data_engine.amg.generator import MaskGenerator
+from data_engine.model.click_replay import ClickReplayer, mask_iou
 
 
 def innermost_point(mask: np.ndarray) -> np.ndarray:

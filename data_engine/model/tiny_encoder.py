@@ -6,7 +6,7 @@ the stride-8 grid, and SAM's neck projects them to the prompt dimension. The str
 maps feed the mask decoder's upscaling (the high-resolution path of `high_res.py`), packed into the
 embedding, so `HighResMaskDecoder`, SamPredictor and the generator use it unchanged. On the
 synthetic scenes it learns far faster per CPU-minute than a ViT with a patch embedding
-(data_engine/weights/sam_tiny.md, "What was learned on the way").
+(data_engine/model/weights/sam_tiny.md, "What was learned on the way").
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from segment_anything.modeling.common import LayerNorm2d
 from segment_anything.modeling.image_encoder import Block
 from torch import nn
 
-from .high_res import pack
+from data_engine.model.tiny_decoder import pack
 
 PATCH = 8  # three stride-2 stages
 
