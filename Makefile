@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo audit test bench quality clean
+.PHONY: demo audit test lint bench quality clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,3 +27,7 @@ quality: $(STAMP)  ## quality figures of the embedded tiny model on fresh synthe
 
 clean:
 	rm -rf out
+
+lint: $(STAMP)  ## ruff: formatting and lint rules (pyproject.toml)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .

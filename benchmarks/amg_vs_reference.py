@@ -7,6 +7,7 @@ masks; the script checks that before it prints any timing.
     python benchmarks/amg_vs_reference.py                    # embedded tiny model, bundled samples, CPU
     python benchmarks/amg_vs_reference.py --variant vit_h --checkpoint sam_vit_h_4b8939.pth --input IMAGES
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,16 +18,26 @@ import numpy as np
 import torch
 from segment_anything import SamAutomaticMaskGenerator
 
-from data_engine.io import rle
-from data_engine.config import compose
 from data_engine.amg.generator import MaskGenerator
+from data_engine.config import compose
+from data_engine.io import rle
 from data_engine.io.images import load_rgb
 from data_engine.io.inputs import list_inputs
 from data_engine.model.build import build_sam
 
-SAM_KEYS = ("points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
-            "stability_score_offset", "box_nms_thresh", "crop_n_layers", "crop_nms_thresh",
-            "crop_overlap_ratio", "crop_n_points_downscale_factor", "min_mask_region_area")
+SAM_KEYS = (
+    "points_per_side",
+    "points_per_batch",
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "stability_score_offset",
+    "box_nms_thresh",
+    "crop_n_layers",
+    "crop_nms_thresh",
+    "crop_overlap_ratio",
+    "crop_n_points_downscale_factor",
+    "min_mask_region_area",
+)
 SETTINGS = {
     "sam-defaults": {},
     "sa1b-crops": {"crop_n_layers": 2, "crop_n_points_downscale_factor": 2, "min_mask_region_area": 100},
@@ -107,19 +118,22 @@ def main() -> int:
     args = parse_args()
     torch.manual_seed(0)
     root, names, _ = list_inputs(args.input)
-    images = [(n, load_rgb(root / n, max_pixels=1 << 40)) for n in names[:args.limit]]
+    images = [(n, load_rgb(root / n, max_pixels=1 << 40)) for n in names[: args.limit]]
     sam = build_sam(args.variant, checkpoint=args.checkpoint, device=args.device)
     base = compose(["amg=reference"])["amg"]
-    print(f"model={args.variant} device={sam.device} threads={torch.get_num_threads()} images={len(images)} "
-          f"from {root}")
+    print(
+        f"model={args.variant} device={sam.device} threads={torch.get_num_threads()} images={len(images)} from {root}"
+    )
     failed = False
     for setting in args.settings.split(","):
         rows = bench(sam, images, {**base, **SETTINGS[setting]}, args.repeats)
         print(f"\n[{setting}] {SETTINGS[setting] or 'SamAutomaticMaskGenerator defaults'}")
         print(f"{'image':<28}{'size':>12}{'masks':>7}{'reference s':>13}{'ours s':>9}{'speed-up':>10}  agree")
         for name, size, n, t_ref, t_ours, ok, worst in rows:
-            print(f"{name[-28:]:<28}{str(size):>12}{n:>7}{t_ref:>13.3f}{t_ours:>9.3f}{t_ref / t_ours:>9.2f}x  "
-                  f"{'yes' if ok else 'NO'} (worst IoU {worst:.3f})")
+            print(
+                f"{name[-28:]:<28}{str(size):>12}{n:>7}{t_ref:>13.3f}{t_ours:>9.3f}{t_ref / t_ours:>9.2f}x  "
+                f"{'yes' if ok else 'NO'} (worst IoU {worst:.3f})"
+            )
         t_ref = np.mean([r[3] for r in rows])
         t_ours = np.mean([r[4] for r in rows])
         print(f"{'mean seconds per image':<47}{t_ref:>13.3f}{t_ours:>9.3f}{t_ref / t_ours:>9.2f}x")

@@ -6,6 +6,7 @@ share at or above 0.75 and 0.88 (amg=sa1b's filter). A calibrated head has mean 
 
     python benchmarks/iou_calibration.py [--checkpoint PATH] [--seed 500] [--scenes 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,8 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
-from data_engine.synth import scenes as synth
 from data_engine.model.build import build_sam
+from data_engine.synth import scenes as synth
 from data_engine.train.evaluate import grid_mask_ious
 
 
@@ -37,7 +38,10 @@ def main() -> None:
         inside = (binned >= low) & (binned < low + 0.05)
         if inside.any():
             t = true[inside]
-            print(f"{low:.2f}-{low + 0.05:.2f}  {inside.sum():9d}  {t.mean():9.3f}  {np.mean(t >= 0.75):6.2f}  {np.mean(t >= 0.88):6.2f}")
+            print(
+                f"{low:.2f}-{low + 0.05:.2f}  {inside.sum():9d}  {t.mean():9.3f}  "
+                f"{np.mean(t >= 0.75):6.2f}  {np.mean(t >= 0.88):6.2f}"
+            )
     print(f"predicted >= 0.88: {(predicted >= 0.88).sum()}, true >= 0.88: {(true >= 0.88).sum()}")
 
 

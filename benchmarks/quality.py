@@ -15,6 +15,7 @@ the single-point figure by object size and level (whole, part, subpart).
 
 The seed must differ from the training scenes' seed (the embedded model was trained on seed 1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from data_engine.synth import scenes as synth
 from data_engine.config import check_amg, compose
 from data_engine.model.build import build_sam
+from data_engine.synth import scenes as synth
 from data_engine.train.evaluate import auto_figures, point_figures
 
 TARGETS = {"point_miou": 0.85, "iou_correlation": 0.5, "auto_recall_400px_iou75": 0.80}
@@ -41,8 +42,13 @@ def main() -> None:
     parser.add_argument("--min-area", type=int, default=100, help="smallest object (px) given a point prompt")
     parser.add_argument("--auto-scenes", type=int, default=20, help="0: skip the automatic-stage figures")
     parser.add_argument("--amg", default="sa1b", help="generator preset in data_engine/conf/amg")
-    parser.add_argument("--set", action="append", default=[], metavar="amg.KEY=VALUE",
-                        help="config override on top of the preset, e.g. amg.crop_n_layers=0 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="amg.KEY=VALUE",
+        help="config override on top of the preset, e.g. amg.crop_n_layers=0 (repeatable)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -53,11 +59,18 @@ def main() -> None:
     check_amg(amg)  # a bad --set value gets the stage's own error, naming the key
     scenes = [synth.make_scene(args.seed, i) for i in range(max(args.point_scenes, args.auto_scenes))]
     with torch.no_grad():
-        figures = point_figures(sam, scenes[:args.point_scenes], args.min_area, args.clicks) if args.point_scenes else {}
+        figures = (
+            point_figures(sam, scenes[: args.point_scenes], args.min_area, args.clicks) if args.point_scenes else {}
+        )
         if args.auto_scenes:  # 0: point figures only (a quick look at a checkpoint during training)
-            figures.update(auto_figures(sam, scenes[:args.auto_scenes], amg))
-    figures.update(seed=args.seed, checkpoint=args.checkpoint or "embedded", amg=args.amg, overrides=args.set,
-                   threads=torch.get_num_threads())
+            figures.update(auto_figures(sam, scenes[: args.auto_scenes], amg))
+    figures.update(
+        seed=args.seed,
+        checkpoint=args.checkpoint or "embedded",
+        amg=args.amg,
+        overrides=args.set,
+        threads=torch.get_num_threads(),
+    )
     for key, target in TARGETS.items():
         if key not in figures:
             continue

@@ -5,6 +5,7 @@ Tuning scenes (seed 500), not the quality seed 1000.
 
     python benchmarks/recall_ceiling.py [--checkpoint PATH] [--variant tiny] [--amg sa1b] [--scenes 4]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,10 +15,10 @@ import torch
 from segment_anything import SamPredictor
 from segment_anything.utils.amg import build_point_grid
 
-from data_engine.synth import scenes as synth
+from data_engine.amg.postprocess import stability_score, stability_thresholds
 from data_engine.config import compose
 from data_engine.model.build import build_sam
-from data_engine.amg.postprocess import stability_score, stability_thresholds
+from data_engine.synth import scenes as synth
 from data_engine.train.evaluate import auto_figures
 
 MIN_AREA, IOU_LEVELS = 400, (0.75, 0.88)
@@ -27,15 +28,17 @@ def grid_masks(predictor: SamPredictor, scene: dict, amg: dict) -> tuple[torch.T
     """([P*3, H*W] bool masks, [P*3] predicted IoU, [P*3] stability) for the grid's points on one scene."""
     h, w = scene["height"], scene["width"]
     predictor.set_image(scene["image"])
-    low, high = stability_thresholds(predictor.model.mask_threshold, tuple(amg["stability_levels"]),
-                                     amg["stability_score_offset"])
+    low, high = stability_thresholds(
+        predictor.model.mask_threshold, tuple(amg["stability_levels"]), amg["stability_score_offset"]
+    )
     points = build_point_grid(amg["points_per_side"]) * np.array([w, h])
     masks, preds, stable = [], [], []
     for start in range(0, len(points), amg["points_per_batch"]):
-        coords = predictor.transform.apply_coords(points[start:start + amg["points_per_batch"]], (h, w))
+        coords = predictor.transform.apply_coords(points[start : start + amg["points_per_batch"]], (h, w))
         coords = torch.as_tensor(coords, dtype=torch.float)[:, None]
-        logits, iou, _ = predictor.predict_torch(coords, torch.ones(len(coords), 1), multimask_output=True,
-                                                 return_logits=True)
+        logits, iou, _ = predictor.predict_torch(
+            coords, torch.ones(len(coords), 1), multimask_output=True, return_logits=True
+        )
         masks.append((logits > predictor.model.mask_threshold).flatten(0, 1).flatten(1))
         preds.append(iou.flatten())
         stable.append(stability_score(logits, low, high).flatten())
@@ -79,14 +82,22 @@ def main() -> None:
     with torch.no_grad():
         rows = np.concatenate([scene_rows(SamPredictor(sam), s, amg) for s in scenes])
         stage = auto_figures(sam, scenes, amg)
-    print(f"{len(rows)} objects of >= {MIN_AREA} px on {args.scenes} scenes of seed {args.seed}, amg={args.amg}, "
-          f"no crops; fraction with a mask at IoU >= {IOU_LEVELS[0]} / {IOU_LEVELS[1]}:")
-    names = ["any grid mask", f"predicted IoU >= {amg['pred_iou_thresh']}",
-             f"stability >= {amg['stability_score_thresh']}", "both filters"]
+    print(
+        f"{len(rows)} objects of >= {MIN_AREA} px on {args.scenes} scenes of seed {args.seed}, amg={args.amg}, "
+        f"no crops; fraction with a mask at IoU >= {IOU_LEVELS[0]} / {IOU_LEVELS[1]}:"
+    )
+    names = [
+        "any grid mask",
+        f"predicted IoU >= {amg['pred_iou_thresh']}",
+        f"stability >= {amg['stability_score_thresh']}",
+        "both filters",
+    ]
     for name, column in zip(names, rows.T):
         print(f"  {name:28s} {np.mean(column >= IOU_LEVELS[0]):.3f} / {np.mean(column >= IOU_LEVELS[1]):.3f}")
-    print(f"  {'the whole stage':28s} {stage['auto_recall_400px_iou75']:.3f} at {IOU_LEVELS[0]} "
-          f"({stage['masks_per_image']:.1f} masks per image)")
+    print(
+        f"  {'the whole stage':28s} {stage['auto_recall_400px_iou75']:.3f} at {IOU_LEVELS[0]} "
+        f"({stage['masks_per_image']:.1f} masks per image)"
+    )
 
 
 if __name__ == "__main__":

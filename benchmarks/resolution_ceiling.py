@@ -5,6 +5,7 @@ least --min-area px on the quality scenes (seed 1000), grouped as quality.py gro
 
     python benchmarks/resolution_ceiling.py [--variant tiny] [--seed 1000] [--scenes 50]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from data_engine.synth import scenes as synth
 from data_engine.model.build import seeded_sam
 from data_engine.model.click_replay import mask_iou
+from data_engine.synth import scenes as synth
 
 SMALL = 400  # px: quality.py's "under 400 px" group
 
@@ -46,15 +47,21 @@ def main() -> None:
         for obj in synth.make_scene(args.seed, index)["objects"]:
             area = int(obj["mask"].sum())
             if area >= args.min_area:
-                groups[small if area < SMALL else large].append(mask_iou(seen_at_low_res(sam, obj["mask"]), obj["mask"]))
+                groups[small if area < SMALL else large].append(
+                    mask_iou(seen_at_low_res(sam, obj["mask"]), obj["mask"])
+                )
     every = sum(groups.values(), [])
     size, (low, _) = sam.image_encoder.img_size, sam.prompt_encoder.mask_input_size
-    print(f"{args.variant}: {size}-px input, {low}x{low} low-res masks; {len(every)} objects of >= {args.min_area} px "
-          f"on {args.scenes} scenes of seed {args.seed}")
+    print(
+        f"{args.variant}: {size}-px input, {low}x{low} low-res masks; {len(every)} objects of >= {args.min_area} px "
+        f"on {args.scenes} scenes of seed {args.seed}"
+    )
     print(f"  all: mean IoU {np.mean(every):.3f}, share at >= 0.88 {np.mean(np.array(every) >= 0.88):.3f}")
     for name, values in groups.items():
-        print(f"  {name}: {len(values)} objects, mean IoU {np.mean(values):.3f}, "
-              f"share at >= 0.88 {np.mean(np.array(values) >= 0.88):.3f}")
+        print(
+            f"  {name}: {len(values)} objects, mean IoU {np.mean(values):.3f}, "
+            f"share at >= 0.88 {np.mean(np.array(values) >= 0.88):.3f}"
+        )
 
 
 if __name__ == "__main__":

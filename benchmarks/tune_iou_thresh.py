@@ -3,15 +3,16 @@ scenes (seed 500, not the quality seed 1000), 32x32 grid without crops: how amg=
 
     python benchmarks/tune_iou_thresh.py [--checkpoint PATH] 0.3 0.4 0.5 0.6 0.7 0.8
 """
+
 from __future__ import annotations
 
 import argparse
 
 import torch
 
-from data_engine.synth import scenes as synth
 from data_engine.config import compose
 from data_engine.model.build import build_sam
+from data_engine.synth import scenes as synth
 from data_engine.train.evaluate import auto_figures
 
 
@@ -30,8 +31,11 @@ def main() -> None:
     for thresh in args.thresholds:
         with torch.no_grad():
             f = auto_figures(sam, scenes, {**amg, "pred_iou_thresh": thresh})
-        print(f"{thresh:15.2f}  {f['auto_recall_400px_iou75']:26.3f}  {f['auto_objects']:7d}  {f['masks_per_image']:11.1f}",
-              flush=True)
+        print(
+            f"{thresh:15.2f}  {f['auto_recall_400px_iou75']:26.3f}  "
+            f"{f['auto_objects']:7d}  {f['masks_per_image']:11.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """`data-engine` / `python -m data_engine`: the Hydra entry point for every stage."""
+
 from __future__ import annotations
 
 import json
@@ -31,6 +32,8 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     print(json.dumps(summary, indent=2, default=str))
     if summary.get("shards_failed"):
-        print(f"data-engine: {len(summary['shards_failed'])} shards failed; rerun the same command to retry them",
-              file=sys.stderr)
+        print(
+            f"data-engine: {len(summary['shards_failed'])} shards failed; rerun the same command to retry them",
+            file=sys.stderr,
+        )
         sys.exit(1)

@@ -1,13 +1,13 @@
 """A folder with every kind of awkward input file, and what each should become."""
+
 import io
 import os
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
-
 from images import shapes_image
+from PIL import Image
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -45,7 +45,7 @@ def make_bad_inputs(folder: Path) -> dict[str, str]:
         "empty.png": (b"", "empty file"),
         "not_an_image.jpg": (b"this is a text file, not a JPEG\n" * 4, "not a readable image"),
         "truncated.png": (png_bytes(rgb)[:300], "truncated"),
-        "truncated.jpg": (jpeg_bytes(rgb)[:len(jpeg_bytes(rgb)) // 2], "truncated"),
+        "truncated.jpg": (jpeg_bytes(rgb)[: len(jpeg_bytes(rgb)) // 2], "truncated"),
         "huge.png": (png_bytes(np.zeros((8000, 7000), np.uint8)), "above input.max_pixels"),
     }
     for name, (data, _) in files.items():

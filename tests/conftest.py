@@ -1,17 +1,25 @@
 """Shared fixtures: compose the real Hydra config and shrink it for tests."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
+
 from data_engine.config import compose
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 # Small settings every test starts from: a coarse grid, no crops, no progress bar, no overlays.
-SMALL = ["runtime=serial", "runtime.progress=false", "output.overlays=0", "amg.points_per_side=8",
-         "amg.crop_n_layers=0", "model.device=cpu"]
+SMALL = [
+    "runtime=serial",
+    "runtime.progress=false",
+    "output.overlays=0",
+    "amg.points_per_side=8",
+    "amg.crop_n_layers=0",
+    "model.device=cpu",
+]
 
 
 def compose_cfg(overrides: list[str], tmp_path: Path | None = None, small: bool = True) -> dict:

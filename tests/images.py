@@ -1,4 +1,5 @@
 """Small deterministic test pictures drawn with OpenCV."""
+
 import cv2
 import numpy as np
 

@@ -1,4 +1,5 @@
 """Small synthetic mask sets for the audit and export tests: rectangles written as datasets or COCO files."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,12 +23,26 @@ def mask_rows(file_name: str, masks: list[np.ndarray], stage: str = "auto", scor
     h, w = masks[0].shape if masks else (0, 0)
     counts = rle.encode(np.stack(masks)) if masks else []
     boxes = rle.bbox(counts, h, w)
-    return [{"image_id": image_id(file_name), "file_name": file_name, "height": h, "width": w,
-             "segmentation": c, "area": int(m.sum()), "bbox": boxes[i].tolist(),
-             "predicted_iou": 0.9 if scores is None else scores[i], "stability_score": 0.97,
-             "point_coords": [[1.0, 2.0]], "crop_box": [0.0, 0.0, float(w), float(h)],
-             "stage": stage, "source": stage, "model": "test", "extra": None}
-            for i, (c, m) in enumerate(zip(counts, masks))]
+    return [
+        {
+            "image_id": image_id(file_name),
+            "file_name": file_name,
+            "height": h,
+            "width": w,
+            "segmentation": c,
+            "area": int(m.sum()),
+            "bbox": boxes[i].tolist(),
+            "predicted_iou": 0.9 if scores is None else scores[i],
+            "stability_score": 0.97,
+            "point_coords": [[1.0, 2.0]],
+            "crop_box": [0.0, 0.0, float(w), float(h)],
+            "stage": stage,
+            "source": stage,
+            "model": "test",
+            "extra": None,
+        }
+        for i, (c, m) in enumerate(zip(counts, masks))
+    ]
 
 
 def write_dataset(out_dir: Path, images: dict, size=(64, 80), stage: str = "auto") -> Path:
@@ -35,8 +50,18 @@ def write_dataset(out_dir: Path, images: dict, size=(64, 80), stage: str = "auto
     masks, rows = [], []
     for name, ms in images.items():
         masks += mask_rows(name, ms, stage)
-        rows.append({"image_id": image_id(name), "file_name": name, "height": size[0], "width": size[1],
-                     "status": "ok", "error": None, "num_masks": len(ms), "seconds": 0.0})
+        rows.append(
+            {
+                "image_id": image_id(name),
+                "file_name": name,
+                "height": size[0],
+                "width": size[1],
+                "status": "ok",
+                "error": None,
+                "num_masks": len(ms),
+                "seconds": 0.0,
+            }
+        )
     write_shard(out_dir, "shard-00000", masks, rows)
     return out_dir
 
@@ -47,8 +72,16 @@ def write_coco(path: Path, images: dict, size=(64, 80)) -> Path:
     for i, (name, ms) in enumerate(images.items(), start=1):
         imgs.append({"id": i, "file_name": name, "height": size[0], "width": size[1]})
         for c, m in zip(rle.encode(np.stack(ms)) if ms else [], ms):
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": 1, "iscrowd": 0, "area": int(m.sum()),
-                         "segmentation": {"size": list(size), "counts": c}})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "area": int(m.sum()),
+                    "segmentation": {"size": list(size), "counts": c},
+                }
+            )
     coco.write(path, imgs, anns)
     return path
 
@@ -63,7 +96,13 @@ def side(images: dict, size=(64, 80), stages=None, scores=None) -> dict:
         out["images"][name] = {"file_name": name, "image_id": image_id(name), "height": size[0], "width": size[1]}
         counts = rle.encode(np.stack(ms)) if ms else []
         out["masks"][name] = [
-            {"counts": c, "area": int(m.sum()), "score": (scores or {}).get(name, [0.9] * len(ms))[i],
-             "stage": (stages or {}).get(name, ["auto"] * len(ms))[i], "source": "auto"}
-            for i, (c, m) in enumerate(zip(counts, ms))]
+            {
+                "counts": c,
+                "area": int(m.sum()),
+                "score": (scores or {}).get(name, [0.9] * len(ms))[i],
+                "stage": (stages or {}).get(name, ["auto"] * len(ms))[i],
+                "source": "auto",
+            }
+            for i, (c, m) in enumerate(zip(counts, ms))
+        ]
     return out

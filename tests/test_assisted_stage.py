@@ -1,4 +1,5 @@
 """stage=assisted end to end: import report, masks/ and images/ Parquet, click replay in workers, resume."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from assisted_data import DATA, copy_fixture, make_images
 
-from data_engine.model import build as models
 from data_engine.config import ConfigError
 from data_engine.io.dataset import read_images, read_masks
+from data_engine.model import build as models
 from data_engine.runtime.runs import OutputConflict
 from data_engine.stages import run_stage
 
@@ -30,8 +31,14 @@ def test_coco_import_writes_masks_images_and_a_complete_report(make_cfg, root):
     assert summary["import"]["input_annotations"] == 15
     assert summary["import"]["imported"] == 6 and summary["import"]["rejected"] == 9
     assert summary["import"]["rejected_by_reason"] == {
-        "degenerate polygon": 1, "duplicate id": 1, "no segmentation": 1, "outside image": 1,
-        "path escapes image root": 2, "size mismatch": 1, "unknown image": 2}
+        "degenerate polygon": 1,
+        "duplicate id": 1,
+        "no segmentation": 1,
+        "outside image": 1,
+        "path escapes image root": 2,
+        "size mismatch": 1,
+        "unknown image": 2,
+    }
     assert summary["import"]["imported_with_notes"] == {"clipped": 1, "degenerate part dropped": 1}
     assert summary["images"] == summary["images_ok"] == 2 and summary["masks"] == 6 and summary["shards"] == 2
     out = cfg["output"]["dir"]
@@ -40,7 +47,9 @@ def test_coco_import_writes_masks_images_and_a_complete_report(make_cfg, root):
     masks = read_masks(out).to_pylist()
     assert len(masks) == 6 and {m["stage"] for m in masks} == {"assisted"} and {m["source"] for m in masks} == {"human"}
     assert {r["file_name"]: r["num_masks"] for r in read_images(out).to_pylist()} == {
-        "photos/park.png": 2, "photos/street.jpg": 4}
+        "photos/park.png": 2,
+        "photos/street.jpg": 4,
+    }
     assert json.loads((root.parent / "out" / "summary.json").read_text())["import"]["imported"] == 6
 
 
@@ -56,8 +65,13 @@ def test_clicks_are_replayed_once_per_image_next_to_human_masks(make_cfg, root, 
 
     monkeypatch.setattr(models, "build_sam", counting_build)
     labelme = copy_fixture("labelme", root)
-    cfg = assisted(make_cfg, root, "assisted.format=labelme", f"assisted.annotations={labelme}",
-                   f"assisted.clicks={DATA / 'clicks.json'}")
+    cfg = assisted(
+        make_cfg,
+        root,
+        "assisted.format=labelme",
+        f"assisted.annotations={labelme}",
+        f"assisted.clicks={DATA / 'clicks.json'}",
+    )
     summary = run_stage(cfg)
     assert len(built) == 1 and len(encoder_calls) == 2  # street and park have click objects
     assert summary["import"]["input_annotations"] == 12 + 9
@@ -87,13 +101,18 @@ def test_rerun_resumes_and_changed_inputs_conflict(make_cfg, root, tmp_path):
         run_stage(cfg)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["assisted.format=yolo", "assisted.annotations=x"], "assisted.format"),
-    (["assisted.format=coco"], "give an annotation file"),
-    (["assisted.format=coco", "assisted.annotations=/no/such/file.json"], "does not exist"),
-    (["assisted.format=coco", "assisted.image_root=null", f"assisted.clicks={DATA / 'clicks.json'}"],
-     "needs the images"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["assisted.format=yolo", "assisted.annotations=x"], "assisted.format"),
+        (["assisted.format=coco"], "give an annotation file"),
+        (["assisted.format=coco", "assisted.annotations=/no/such/file.json"], "does not exist"),
+        (
+            ["assisted.format=coco", "assisted.image_root=null", f"assisted.clicks={DATA / 'clicks.json'}"],
+            "needs the images",
+        ),
+    ],
+)
 def test_config_errors_name_the_key(make_cfg, root, overrides, message):
     cfg = assisted(make_cfg, root, *overrides)
     with pytest.raises(ConfigError, match=message):
@@ -102,9 +121,17 @@ def test_config_errors_name_the_key(make_cfg, root, overrides, message):
 
 @pytest.mark.slow
 def test_runs_on_ray_with_click_replay(make_cfg, root):
-    cfg = assisted(make_cfg, root, "runtime=local", "runtime.progress=false", "runtime.num_workers=1",
-                   "runtime.cpus_per_worker=1", "assisted.format=cvat_xml",
-                   f"assisted.annotations={DATA / 'cvat' / 'annotations.xml'}", f"assisted.clicks={DATA / 'clicks.json'}")
+    cfg = assisted(
+        make_cfg,
+        root,
+        "runtime=local",
+        "runtime.progress=false",
+        "runtime.num_workers=1",
+        "runtime.cpus_per_worker=1",
+        "assisted.format=cvat_xml",
+        f"assisted.annotations={DATA / 'cvat' / 'annotations.xml'}",
+        f"assisted.clicks={DATA / 'clicks.json'}",
+    )
     summary = run_stage(cfg)
     assert summary["shards_failed"] == {} and summary["images_ok"] == summary["images"] == 3
     masks = read_masks(cfg["output"]["dir"]).to_pylist()

@@ -1,4 +1,5 @@
 """The audit stage from the real config: outputs, a self-contained report, and errors a user can act on."""
+
 import json
 import re
 
@@ -6,23 +7,34 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from maskdata import rect, write_coco, write_dataset
 
 from data_engine.audit.load import AuditError
 from data_engine.config import validate
 from data_engine.stages import run_stage
-from maskdata import rect, write_coco, write_dataset
 
 H, W = 64, 80
-KEYS = ["frac_iou_above_0.90", "frac_iou_above_0.75", "mean_iou", "mean_boundary_iou", "recall@0.5",
-        "recall@0.75", "ar@100", "ar@1000", "by_size", "by_stage", "by_source", "worst_images"]
+KEYS = [
+    "frac_iou_above_0.90",
+    "frac_iou_above_0.75",
+    "mean_iou",
+    "mean_boundary_iou",
+    "recall@0.5",
+    "recall@0.75",
+    "ar@100",
+    "ar@1000",
+    "by_size",
+    "by_stage",
+    "by_source",
+    "worst_images",
+]
 
 
 @pytest.fixture
 def sides(tmp_path):
     """A generated dataset (one shifted, one missed, one extra mask) and the expert COCO file, with images."""
     expert = {"a.png": [rect(H, W, 0, 0, 20, 20), rect(H, W, 30, 30, 60, 70)], "b.png": [rect(H, W, 5, 5, 40, 40)]}
-    pred = {"a.png": [rect(H, W, 0, 2, 20, 22), rect(H, W, 30, 30, 60, 70), rect(H, W, 50, 0, 60, 10)],
-            "b.png": []}
+    pred = {"a.png": [rect(H, W, 0, 2, 20, 22), rect(H, W, 30, 30, 60, 70), rect(H, W, 50, 0, 60, 10)], "b.png": []}
     images = tmp_path / "images"
     images.mkdir()
     for name in expert:
@@ -50,25 +62,31 @@ def test_audit_writes_metrics_pairs_and_a_self_contained_report(sides, make_cfg,
 
 def test_dataset_against_dataset_matched_by_image_id(sides, make_cfg, tmp_path):
     pred, _, _ = sides
-    cfg = make_cfg("stage=audit", f"audit.pred={pred}", f"audit.expert={pred}", "audit.match_by=image_id",
-                   "audit.worst_k=0")
+    cfg = make_cfg(
+        "stage=audit", f"audit.pred={pred}", f"audit.expert={pred}", "audit.match_by=image_id", "audit.worst_k=0"
+    )
     summary = run_stage(cfg)
     assert summary["mean_iou"] == 1.0 and summary["recall@0.5"] == 1.0
 
 
-@pytest.mark.parametrize("case, message", [
-    ("missing", "neither a dataset folder"),
-    ("unset", "audit.expert is not set"),
-    ("sizes", "must be drawn on the same image size"),
-    ("no_common", "audit.match_by=image_id"),
-    ("bad_setting", "audit.match_by"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "neither a dataset folder"),
+        ("unset", "audit.expert is not set"),
+        ("sizes", "must be drawn on the same image size"),
+        ("no_common", "audit.match_by=image_id"),
+        ("bad_setting", "audit.match_by"),
+    ],
+)
 def test_bad_input_says_what_to_do(case, message, sides, make_cfg, tmp_path):
     pred, expert, _ = sides
-    args = {"missing": [f"audit.expert={tmp_path / 'nope.json'}"],
-            "unset": [],
-            "sizes": [f"audit.expert={write_coco(tmp_path / 'big.json', {'a.png': [rect(32, 32, 0, 0, 5, 5)]}, (32, 32))}"],
-            "no_common": [f"audit.expert={write_coco(tmp_path / 'other.json', {'z.png': [rect(H, W, 0, 0, 5, 5)]})}"],
-            "bad_setting": [f"audit.expert={expert}", "audit.match_by=path"]}[case]
+    args = {
+        "missing": [f"audit.expert={tmp_path / 'nope.json'}"],
+        "unset": [],
+        "sizes": [f"audit.expert={write_coco(tmp_path / 'big.json', {'a.png': [rect(32, 32, 0, 0, 5, 5)]}, (32, 32))}"],
+        "no_common": [f"audit.expert={write_coco(tmp_path / 'other.json', {'z.png': [rect(H, W, 0, 0, 5, 5)]})}"],
+        "bad_setting": [f"audit.expert={expert}", "audit.match_by=path"],
+    }[case]
     with pytest.raises(AuditError, match=re.escape(message)):
         run_stage(make_cfg("stage=audit", f"audit.pred={pred}", *args))

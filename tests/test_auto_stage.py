@@ -1,4 +1,5 @@
 """The fully-automatic stage as a job: Parquet output, bad inputs, stable ids, resume, conflicts."""
+
 import json
 import os
 import socket
@@ -10,14 +11,14 @@ import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from bad_inputs import make_bad_inputs
+from images import shapes_image
+
 from data_engine.io import rle
 from data_engine.io.dataset import read_images, read_masks
 from data_engine.io.inputs import image_id
 from data_engine.runtime.runs import OutputConflict
 from data_engine.stages import run_stage
-from images import shapes_image
 
 # Loose filters so even a weak model gives masks to check.
 LOOSE = ["amg.pred_iou_thresh=0.0", "amg.stability_score_thresh=0.0"]
@@ -47,7 +48,10 @@ def test_every_bad_input_file_has_exactly_one_row(make_cfg, tmp_path):
         if status == "ok":
             assert rows[name]["status"] == "ok", rows[name]["error"]
         else:
-            assert rows[name]["status"] == "failed" and status in rows[name]["error"].lower(), (name, rows[name]["error"])
+            assert rows[name]["status"] == "failed" and status in rows[name]["error"].lower(), (
+                name,
+                rows[name]["error"],
+            )
     assert summary["images"] == len(expected) and summary["images_failed"] == 6
     run = json.loads((Path(cfg["output"]["dir"]) / "run.json").read_text())
     assert run["ignored_files"] == ["notes.txt"]
@@ -160,9 +164,21 @@ def test_killed_run_resumes_without_redoing_finished_shards(tmp_path):
     """The process dies mid-shard (no Ray to retry it); rerunning the same command finishes the job."""
     write_images(tmp_path / "in", 6)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "data_engine", "runtime=serial", "runtime.progress=false", "output.overlays=0",
-           "amg.points_per_side=8", "amg.crop_n_layers=0", f"input.path={tmp_path / 'in'}", "input.shard_size=2",
-           f"output.dir={out}", "debug.crash_on_shard=shard-00001", *LOOSE]
+    cmd = [
+        sys.executable,
+        "-m",
+        "data_engine",
+        "runtime=serial",
+        "runtime.progress=false",
+        "output.overlays=0",
+        "amg.points_per_side=8",
+        "amg.crop_n_layers=0",
+        f"input.path={tmp_path / 'in'}",
+        "input.shard_size=2",
+        f"output.dir={out}",
+        "debug.crash_on_shard=shard-00001",
+        *LOOSE,
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True)
     assert first.returncode == 17, first.stderr[-2000:]
     assert (out / "_done" / "shard-00000.json").exists() and not (out / "_done" / "shard-00001.json").exists()

@@ -1,10 +1,11 @@
 """Boundary IoU against an independent pixel-by-pixel band and against cases known by construction."""
+
 import numpy as np
 import pytest
+from maskdata import rect
 from numpy.lib.stride_tricks import sliding_window_view
 
 from data_engine.audit.boundary import band_width, boundary_iou, inner_band
-from maskdata import rect
 
 
 def naive_band(mask: np.ndarray, d: int) -> np.ndarray:
@@ -22,7 +23,7 @@ def naive_boundary_iou(a, b, d):
 def test_band_width_is_two_percent_of_the_diagonal():
     assert band_width(300, 400) == 10  # diagonal 500
     assert band_width(1500, 2250) == round(0.02 * np.hypot(1500, 2250))
-    assert band_width(10, 10) == 1     # never below one pixel
+    assert band_width(10, 10) == 1  # never below one pixel
     assert band_width(300, 400, ratio=0.05) == 25
 
 
@@ -62,7 +63,7 @@ def test_eroded_square_known_by_construction():
     L, e, d = 40, 1, 3
     a = rect(80, 80, 20, 20, 20 + L, 20 + L)
     b = rect(80, 80, 20 + e, 20 + e, 20 + L - e, 20 + L - e)
-    ring_a = L ** 2 - (L - 2 * d) ** 2
+    ring_a = L**2 - (L - 2 * d) ** 2
     ring_b = (L - 2 * e) ** 2 - (L - 2 * e - 2 * d) ** 2
     inter = (L - 2 * e) ** 2 - (L - 2 * d) ** 2
     assert boundary_iou(a, b, d) == pytest.approx(inter / (ring_a + ring_b - inter))

@@ -1,4 +1,5 @@
 """The command line: help, printing the config, and bad keys or values rejected before any work."""
+
 import subprocess
 import sys
 
@@ -26,17 +27,20 @@ def test_cfg_job_prints_the_composed_config():
     assert "variant: vit_h" in result.stdout and "points_per_side: 32" in result.stdout
 
 
-@pytest.mark.parametrize("args, phrase", [
-    (["amg.not_a_key=3"], "not_a_key"),
-    (["amg.pred_iou_thresh=1.5"], "amg.pred_iou_thresh"),
-    (["amg.points_per_side=many"], "amg.points_per_side"),
-    (["amg.stability_levels=[0.6,0.5]"], "amg.stability_levels"),
-    (["runtime.max_retries=-1"], "runtime.max_retries"),
-    (["model=vit_h"], "model.checkpoint"),
-    (["model.checkpoint=/no/such/file.pth"], "model.checkpoint"),
-    (["input.path=/no/such/folder"], "input.path"),
-    (["stage=nope"], "stage"),
-])
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (["amg.not_a_key=3"], "not_a_key"),
+        (["amg.pred_iou_thresh=1.5"], "amg.pred_iou_thresh"),
+        (["amg.points_per_side=many"], "amg.points_per_side"),
+        (["amg.stability_levels=[0.6,0.5]"], "amg.stability_levels"),
+        (["runtime.max_retries=-1"], "runtime.max_retries"),
+        (["model=vit_h"], "model.checkpoint"),
+        (["model.checkpoint=/no/such/file.pth"], "model.checkpoint"),
+        (["input.path=/no/such/folder"], "input.path"),
+        (["stage=nope"], "stage"),
+    ],
+)
 def test_bad_key_or_value_is_rejected_before_any_work(tmp_path, args, phrase):
     out = tmp_path / "out"
     result = cli(f"output.dir={out}", "runtime=serial", *args)
@@ -46,9 +50,12 @@ def test_bad_key_or_value_is_rejected_before_any_work(tmp_path, args, phrase):
     assert not out.exists(), "work started before the config was rejected"
 
 
-GROUPS = {"stage": ["auto", "synth", "train", "assisted", "audit", "export"], "model": ["tiny", "vit_b", "vit_l", "vit_h"],
-          "amg": ["sa1b", "sa1b_paper", "reference", "tiny"],
-          "runtime": ["local", "ray_cluster", "serial"]}
+GROUPS = {
+    "stage": ["auto", "synth", "train", "assisted", "audit", "export"],
+    "model": ["tiny", "vit_b", "vit_l", "vit_h"],
+    "amg": ["sa1b", "sa1b_paper", "reference", "tiny"],
+    "runtime": ["local", "ray_cluster", "serial"],
+}
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g, opts in GROUPS.items() for o in opts])

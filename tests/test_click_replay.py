@@ -1,4 +1,5 @@
 """Click replay mechanics on the embedded model (any weights): what is predicted, recorded and stored."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,9 @@ import pytest
 from assisted_data import DATA, make_images, outcome, statuses
 from pycocotools import mask as mask_utils
 
+from data_engine.importers import clicks
 from data_engine.io import rle
 from data_engine.io.images import load_rgb
-from data_engine.importers import clicks
 from data_engine.model.build import build_sam
 from data_engine.model.click_replay import ClickReplayer, click_row
 
@@ -35,8 +36,15 @@ def counting_encoder(sam):
 
 
 def obj(clicks_, final=None, **extra):
-    return {"file_name": "street.jpg", "height": H, "width": W, "id": "o", "clicks": clicks_,
-            "final_counts": final, "extra": extra}
+    return {
+        "file_name": "street.jpg",
+        "height": H,
+        "width": W,
+        "id": "o",
+        "clicks": clicks_,
+        "final_counts": final,
+        "extra": extra,
+    }
 
 
 def test_one_embedding_per_image(sam, image):
@@ -75,8 +83,9 @@ def test_iou_per_click_is_measured_against_the_final_mask(sam, image):
     clicks_ = [[20, 25, 1], [31, 22, 1], [14, 40, 0]]
     everything = rle.encode(np.ones((1, H, W), bool))[0]
     # the model's mask after k clicks depends only on the first k clicks
-    *prefixes, result = replayer.replay_image(image, [obj(clicks_[:1]), obj(clicks_[:2]), obj(clicks_),
-                                                      obj(clicks_, final=everything)])
+    *prefixes, result = replayer.replay_image(
+        image, [obj(clicks_[:1]), obj(clicks_[:2]), obj(clicks_), obj(clicks_, final=everything)]
+    )
     assert len(result["iou_per_click"]) == len(result["predicted_iou_per_click"]) == 3
     expected = [rle.area([p["model_counts"]], H, W)[0] / (H * W) for p in prefixes]
     assert result["iou_per_click"] == pytest.approx(expected)
@@ -108,9 +117,15 @@ def test_click_file_validation_reports_every_object(tmp_path):
     root = make_images(tmp_path)
     objects, report = clicks.read(DATA / "clicks.json", root)
     assert outcome(report) == [
-        ("car-1", "imported"), ("sign-1", "imported"), ("tree-1", "imported"), ("car-1", "duplicate id"),
-        ("off-image", "click outside image"), ("no-clicks", "no clicks"), ("bench", "imported"),
-        ("ghost", "unknown image"), ("escapee", "path escapes image root"),
+        ("car-1", "imported"),
+        ("sign-1", "imported"),
+        ("tree-1", "imported"),
+        ("car-1", "duplicate id"),
+        ("off-image", "click outside image"),
+        ("no-clicks", "no clicks"),
+        ("bench", "imported"),
+        ("ghost", "unknown image"),
+        ("escapee", "path escapes image root"),
     ]
     assert statuses(report)["imported"] == len(objects) == 4
     car = objects[0]

@@ -1,15 +1,16 @@
 """Exports round-trip: export a dataset, read it back (SA-1B reader, stage-1 importers), same masks."""
+
 import json
 
 import cv2
 import numpy as np
 import pytest
+from maskdata import rect, write_dataset
 
-from data_engine.io import rle
 from data_engine.config import validate
 from data_engine.exports.formats import ExportError, export, label_layers, read_sa1b
+from data_engine.io import rle
 from data_engine.stages import run_stage
-from maskdata import rect, write_dataset
 
 H, W = 64, 80
 
@@ -18,8 +19,12 @@ H, W = 64, 80
 def dataset(tmp_path):
     """Two images in a sub-folder and one empty image; the first has nested (overlapping) masks."""
     images = {
-        "sub/a.png": [rect(H, W, 0, 0, 40, 40), rect(H, W, 10, 10, 20, 20), rect(H, W, 5, 5, 30, 30),
-                      rect(H, W, 50, 60, 60, 80)],
+        "sub/a.png": [
+            rect(H, W, 0, 0, 40, 40),
+            rect(H, W, 10, 10, 20, 20),
+            rect(H, W, 5, 5, 30, 30),
+            rect(H, W, 50, 60, 60, 80),
+        ],
         "b.jpg": [rect(H, W, 30, 30, 50, 70)],
         "empty.png": [],
     }
@@ -45,8 +50,16 @@ def test_sa1b_round_trip_keeps_masks_and_fields(dataset, tmp_path):
     doc = json.loads((tmp_path / "out" / "sa1b" / "sub" / "a.json").read_text())
     assert set(doc) == {"image", "annotations"}
     assert set(doc["image"]) == {"image_id", "width", "height", "file_name"}
-    assert set(doc["annotations"][0]) == {"id", "segmentation", "bbox", "area", "predicted_iou",
-                                          "stability_score", "crop_box", "point_coords"}
+    assert set(doc["annotations"][0]) == {
+        "id",
+        "segmentation",
+        "bbox",
+        "area",
+        "predicted_iou",
+        "stability_score",
+        "crop_box",
+        "point_coords",
+    }
     image_rows, rows = read_sa1b(tmp_path / "out" / "sa1b")
     assert mask_set(rows) == expected(images)
     assert sorted(r["file_name"] for r in image_rows) == sorted(images)
@@ -82,7 +95,8 @@ def test_png_layers_hold_overlapping_masks_exactly(dataset, tmp_path):
         name = path.relative_to(root).as_posix().split("/", 1)[1]  # layerN/<name>
         by_image.setdefault(name, []).extend(rle.encode((labels == v)[None])[0] for v in range(1, labels.max() + 1))
     assert {k: sorted(v) for k, v in by_image.items() if v} == {
-        n.rsplit(".", 1)[0] + ".png": v for n, v in expected(images).items()}
+        n.rsplit(".", 1)[0] + ".png": v for n, v in expected(images).items()
+    }
     assert (tmp_path / "out" / "png" / "layer0" / "empty.png").exists()
 
 
@@ -96,7 +110,8 @@ def test_png_round_trip_through_the_importer(dataset, tmp_path):
         rows += import_annotations("png_labels", layer)[0]
     got = mask_set(rows)
     assert {k.rsplit(".", 1)[0]: v for k, v in got.items()} == {
-        k.rsplit(".", 1)[0]: v for k, v in expected(images).items()}
+        k.rsplit(".", 1)[0]: v for k, v in expected(images).items()
+    }
 
 
 def test_label_layers_first_fit():

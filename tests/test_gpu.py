@@ -3,6 +3,7 @@
 Skipped where there is no CUDA device (CI has none). On a GPU machine: `pytest -m gpu tests/test_gpu.py`;
 `benchmarks/gpu_checks.sh` runs these with the GPU timings.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,20 +12,20 @@ import os
 import numpy as np
 import pytest
 import torch
-
-from data_engine.train import evaluate as quality
-from data_engine.io import rle
-from data_engine.synth import scenes as synth
-from data_engine.train import recipe as T
-from data_engine.io.dataset import read_masks
-from data_engine.model.build import build_sam, seeded_sam
-from data_engine.stages import run_stage
-from data_engine.stages import train as train_stage
-from data_engine.train.recipe import batch_loss
 from images import shapes_image
 from test_auto_stage import write_images
 from test_generator_reference import assert_same_masks, reference_settings, run_both
 from test_train import fixed_batch, run_killed_at_step_3, scenes, train_cfg  # noqa: F401 (fixtures)
+
+from data_engine.io import rle
+from data_engine.io.dataset import read_masks
+from data_engine.model.build import build_sam, seeded_sam
+from data_engine.stages import run_stage
+from data_engine.stages import train as train_stage
+from data_engine.synth import scenes as synth
+from data_engine.train import evaluate as quality
+from data_engine.train import recipe as T
+from data_engine.train.recipe import batch_loss
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -59,15 +60,16 @@ def test_automatic_stage_on_cuda_gives_the_cpu_masks(make_cfg, tmp_path):
         cpu = [m for m in masks["cpu"] if m["image_id"] == image_id]
         gpu = [m for m in masks["cuda"] if m["image_id"] == image_id]
         if gpu:
-            iou = rle.iou_matrix([m["segmentation"] for m in cpu], [m["segmentation"] for m in gpu],
-                                 cpu[0]["height"], cpu[0]["width"])
+            iou = rle.iou_matrix(
+                [m["segmentation"] for m in cpu], [m["segmentation"] for m in gpu], cpu[0]["height"], cpu[0]["width"]
+            )
             matched += int((iou.max(1) >= 0.95).sum())
     assert matched >= 0.9 * len(masks["cpu"])
 
 
 def test_quality_figures_on_cuda_match_the_cpu():
-    scenes = [synth.make_scene(4242, i) for i in range(4)]
-    figures = {d: quality.point_figures(build_sam("tiny", device=d), scenes, min_area=200) for d in ("cpu", "cuda")}
+    fresh = [synth.make_scene(4242, i) for i in range(4)]
+    figures = {d: quality.point_figures(build_sam("tiny", device=d), fresh, min_area=200) for d in ("cpu", "cuda")}
     assert figures["cuda"]["point_prompts"] == figures["cpu"]["point_prompts"] >= 20
     assert abs(figures["cuda"]["point_miou"] - figures["cpu"]["point_miou"]) < 0.005
     assert abs(figures["cuda"]["iou_correlation"] - figures["cpu"]["iou_correlation"]) < 0.01

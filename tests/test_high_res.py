@@ -1,5 +1,6 @@
 """The tiny model's encoder: convolution stages and ViT blocks, stride-2 and stride-4 features packed
 through the embedding and used by the decoder."""
+
 import numpy as np
 import torch
 from segment_anything import SamPredictor

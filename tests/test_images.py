@@ -1,4 +1,5 @@
 """Image decoding: every mode to RGB uint8 with the right values, and clear failures."""
+
 import cv2
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from data_engine.io.images import ImageError, load_rgb
 
 
 def test_16_bit_maps_full_range_to_8_bit(tmp_path):
-    values = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 20 * 257)
+    values = np.arange(12, dtype=np.uint16).reshape(3, 4) * 20 * 257
     cv2.imwrite(str(tmp_path / "a.png"), values)
     rgb = load_rgb(tmp_path / "a.png", 10**6)
     assert rgb.dtype == np.uint8 and rgb.shape == (3, 4, 3)

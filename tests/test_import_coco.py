@@ -1,4 +1,5 @@
 """COCO instances import: every annotation reported, masks identical to pycocotools, COCO round trip."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,11 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from data_engine.io import inputs, rle
-from data_engine.io.dataset import MASK_SCHEMA, table
 from data_engine.importers import FORMATS, import_annotations
 from data_engine.importers.coco import export
 from data_engine.importers.validate import parse_counts
+from data_engine.io import inputs, rle
+from data_engine.io.dataset import MASK_SCHEMA, table
 from data_engine.io.inputs import InputError
 
 COCO_FILE = DATA / "coco_instances.json"
@@ -28,10 +29,21 @@ def root(tmp_path):
 def test_every_annotation_is_imported_or_rejected_with_its_reason(root):
     rows, report = import_annotations("coco", str(COCO_FILE), str(root))
     assert outcome(report) == [
-        ("101", "imported"), ("102", "imported"), ("103", "imported"), ("104", "imported"), ("105", "imported"),
-        ("106", "degenerate polygon"), ("104", "duplicate id"), ("107", "unknown image"), ("108", "no segmentation"),
-        ("109", "size mismatch"), ("110", "path escapes image root"), ("111", "unknown image"),
-        ("112", "outside image"), ("113", "imported"), ("114", "path escapes image root"),
+        ("101", "imported"),
+        ("102", "imported"),
+        ("103", "imported"),
+        ("104", "imported"),
+        ("105", "imported"),
+        ("106", "degenerate polygon"),
+        ("104", "duplicate id"),
+        ("107", "unknown image"),
+        ("108", "no segmentation"),
+        ("109", "size mismatch"),
+        ("110", "path escapes image root"),
+        ("111", "unknown image"),
+        ("112", "outside image"),
+        ("113", "imported"),
+        ("114", "path escapes image root"),
     ]
     counts = statuses(report)
     assert counts["imported"] == len(rows) == 6
@@ -39,9 +51,21 @@ def test_every_annotation_is_imported_or_rejected_with_its_reason(root):
     # each row names its image wherever the image entry is usable, whatever the reason (the repeated
     # id 104 included); not for an unknown image id, nor a name outside the image root
     assert [r["image"] for r in report] == [
-        "photos/street.jpg", "photos/street.jpg", "photos/street.jpg", "photos/park.png", "photos/park.png",
-        "photos/park.png", "photos/street.jpg", None, "photos/street.jpg", "photos/square.png", None,
-        "photos/missing.jpg", "photos/park.png", "photos/street.jpg", None,
+        "photos/street.jpg",
+        "photos/street.jpg",
+        "photos/street.jpg",
+        "photos/park.png",
+        "photos/park.png",
+        "photos/park.png",
+        "photos/street.jpg",
+        None,
+        "photos/street.jpg",
+        "photos/square.png",
+        None,
+        "photos/missing.jpg",
+        "photos/park.png",
+        "photos/street.jpg",
+        None,
     ]
 
 
@@ -109,8 +133,11 @@ def test_cvat_coco_is_a_registered_format():
 
 
 def write_coco(path, annotations, size=(10, 10), name="a.png"):
-    doc = {"images": [{"id": 1, "file_name": name, "height": size[0], "width": size[1]}],
-           "annotations": annotations, "categories": [{"id": 1, "name": "thing"}]}
+    doc = {
+        "images": [{"id": 1, "file_name": name, "height": size[0], "width": size[1]}],
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "thing"}],
+    }
     path.write_text(json.dumps(doc))
     return path
 
@@ -121,12 +148,11 @@ def test_size_is_checked_after_exif_orientation(tmp_path):
     exif[0x0112] = 6
     Image.new("RGB", (64, 48)).save(tmp_path / "a.jpg", exif=exif)
     anns = [{"id": 1, "image_id": 1, "segmentation": [[1, 1, 5, 1, 5, 5]]}]
-    _, report = import_annotations("coco", str(write_coco(tmp_path / "c.json", anns, (48, 64), "a.jpg")),
-                                   str(tmp_path))
-    assert report[0]["reason"] == ("size mismatch: annotation says 64x48, image is 48x64 after EXIF orientation "
-                                   "(stored 64x48)")
-    rows, _ = import_annotations("coco", str(write_coco(tmp_path / "c.json", anns, (64, 48), "a.jpg")),
-                                 str(tmp_path))
+    _, report = import_annotations("coco", str(write_coco(tmp_path / "c.json", anns, (48, 64), "a.jpg")), str(tmp_path))
+    assert report[0]["reason"] == (
+        "size mismatch: annotation says 64x48, image is 48x64 after EXIF orientation (stored 64x48)"
+    )
+    rows, _ = import_annotations("coco", str(write_coco(tmp_path / "c.json", anns, (64, 48), "a.jpg")), str(tmp_path))
     assert (rows[0]["height"], rows[0]["width"]) == (64, 48)
 
 
@@ -141,8 +167,14 @@ def test_corrupt_rle_is_rejected_with_a_reason(tmp_path):
         {"id": 6, "image_id": 1, "segmentation": [[0, 0, 5, float("nan"), 5, 5]]},
     ]
     _, report = import_annotations("coco", str(write_coco(tmp_path / "c.json", anns)))
-    assert outcome(report) == [("1", "bad RLE"), ("2", "size mismatch"), ("3", "bad RLE"), ("4", "bad RLE"),
-                               ("5", "empty mask"), ("6", "degenerate polygon")]
+    assert outcome(report) == [
+        ("1", "bad RLE"),
+        ("2", "size mismatch"),
+        ("3", "bad RLE"),
+        ("4", "bad RLE"),
+        ("5", "empty mask"),
+        ("6", "degenerate polygon"),
+    ]
 
 
 def test_parse_counts_matches_pycocotools_runs():
@@ -157,10 +189,13 @@ def test_parse_counts_matches_pycocotools_runs():
         assert (flat.reshape(w, h).T == mask).all()
 
 
-@pytest.mark.parametrize("content, message", [
-    ("not json", "not a readable JSON"),
-    ('{"images": []}', "needs 'images' and 'annotations'"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("not json", "not a readable JSON"),
+        ('{"images": []}', "needs 'images' and 'annotations'"),
+    ],
+)
 def test_unusable_files_fail_with_a_clear_error(tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)

@@ -1,4 +1,5 @@
 """CVAT imports: 'CVAT for images 1.1' XML (polygons, boxes, ellipses, mask RLE) and the COCO 1.0 export."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ import pytest
 from assisted_data import DATA, make_images, outcome, statuses
 from pycocotools import mask as mask_utils
 
-from data_engine.io import rle
 from data_engine.importers import import_annotations
+from data_engine.io import rle
 from data_engine.io.inputs import InputError
 
 XML = DATA / "cvat" / "annotations.xml"
@@ -25,19 +26,30 @@ def root(tmp_path):
 def test_every_shape_is_imported_or_rejected_with_its_reason(root):
     rows, report = import_annotations("cvat_xml", str(XML), str(root))
     assert outcome(report) == [
-        ("image 0 box[0]", "imported"), ("image 0 box[1]", "imported"), ("image 0 polygon[2]", "imported"),
-        ("image 0 polyline[3]", "not a region"), ("image 0 points[4]", "not a region"),
-        ("image 0 tag[5]", "not a region"), ("image 0 ellipse[6]", "imported"), ("image 0 mask[7]", "imported"),
-        ("image 0 mask[8]", "bad RLE"), ("image 0 polygon[9]", "degenerate polygon"),
-        ("image 1 polygon[0]", "imported"), ("image 2 polygon[0]", "size mismatch"),
-        ("image 3 box[0]", "path escapes image root"), ("image 1 box[0]", "duplicate id"),
+        ("image 0 box[0]", "imported"),
+        ("image 0 box[1]", "imported"),
+        ("image 0 polygon[2]", "imported"),
+        ("image 0 polyline[3]", "not a region"),
+        ("image 0 points[4]", "not a region"),
+        ("image 0 tag[5]", "not a region"),
+        ("image 0 ellipse[6]", "imported"),
+        ("image 0 mask[7]", "imported"),
+        ("image 0 mask[8]", "bad RLE"),
+        ("image 0 polygon[9]", "degenerate polygon"),
+        ("image 1 polygon[0]", "imported"),
+        ("image 2 polygon[0]", "size mismatch"),
+        ("image 3 box[0]", "path escapes image root"),
+        ("image 1 box[0]", "duplicate id"),
         ("image 4 mask[0]", "imported"),
     ]
     counts = statuses(report)
     assert counts["imported"] == len(rows) == 7 and counts["imported"] + counts["rejected"] == 15
     # a rejected shape names its image whenever the name is safe, the repeated image id's too
-    assert [r["image"] for r in report if r["status"] == "rejected"] == [
-        "photos/street.jpg"] * 5 + ["photos/square.png", None, "photos/park_copy.png"]
+    assert [r["image"] for r in report if r["status"] == "rejected"] == ["photos/street.jpg"] * 5 + [
+        "photos/square.png",
+        None,
+        "photos/park_copy.png",
+    ]
 
 
 def shapes(rows):

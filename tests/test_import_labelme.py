@@ -1,4 +1,5 @@
 """LabelMe JSON import: region shapes become masks, the rest is reported; imagePath resolved like LabelMe."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import pytest
 from assisted_data import DATA, copy_fixture, make_images, outcome, statuses
 from pycocotools import mask as mask_utils
 
-from data_engine.io import rle
 from data_engine.importers import import_annotations
+from data_engine.io import rle
 from data_engine.io.inputs import InputError
 
 
@@ -26,7 +27,8 @@ def by_file(report):
     found = {}
     for r in report:
         found.setdefault(r["file"].rsplit("/", 1)[-1], []).append(
-            r["status"] if r["status"] == "imported" else r["reason"].split(":")[0])
+            r["status"] if r["status"] == "imported" else r["reason"].split(":")[0]
+        )
     return found
 
 

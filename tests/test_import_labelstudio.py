@@ -1,4 +1,5 @@
 """Label Studio JSON export: brush RLE (decoded here from its bit format), polygons, rectangles, ellipses."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,9 @@ import pytest
 from assisted_data import DATA, make_images, outcome, statuses
 from pycocotools import mask as mask_utils
 
-from data_engine.io import rle
 from data_engine.importers import import_annotations
 from data_engine.importers import labelstudio_rle as ls_rle
+from data_engine.io import rle
 from data_engine.io.inputs import InputError
 
 EXPORT = DATA / "labelstudio_export.json"
@@ -24,16 +25,16 @@ def root(tmp_path):
 def bits_to_bytes(bits: str) -> list[int]:
     bits = bits.replace(" ", "")
     bits += "0" * (-len(bits) % 8)
-    return [int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)]
+    return [int(bits[i : i + 8], 2) for i in range(0, len(bits), 8)]
 
 
 def test_decoder_reads_a_hand_built_stream():
     """1x2 RGBA canvas: pixel 0 transparent as a repeat run, pixel 1 red and opaque as a literal run."""
     stream = bits_to_bytes(
         "00000000000000000000000000001000"  # 8 values
-        "00111"                             # word size 8
-        "0010 0011 0111 1111"               # run-length fields of 3, 4, 8, 16 bits
-        "1 00 011 00000000"                 # repeat, 3-bit length field, 4 values, value 0
+        "00111"  # word size 8
+        "0010 0011 0111 1111"  # run-length fields of 3, 4, 8, 16 bits
+        "1 00 011 00000000"  # repeat, 3-bit length field, 4 values, value 0
         "0 00 011 11111111 00000000 00000000 11111111"  # literal, 4 values: 255 0 0 255
     )
     assert ls_rle.decode(stream).tolist() == [0, 0, 0, 0, 255, 0, 0, 255]
@@ -42,8 +43,7 @@ def test_decoder_reads_a_hand_built_stream():
 
 def test_decoder_uses_the_selected_run_length_field():
     """A 16-bit length field (index 3) carrying a run of 300 values."""
-    stream = bits_to_bytes("00000000000000000000000100101100" "00111" "0010 0011 0111 1111"
-                           "1 11 0000000100101011 11111111")
+    stream = bits_to_bytes("00000000000000000000000100101100001110010 0011 0111 11111 11 0000000100101011 11111111")
     assert ls_rle.decode(stream).tolist() == [255] * 300
 
 
@@ -67,21 +67,37 @@ def test_encoder_and_decoder_agree():
 def test_every_region_is_imported_or_rejected_with_its_reason(root):
     rows, report = import_annotations("labelstudio", str(EXPORT), str(root))
     assert outcome(report) == [
-        ("task 1 annotation 11 result br1", "imported"), ("task 1 annotation 11 result pg1", "imported"),
-        ("task 1 annotation 11 result rc1", "imported"), ("task 1 annotation 11 result rc2", "imported"),
-        ("task 1 annotation 11 result el1", "imported"), ("task 1 annotation 11 result ch1", "not a region"),
-        ("task 1 annotation 11 result #7", "not a region"), ("task 1 annotation 11 result kp1", "not a region"),
-        ("task 2 annotation 21 result x1", "cancelled"), ("task 2 annotation 22 result p2", "imported"),
-        ("task 2 annotation 22 result b2", "bad RLE"), ("task 3 annotation 31 result s1", "size mismatch"),
-        ("task 2 annotation 41 result d1", "duplicate id"), ("task 5 annotation 51 result e1", "path escapes image root"),
-        ("task 6 annotation 61 result g1", "unknown image"), ("task 7 annotation 11 result u1", "duplicate id"),
+        ("task 1 annotation 11 result br1", "imported"),
+        ("task 1 annotation 11 result pg1", "imported"),
+        ("task 1 annotation 11 result rc1", "imported"),
+        ("task 1 annotation 11 result rc2", "imported"),
+        ("task 1 annotation 11 result el1", "imported"),
+        ("task 1 annotation 11 result ch1", "not a region"),
+        ("task 1 annotation 11 result #7", "not a region"),
+        ("task 1 annotation 11 result kp1", "not a region"),
+        ("task 2 annotation 21 result x1", "cancelled"),
+        ("task 2 annotation 22 result p2", "imported"),
+        ("task 2 annotation 22 result b2", "bad RLE"),
+        ("task 3 annotation 31 result s1", "size mismatch"),
+        ("task 2 annotation 41 result d1", "duplicate id"),
+        ("task 5 annotation 51 result e1", "path escapes image root"),
+        ("task 6 annotation 61 result g1", "unknown image"),
+        ("task 7 annotation 11 result u1", "duplicate id"),
     ]
     counts = statuses(report)
     assert counts["imported"] == len(rows) == 6 and counts["imported"] + counts["rejected"] == 16
     # a rejected region names its image whenever it is known, the repeated task id's too
     assert [r["image"] for r in report if r["status"] == "rejected"] == [
-        "photos/street.jpg", "photos/street.jpg", "photos/street.jpg", "photos/park.png", "photos/park.png",
-        "photos/square.png", "photos/park.png", None, "deadbeef-ghost.jpg", "photos/park.png",
+        "photos/street.jpg",
+        "photos/street.jpg",
+        "photos/street.jpg",
+        "photos/park.png",
+        "photos/park.png",
+        "photos/square.png",
+        "photos/park.png",
+        None,
+        "deadbeef-ghost.jpg",
+        "photos/park.png",
     ]
 
 
@@ -122,9 +138,24 @@ def test_image_references_resolve_uploads_local_files_and_urls(root, tmp_path):
     make_images(root, {"elsewhere/street.jpg": (64, 48)})  # now two files answer to 'street.jpg'
     _, report = import_annotations("labelstudio", str(EXPORT), str(root))
     assert report[0]["reason"].startswith("ambiguous image")
-    task = {"id": 1, "data": {"img": "https://cdn.example.org/photos/park.png?sig=1"}, "annotations": [
-        {"id": 1, "result": [{"id": "a", "type": "rectanglelabels", "original_width": 40, "original_height": 30,
-                              "value": {"x": 0, "y": 0, "width": 50, "height": 50, "rectanglelabels": ["x"]}}]}]}
+    task = {
+        "id": 1,
+        "data": {"img": "https://cdn.example.org/photos/park.png?sig=1"},
+        "annotations": [
+            {
+                "id": 1,
+                "result": [
+                    {
+                        "id": "a",
+                        "type": "rectanglelabels",
+                        "original_width": 40,
+                        "original_height": 30,
+                        "value": {"x": 0, "y": 0, "width": 50, "height": 50, "rectanglelabels": ["x"]},
+                    }
+                ],
+            }
+        ],
+    }
     (tmp_path / "url.json").write_text(json.dumps([task]))
     rows, _ = import_annotations("labelstudio", str(tmp_path / "url.json"))
     assert rows[0]["file_name"] == "park.png" and rows[0]["bbox"] == [0.0, 0.0, 20.0, 15.0]

@@ -1,4 +1,5 @@
 """PNG mask folders: one binary PNG per mask (SAM amg.py layout) and one instance-label PNG per image."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ import pytest
 from assisted_data import make_images, outcome, statuses
 from PIL import Image
 
-from data_engine.io import rle
 from data_engine.importers import import_annotations
+from data_engine.io import rle
 from data_engine.io.inputs import InputError
 
 H, W = 48, 64  # photos/street.jpg
@@ -34,30 +35,38 @@ def save(path, array):
 def test_binary_masks_in_sam_amg_layout(root, tmp_path):
     masks = tmp_path / "masks"
     car, sign = box(H, W, 18, 32, 10, 34), box(H, W, 5, 15, 40, 50)
-    save(masks / "photos" / "street" / "0.png", car.astype(np.uint8) * 255)               # 8-bit grey
-    Image.fromarray(sign).save(masks / "photos" / "street" / "1.png")                       # 1-bit
+    save(masks / "photos" / "street" / "0.png", car.astype(np.uint8) * 255)  # 8-bit grey
+    Image.fromarray(sign).save(masks / "photos" / "street" / "1.png")  # 1-bit
     rgba = np.zeros((H, W, 4), np.uint8)
     rgba[30:40, 44:56] = (0, 200, 0, 255)
-    save(masks / "photos" / "street" / "2.png", rgba)                                       # RGBA colour
-    (masks / "photos" / "street" / "metadata.csv").write_text("id,area\n0,336\n")           # amg.py writes this too
+    save(masks / "photos" / "street" / "2.png", rgba)  # RGBA colour
+    (masks / "photos" / "street" / "metadata.csv").write_text("id,area\n0,336\n")  # amg.py writes this too
     save(masks / "photos" / "park" / "0.png", box(30, 40, 8, 13, 8, 13).astype(np.uint8))
-    save(masks / "photos" / "square" / "0.png", np.ones((10, 10), np.uint8))                 # image is 50x50
-    save(masks / "photos" / "gone" / "0.png", np.ones((10, 10), np.uint8))                   # no such image
-    save(masks / "stray.png", np.ones((10, 10), np.uint8))                                   # not in an image folder
-    save(masks / "photos" / "park" / "1.png", np.zeros((30, 40), np.uint8))                  # nothing drawn
-    (masks / "photos" / "park" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")          # corrupt file
+    save(masks / "photos" / "square" / "0.png", np.ones((10, 10), np.uint8))  # image is 50x50
+    save(masks / "photos" / "gone" / "0.png", np.ones((10, 10), np.uint8))  # no such image
+    save(masks / "stray.png", np.ones((10, 10), np.uint8))  # not in an image folder
+    save(masks / "photos" / "park" / "1.png", np.zeros((30, 40), np.uint8))  # nothing drawn
+    (masks / "photos" / "park" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")  # corrupt file
 
     rows, report = import_annotations("png_masks", str(masks), str(root))
     assert outcome(report) == [
-        ("photos/gone/0.png", "unknown image"), ("photos/park/0.png", "imported"), ("photos/park/1.png", "empty mask"),
-        ("photos/park/2.png", "unreadable mask"), ("photos/square/0.png", "size mismatch"),
-        ("photos/street/0.png", "imported"), ("photos/street/1.png", "imported"),
-        ("photos/street/2.png", "imported"), ("stray.png", "unknown image"),
+        ("photos/gone/0.png", "unknown image"),
+        ("photos/park/0.png", "imported"),
+        ("photos/park/1.png", "empty mask"),
+        ("photos/park/2.png", "unreadable mask"),
+        ("photos/square/0.png", "size mismatch"),
+        ("photos/street/0.png", "imported"),
+        ("photos/street/1.png", "imported"),
+        ("photos/street/2.png", "imported"),
+        ("stray.png", "unknown image"),
     ]
     assert statuses(report)["imported"] == len(rows) == 4
     street = {json.loads(r["extra"])["original_id"]: r for r in rows if r["file_name"] == "photos/street.jpg"}
-    for key, expected in [("photos/street/0.png", car), ("photos/street/1.png", sign),
-                          ("photos/street/2.png", box(H, W, 30, 40, 44, 56))]:
+    for key, expected in [
+        ("photos/street/0.png", car),
+        ("photos/street/1.png", sign),
+        ("photos/street/2.png", box(H, W, 30, 40, 44, 56)),
+    ]:
         assert (rle.decode(street[key]["segmentation"], H, W) == expected).all()
     assert {r["source"] for r in rows} == {"human"} and {r["stage"] for r in rows} == {"assisted"}
 
@@ -71,8 +80,12 @@ def test_label_images_grey_16bit_palette_and_rgb(root, tmp_path):
     deep[0:5, 0:5], deep[20:30, 20:30] = 300, 7
     Image.fromarray(deep).save(labels / "photos" / "park.png")
     rows, report = import_annotations("png_labels", str(labels), str(root))
-    assert outcome(report) == [("label 7", "imported"), ("label 300", "imported"),
-                               ("label 1", "imported"), ("label 2", "imported")]
+    assert outcome(report) == [
+        ("label 7", "imported"),
+        ("label 300", "imported"),
+        ("label 1", "imported"),
+        ("label 2", "imported"),
+    ]
     park = {json.loads(r["extra"])["original_id"]: r for r in rows if r["file_name"] == "photos/park.png"}
     assert park[300]["area"] == 25 and park[7]["bbox"] == [20.0, 20.0, 10.0, 10.0]
 
@@ -94,8 +107,8 @@ def test_label_images_grey_16bit_palette_and_rgb(root, tmp_path):
 
 def test_label_file_problems_count_once_per_file(root, tmp_path):
     labels = tmp_path / "labels"
-    save(labels / "photos" / "street.png", np.ones((10, 10), np.uint8))   # wrong size
-    save(labels / "photos" / "gone.png", np.ones((10, 10), np.uint8))     # no such image
+    save(labels / "photos" / "street.png", np.ones((10, 10), np.uint8))  # wrong size
+    save(labels / "photos" / "gone.png", np.ones((10, 10), np.uint8))  # no such image
     _, report = import_annotations("png_labels", str(labels), str(root))
     assert outcome(report) == [("(file)", "unknown image"), ("(file)", "size mismatch")]
 

@@ -1,12 +1,13 @@
 """One-to-one matching: optimal against brute force, threshold, and IoU of known rectangles."""
+
 import itertools
 
 import numpy as np
 import pytest
-
-from data_engine.io import rle
-from data_engine.audit.match import assign_max, hungarian_max, match, overlap_groups
 from maskdata import rect
+
+from data_engine.audit.match import assign_max, hungarian_max, match, overlap_groups
+from data_engine.io import rle
 
 
 def brute_force_best(weights: np.ndarray) -> float:

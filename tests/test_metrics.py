@@ -1,17 +1,29 @@
 """Audit figures on cases whose answer is known by construction, and AR against pycocotools run directly."""
+
 import contextlib
 import io
 
 import numpy as np
 import pytest
-
-from data_engine.io import rle
-from data_engine.audit.core import audit
 from maskdata import rect, side
 
+from data_engine.audit.core import audit
+from data_engine.io import rle
+
 H, W = 128, 160  # boundary band d = round(0.02 * hypot(128, 160)) = 4
-KEYS = ["frac_iou_above_0.90", "frac_iou_above_0.75", "mean_iou", "mean_boundary_iou", "recall@0.5",
-        "recall@0.75", "recall@0.9", "precision@0.5", "ar@10", "ar@100", "ar@1000"]
+KEYS = [
+    "frac_iou_above_0.90",
+    "frac_iou_above_0.75",
+    "mean_iou",
+    "mean_boundary_iou",
+    "recall@0.5",
+    "recall@0.75",
+    "recall@0.9",
+    "precision@0.5",
+    "ar@10",
+    "ar@100",
+    "ar@1000",
+]
 
 
 def run(expert: dict, pred: dict, **kwargs) -> dict:
@@ -51,8 +63,8 @@ def test_eroded_mask_iou_and_boundary_iou():
     expert = {"a.png": [rect(H, W, 20, 20, 20 + L, 20 + L)]}
     pred = {"a.png": [rect(H, W, 20 + e, 20 + e, 20 + L - e, 20 + L - e)]}
     m = run(expert, pred)
-    assert m["mean_iou"] == pytest.approx((L - 2 * e) ** 2 / L ** 2)
-    ring_a, ring_b = L ** 2 - (L - 2 * d) ** 2, (L - 2 * e) ** 2 - (L - 2 * e - 2 * d) ** 2
+    assert m["mean_iou"] == pytest.approx((L - 2 * e) ** 2 / L**2)
+    ring_a, ring_b = L**2 - (L - 2 * d) ** 2, (L - 2 * e) ** 2 - (L - 2 * e - 2 * d) ** 2
     inter = (L - 2 * e) ** 2 - (L - 2 * d) ** 2
     assert m["mean_boundary_iou"] == pytest.approx(inter / (ring_a + ring_b - inter))  # 0.6
 
@@ -138,12 +150,20 @@ def cocoeval_summary(expert: dict, pred: dict, scores: dict) -> np.ndarray:
     for image_id, name in enumerate(expert, start=1):
         gt["images"].append({"id": image_id, "height": H, "width": W})
         for c, m in zip(rle.encode(np.stack(expert[name])), expert[name]):
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": image_id, "category_id": 7,
-                                      "segmentation": {"size": [H, W], "counts": c}, "area": float(m.sum()),
-                                      "iscrowd": 0})
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": 7,
+                    "segmentation": {"size": [H, W], "counts": c},
+                    "area": float(m.sum()),
+                    "iscrowd": 0,
+                }
+            )
         for c, s in zip(rle.encode(np.stack(pred[name])), scores[name]):
-            dets.append({"image_id": image_id, "category_id": 7, "segmentation": {"size": [H, W], "counts": c},
-                         "score": s})
+            dets.append(
+                {"image_id": image_id, "category_id": 7, "segmentation": {"size": [H, W], "counts": c}, "score": s}
+            )
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = gt

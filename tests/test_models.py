@@ -1,4 +1,5 @@
 """build_sam: variants, embedded/seeded weights, and one clear error for every bad checkpoint."""
+
 import hashlib
 
 import pytest
@@ -111,8 +112,9 @@ def test_download_offline_fails_clearly(tmp_path, monkeypatch):
 
 
 def test_download_with_wrong_sha256_is_discarded(tmp_path, monkeypatch):
-    monkeypatch.setattr(models.urllib.request, "urlretrieve",
-                        lambda url, filename: open(filename, "wb").write(b"tampered"))
+    monkeypatch.setattr(
+        models.urllib.request, "urlretrieve", lambda url, filename: open(filename, "wb").write(b"tampered")
+    )
     with pytest.raises(CheckpointError, match="wrong SHA-256"):
         build_sam("vit_l", download=True, cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -121,7 +123,6 @@ def test_download_with_wrong_sha256_is_discarded(tmp_path, monkeypatch):
 def test_download_verified_file_is_used(tmp_path, monkeypatch):
     payload = b"pretend checkpoint"
     monkeypatch.setitem(models.OFFICIAL, "vit_b", ("fake_vit_b.pth", hashlib.sha256(payload).hexdigest()))
-    monkeypatch.setattr(models.urllib.request, "urlretrieve",
-                        lambda url, filename: open(filename, "wb").write(payload))
+    monkeypatch.setattr(models.urllib.request, "urlretrieve", lambda url, filename: open(filename, "wb").write(payload))
     path = models.download_official("vit_b", tmp_path)
     assert path == tmp_path / "fake_vit_b.pth" and path.read_bytes() == payload

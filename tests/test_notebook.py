@@ -1,13 +1,14 @@
 """The notebook runs top to bottom on a small dataset and its audit (needs nbclient and ipykernel)."""
+
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from maskdata import rect, write_coco, write_dataset
 
 from data_engine.stages import run_stage
-from maskdata import rect, write_coco, write_dataset
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore_dataset_and_audit.ipynb"
 H, W = 64, 80
@@ -34,8 +35,9 @@ def test_notebook_runs_top_to_bottom(make_cfg, tmp_path, monkeypatch):
     monkeypatch.setenv("DATA_ENGINE_AUDIT", str(tmp_path / "out"))
     monkeypatch.delenv("MPLBACKEND", raising=False)  # the inline backend shows the figures as outputs
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    ).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4  # masks, scores, audit plots, worst image

@@ -1,4 +1,5 @@
 """The SA-1B recipe's per-mask rules, checked on masks whose answer is known by construction."""
+
 import math
 
 import numpy as np
@@ -19,17 +20,17 @@ def test_offset_gives_the_released_codes_logit_thresholds():
 
 def test_stability_is_iou_of_the_two_thresholded_masks():
     logits = torch.zeros(1, 10, 10)
-    logits[0, :, :6] = 3.0          # confident: above both levels
-    logits[0, :, 6:8] = 0.1         # between p=0.5 (logit 0) and p=0.55 (logit 0.2)
+    logits[0, :, :6] = 3.0  # confident: above both levels
+    logits[0, :, 6:8] = 0.1  # between p=0.5 (logit 0) and p=0.55 (logit 0.2)
     low, high = stability_thresholds(0.0, [0.5, 0.55], None)
     assert stability_score(logits, low, high).item() == pytest.approx(60 / 80)
 
 
 def square_with_extras() -> np.ndarray:
     mask = np.zeros((60, 60), bool)
-    mask[5:35, 5:35] = True      # 900 px body
-    mask[15:18, 15:18] = False   # 9 px hole
-    mask[50:53, 50:53] = True    # 9 px island
+    mask[5:35, 5:35] = True  # 900 px body
+    mask[15:18, 15:18] = False  # 9 px hole
+    mask[50:53, 50:53] = True  # 9 px island
     return mask
 
 
@@ -42,8 +43,8 @@ def test_small_holes_filled_and_islands_removed():
 
 def test_mask_of_only_small_islands_is_removed_in_sa1b_mode():
     mask = np.zeros((60, 60), bool)
-    mask[2:10, 2:10] = True      # 64 px
-    mask[30:35, 30:35] = True    # 25 px
+    mask[2:10, 2:10] = True  # 64 px
+    mask[30:35, 30:35] = True  # 25 px
     assert largest_component(mask) == 64
     cleaned, changed = clean_small_regions(mask, 100, keep_largest=False)
     assert cleaned is None and changed

@@ -1,4 +1,5 @@
 """The progress bar moves image by image and does not count a retried shard's images twice."""
+
 from data_engine.runtime.executor import Progress
 
 SHARDS = [{"shard_id": "shard-00000", "files": ["a", "b", "c"]}, {"shard_id": "shard-00001", "files": ["d"]}]

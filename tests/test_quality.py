@@ -1,14 +1,15 @@
 """Figures of data_engine/quality.py: where correction clicks land, per-group means, grid-prompt IoUs."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 from segment_anything import SamPredictor
 
-from data_engine.synth import scenes as synth
 from data_engine.model.build import build_sam
-from data_engine.train.evaluate import correction_click, grid_mask_ious, group_means
 from data_engine.model.click_replay import mask_iou
+from data_engine.synth import scenes as synth
+from data_engine.train.evaluate import correction_click, grid_mask_ious, group_means
 
 
 def square(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
@@ -36,8 +37,8 @@ def test_false_region_gets_a_negative_click_outside_the_target():
 def test_click_goes_to_the_largest_error_region():
     target = square(10, 50, 10, 70)
     prediction = target.copy()
-    prediction[10:14, 10:14] = False   # small miss, top left
-    prediction[30:50, 50:70] = False   # large miss, bottom right
+    prediction[10:14, 10:14] = False  # small miss, top left
+    prediction[30:50, 50:70] = False  # large miss, bottom right
     x, y, label = correction_click(prediction, target)
     assert label == 1 and 50 <= x < 70 and 30 <= y < 50
 

@@ -1,13 +1,14 @@
 """Ray runtime: shards across workers, a worker killed mid-shard is retried, not lost."""
+
 import json
 import os
 from pathlib import Path
 
 import pytest
+from test_auto_stage import write_images
 
 from data_engine.io.dataset import read_images
 from data_engine.stages import run_stage
-from test_auto_stage import write_images
 
 pytestmark = pytest.mark.slow
 RAY = ["runtime=local", "runtime.cpus_per_worker=1", "runtime.progress=false"]
@@ -23,8 +24,13 @@ def ray_session():
 
 def test_killed_worker_shard_is_retried_on_ray(make_cfg, tmp_path):
     write_images(tmp_path / "in", 6)
-    cfg = make_cfg(f"input.path={tmp_path / 'in'}", "input.shard_size=2", *RAY,
-                   "debug.crash_on_shard=shard-00001", "runtime.max_retries=2")
+    cfg = make_cfg(
+        f"input.path={tmp_path / 'in'}",
+        "input.shard_size=2",
+        *RAY,
+        "debug.crash_on_shard=shard-00001",
+        "runtime.max_retries=2",
+    )
     summary = run_stage(cfg)
     out = Path(cfg["output"]["dir"])
     assert (out / "_debug" / "crashed-shard-00001").exists(), "the worker process did not die"
@@ -37,8 +43,13 @@ def test_killed_worker_shard_is_retried_on_ray(make_cfg, tmp_path):
 
 def test_shard_fails_without_retries_and_a_rerun_finishes_it(make_cfg, tmp_path):
     write_images(tmp_path / "in", 4)
-    cfg = make_cfg(f"input.path={tmp_path / 'in'}", "input.shard_size=2", *RAY,
-                   "debug.crash_on_shard=shard-00000", "runtime.max_retries=0")
+    cfg = make_cfg(
+        f"input.path={tmp_path / 'in'}",
+        "input.shard_size=2",
+        *RAY,
+        "debug.crash_on_shard=shard-00000",
+        "runtime.max_retries=0",
+    )
     summary = run_stage(cfg)
     assert list(summary["shards_failed"]) == ["shard-00000"]
     assert summary["images"] == 2  # only the other shard's images were written

@@ -1,4 +1,5 @@
 """RLE helpers, including more masks per image than pycocotools' area() handles in one call."""
+
 import numpy as np
 
 from data_engine.io import rle
@@ -7,7 +8,7 @@ from data_engine.io import rle
 def test_area_bbox_and_decode_for_many_masks():
     masks = np.zeros((600, 12, 16), bool)
     for i in range(600):
-        masks[i, i % 5:(i % 5) + 3, :1 + i % 16] = True
+        masks[i, i % 5 : (i % 5) + 3, : 1 + i % 16] = True
     counts = rle.encode(masks)
     assert rle.area(counts, 12, 16).tolist() == masks.reshape(600, -1).sum(1).tolist()
     assert rle.bbox(counts, 12, 16)[7].tolist() == [0, 2, 8, 3]
@@ -19,8 +20,10 @@ def test_encoding_matches_pycocotools_on_non_square_masks():
     from pycocotools import mask as mask_utils
 
     masks = np.random.default_rng(0).random((5, 7, 11)) < 0.4
-    expected = [r["counts"].decode("ascii") for r in
-                mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))]
+    expected = [
+        r["counts"].decode("ascii")
+        for r in mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    ]
     assert rle.encode(masks) == expected
     # The same masks stored transposed ([N, W, H]) give the same RLE
     assert rle.encode_transposed(np.ascontiguousarray(masks.transpose(0, 2, 1))) == expected

@@ -1,4 +1,5 @@
 """Synthetic scenes: masks exact (re-rasterized from the layers), deterministic, and the stage's outputs."""
+
 from __future__ import annotations
 
 import json
@@ -7,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from data_engine.io import coco, inputs, rle
-from data_engine.synth import scenes as synth
 from data_engine.config import ConfigError
+from data_engine.io import coco, inputs, rle
 from data_engine.io.dataset import read_images, read_masks
 from data_engine.stages import synth as synth_stage
+from data_engine.synth import scenes as synth
 
 
 def topmost(layers: list[dict], height: int, width: int) -> np.ndarray:
@@ -122,8 +123,9 @@ def test_stage_output_is_identical_across_runs(make_cfg, tmp_path):
     assert read_masks(tmp_path / "a").equals(read_masks(tmp_path / "b"))
 
 
-@pytest.mark.parametrize("override", ["synth.num_scenes=0", "synth.min_size=600", "synth.max_objects=2",
-                                      "synth.seed=-1"])
+@pytest.mark.parametrize(
+    "override", ["synth.num_scenes=0", "synth.min_size=600", "synth.max_objects=2", "synth.seed=-1"]
+)
 def test_bad_settings_fail_before_work(make_cfg, tmp_path, override):
     with pytest.raises(ConfigError, match="synth."):
         run_synth(make_cfg, tmp_path / "bad", override)

@@ -1,4 +1,5 @@
 """The train stage: the recipe lowers the loss, checkpoints resume exactly, sources load, bad settings fail."""
+
 from __future__ import annotations
 
 import json
@@ -10,18 +11,23 @@ import pytest
 import torch
 
 from data_engine.config import ConfigError
+from data_engine.io import rle
 from data_engine.io.dataset import write_shard
 from data_engine.io.inputs import InputError
 from data_engine.model.build import seeded_sam
 from data_engine.stages import synth as synth_stage
 from data_engine.stages import train as train_stage
-from data_engine.train.data import TrainDataError, batch, load_sources
-from data_engine.io import rle
 from data_engine.train import recipe as T
+from data_engine.train.data import TrainDataError, batch, load_sources
 from data_engine.train.recipe import batch_loss
 
-SMALL_TRAIN = ["train.init=scratch", "train.images_per_step=1", "train.masks_per_image=2", "train.warmup_steps=1",
-               "train.checkpoint_every=1"]
+SMALL_TRAIN = [
+    "train.init=scratch",
+    "train.images_per_step=1",
+    "train.masks_per_image=2",
+    "train.warmup_steps=1",
+    "train.checkpoint_every=1",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -99,8 +105,9 @@ def test_iou_weight_scales_the_iou_heads_gradient(fixed_batch, iou_weight):
 
     def head_grad_and_log(weight):
         sam = seeded_sam("tiny", 0).train()
-        loss, stats = batch_loss(sam, images, masks, torch.Generator().manual_seed(0), {**recipe, "iou_weight": weight},
-                                 train_encoder=False)
+        loss, stats = batch_loss(
+            sam, images, masks, torch.Generator().manual_seed(0), {**recipe, "iou_weight": weight}, train_encoder=False
+        )
         loss.backward()
         return torch.cat([p.grad.flatten() for p in sam.mask_decoder.iou_prediction_head.parameters()]), stats
 
@@ -116,8 +123,17 @@ def test_iou_weight_scales_the_iou_heads_gradient(fixed_batch, iou_weight):
 
 def test_the_stage_passes_its_iou_supervision_setting(make_cfg, scenes, tmp_path):
     def logged_iou_mse(name, value):
-        train_stage.run(train_cfg(make_cfg, scenes, tmp_path / name, "train.steps=1", "train.correction_clicks=0",
-                                  "train.box_prob=0", f"train.supervise_all_iou={value}"))
+        train_stage.run(
+            train_cfg(
+                make_cfg,
+                scenes,
+                tmp_path / name,
+                "train.steps=1",
+                "train.correction_clicks=0",
+                "train.box_prob=0",
+                f"train.supervise_all_iou={value}",
+            )
+        )
         return json.loads((tmp_path / name / "loss_log.jsonl").read_text().splitlines()[0])["iou_mse"]
 
     # Same seed, batch and prompts: only the IoU term's outputs differ (mean of 3 against the best one)
@@ -157,8 +173,17 @@ def test_the_stage_passes_its_iou_target_setting(make_cfg, scenes, tmp_path, mon
 
     real = T.containing_iou
     monkeypatch.setattr(T, "containing_iou", spy)
-    train_stage.run(train_cfg(make_cfg, scenes, tmp_path / target, "train.steps=1", "train.correction_clicks=0",
-                              "train.box_prob=0", f"train.iou_target={target}"))
+    train_stage.run(
+        train_cfg(
+            make_cfg,
+            scenes,
+            tmp_path / target,
+            "train.steps=1",
+            "train.correction_clicks=0",
+            "train.box_prob=0",
+            f"train.iou_target={target}",
+        )
+    )
     examples, _ = load_sources([str(scenes)], None, 256)
     assert len(seen) == calls
     assert all(n == 2 and k in [len(e["masks"]) for e in examples] for n, k in seen)
@@ -206,8 +231,11 @@ def test_two_runs_of_one_command_give_the_same_bytes_on_two_threads(make_cfg, sc
     # torch's deterministic kernels are on (train.deterministic, the default); three tries, as the
     # order only sometimes differs
     def weights(name):
-        train_stage.run(train_cfg(make_cfg, scenes, tmp_path / name, "train.steps=2", "train.masks_per_image=8",
-                                  "train.num_threads=2"))
+        train_stage.run(
+            train_cfg(
+                make_cfg, scenes, tmp_path / name, "train.steps=2", "train.masks_per_image=8", "train.num_threads=2"
+            )
+        )
         return torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)["model"]
 
     first = weights("first")
@@ -257,24 +285,53 @@ def test_unusable_images_are_left_out_with_their_reason(make_cfg, scenes, tmp_pa
     first, second, third = sorted(doc["images"], key=lambda im: im["file_name"])
     (scenes / "pictures" / first["file_name"]).write_bytes(b"not a png")
     doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] != second["id"]]
-    doc["annotations"].append({"id": 10**6, "image_id": second["id"], "category_id": 1, "iscrowd": 0,
-                               "segmentation": [[10, 10, 13, 10, 13, 13, 10, 13]], "area": 9, "bbox": [10, 10, 3, 3]})
+    doc["annotations"].append(
+        {
+            "id": 10**6,
+            "image_id": second["id"],
+            "category_id": 1,
+            "iscrowd": 0,
+            "segmentation": [[10, 10, 13, 10, 13, 13, 10, 13]],
+            "area": 9,
+            "bbox": [10, 10, 3, 3],
+        }
+    )
     doc["images"].append({"id": 10**6, "file_name": "gone.png", "height": 64, "width": 64})
     doc["annotations"].append({**doc["annotations"][-1], "id": 10**6 + 1, "image_id": 10**6})
     doc["images"].append({"id": 10**6 + 9, "file_name": "unannotated.png", "height": 64, "width": 64})
     # ... and two annotations that cannot be used: a wrongly sized RLE, and one of no listed image
-    doc["annotations"].append({"id": 10**6 + 2, "image_id": third["id"], "category_id": 1, "iscrowd": 0,
-                               "segmentation": {"size": [5, 5], "counts": "25"}, "area": 1, "bbox": [0, 0, 1, 1]})
+    doc["annotations"].append(
+        {
+            "id": 10**6 + 2,
+            "image_id": third["id"],
+            "category_id": 1,
+            "iscrowd": 0,
+            "segmentation": {"size": [5, 5], "counts": "25"},
+            "area": 1,
+            "bbox": [0, 0, 1, 1],
+        }
+    )
     doc["annotations"].append({**doc["annotations"][-2], "id": 10**6 + 3, "image_id": 999})
     # ... read as stage 1 imports them: a repeated annotation id, and an image with only a box
     doc["annotations"].append(next(a for a in doc["annotations"] if a["image_id"] == third["id"]))
     doc["images"].append({"id": 10**6 + 8, "file_name": "boxonly.png", "height": 64, "width": 64})
-    doc["annotations"].append({"id": 10**6 + 4, "image_id": 10**6 + 8, "category_id": 1, "segmentation": [],
-                               "area": 9, "bbox": [1, 1, 3, 3], "iscrowd": 0})
+    doc["annotations"].append(
+        {
+            "id": 10**6 + 4,
+            "image_id": 10**6 + 8,
+            "category_id": 1,
+            "segmentation": [],
+            "area": 9,
+            "bbox": [1, 1, 3, 3],
+            "iscrowd": 0,
+        }
+    )
     # ... and image entries it cannot use: a name outside the image root, two entries sharing an id
-    doc["images"] += [{"id": 10**6 + 7, "file_name": "../outside.png", "height": 64, "width": 64},
-                      {"id": 10**6 + 6, "file_name": "twin-a.png", "height": 64, "width": 64},
-                      {"id": 10**6 + 6, "file_name": "twin-b.png", "height": 64, "width": 64}]
+    doc["images"] += [
+        {"id": 10**6 + 7, "file_name": "../outside.png", "height": 64, "width": 64},
+        {"id": 10**6 + 6, "file_name": "twin-a.png", "height": 64, "width": 64},
+        {"id": 10**6 + 6, "file_name": "twin-b.png", "height": 64, "width": 64},
+    ]
     source = tmp_path / "edited.json"
     source.write_text(json.dumps(doc))
     (tmp_path / "pictures").symlink_to(scenes / "pictures")
@@ -289,10 +346,22 @@ def test_unusable_images_are_left_out_with_their_reason(make_cfg, scenes, tmp_pa
     assert annotations[str(10**6 + 4)].startswith("no segmentation: a box-only")
     assert annotations[str(doc["annotations"][-2]["id"])].startswith("duplicate id")
     reasons = {r["file_name"]: r["reason"] for r in rows if "annotation" not in r}
-    assert reasons.keys() == {first["file_name"], second["file_name"], "gone.png", "unannotated.png", "boxonly.png",
-                              "../outside.png", "twin-a.png", "twin-b.png"}
+    assert reasons.keys() == {
+        first["file_name"],
+        second["file_name"],
+        "gone.png",
+        "unannotated.png",
+        "boxonly.png",
+        "../outside.png",
+        "twin-a.png",
+        "twin-b.png",
+    }
     assert reasons["../outside.png"].startswith("path escapes image root")
-    assert reasons["twin-a.png"] == reasons["twin-b.png"] == f"duplicate id: image id {10**6 + 6} appears more than once in 'images'"
+    assert (
+        reasons["twin-a.png"]
+        == reasons["twin-b.png"]
+        == f"duplicate id: image id {10**6 + 6} appears more than once in 'images'"
+    )
     assert reasons["unannotated.png"] == "the source has no mask for it"
     assert reasons["boxonly.png"] == "none of its 1 annotations could be used"
     assert "not a readable image" in reasons[first["file_name"]]
@@ -305,8 +374,9 @@ def test_unusable_images_are_left_out_with_their_reason(make_cfg, scenes, tmp_pa
         load_sources([str(source)], None, 256)
 
 
-@pytest.mark.parametrize("text, message", [("not json", "not a readable JSON file"),
-                                           ('{"images": []}', "not a COCO instances file")])
+@pytest.mark.parametrize(
+    "text, message", [("not json", "not a readable JSON file"), ('{"images": []}', "not a COCO instances file")]
+)
 def test_a_coco_source_that_cannot_be_read_says_why(tmp_path, text, message):
     source = tmp_path / "annotations.json"
     source.write_text(text)
@@ -316,26 +386,42 @@ def test_a_coco_source_that_cannot_be_read_says_why(tmp_path, text, message):
 
 def test_images_of_a_parquet_source_without_masks_are_recorded(scenes):
     # An output whose images table lists an image its stage failed on (so it has no mask)
-    write_shard(scenes, "extra", [], [{"image_id": 99, "file_name": "broken.png", "height": 8, "width": 8,
-                                       "status": "failed", "error": "ImageError: not a readable image"}])
+    write_shard(
+        scenes,
+        "extra",
+        [],
+        [
+            {
+                "image_id": 99,
+                "file_name": "broken.png",
+                "height": 8,
+                "width": 8,
+                "status": "failed",
+                "error": "ImageError: not a readable image",
+            }
+        ],
+    )
     examples, skipped = load_sources([str(scenes)], None, 256)
     assert len(examples) == 3
     assert skipped == [{"source": str(scenes), "file_name": "broken.png", "reason": "the source has no mask for it"}]
 
 
-@pytest.mark.parametrize("override, key", [
-    ("train.data=[]", "train.data"),
-    ("train.data=[/no/such/folder]", "train.data"),
-    ("train.init=imagenet", "train.init"),
-    ("train.steps=0", "train.steps"),
-    ("train.box_prob=1.5", "train.box_prob"),
-    ("train.area_power=nan", "train.area_power"),
-    ("train.deterministic=sometimes", "train.deterministic"),
-    ("train.supervise_all_iou=3", "train.supervise_all_iou"),
-    ("train.iou_target=nearest", "train.iou_target"),
-    ("train.iou_weight=-1", "train.iou_weight"),
-    ("train.freeze_image_encoder=2", "train.freeze_image_encoder"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.data=[]", "train.data"),
+        ("train.data=[/no/such/folder]", "train.data"),
+        ("train.init=imagenet", "train.init"),
+        ("train.steps=0", "train.steps"),
+        ("train.box_prob=1.5", "train.box_prob"),
+        ("train.area_power=nan", "train.area_power"),
+        ("train.deterministic=sometimes", "train.deterministic"),
+        ("train.supervise_all_iou=3", "train.supervise_all_iou"),
+        ("train.iou_target=nearest", "train.iou_target"),
+        ("train.iou_weight=-1", "train.iou_weight"),
+        ("train.freeze_image_encoder=2", "train.freeze_image_encoder"),
+    ],
+)
 def test_bad_settings_fail_before_work(make_cfg, scenes, tmp_path, override, key):
     cfg = train_cfg(make_cfg, scenes, tmp_path / "bad", "train.steps=1", override)
     with pytest.raises(ConfigError, match=key):
@@ -350,8 +436,11 @@ def test_area_power_sets_how_often_small_masks_are_drawn(make_cfg, scenes, tmp_p
     small, large = np.zeros((size, size), bool), np.zeros((size, size), bool)
     small[:2, :2] = True
     large[32:, 32:] = True
-    example = {"image": torch.zeros(3, size, size, dtype=torch.uint8), "masks": rle.encode(np.stack([small, large])),
-               "areas": np.array([4.0, 1024.0])}
+    example = {
+        "image": torch.zeros(3, size, size, dtype=torch.uint8),
+        "masks": rle.encode(np.stack([small, large])),
+        "areas": np.array([4.0, 1024.0]),
+    }
 
     def small_share(power):
         rng = np.random.default_rng(0)

@@ -1,5 +1,6 @@
 """jobs/train_tiny.sh, the chain that made the embedded model: every command it runs is a valid
 config, and each run continues from the one before it."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ def recorded_commands(tmp_path: Path) -> list[list[str]]:
     """Run the script with a stand-in for data-engine that records its arguments."""
     record = tmp_path / "commands.jsonl"
     stand_in = tmp_path / "data-engine"
-    stand_in.write_text(f"#!{sys.executable}\nimport json, sys\n"
-                        f"open({str(record)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    stand_in.write_text(
+        f"#!{sys.executable}\nimport json, sys\nopen({str(record)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    )
     stand_in.chmod(0o755)
     env = {**os.environ, "DATA_ENGINE": str(stand_in), "OUT": str(tmp_path / "out")}
     subprocess.run(["bash", str(SCRIPT)], check=True, env=env, capture_output=True)

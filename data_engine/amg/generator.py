@@ -7,6 +7,7 @@ differences in how the work is done:
 - only masks that pass the predicted-IoU filter are upsampled to full resolution;
 - masks are encoded once, straight to COCO compressed RLE with pycocotools.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,8 @@ from segment_anything.utils.amg import (
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops.boxes import batched_nms, box_area
 
-from data_engine.io import rle
 from data_engine.amg.postprocess import clean_small_regions, stability_score, stability_thresholds
+from data_engine.io import rle
 
 FIELDS = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords", "crop_box")
 
@@ -73,14 +74,14 @@ class MaskGenerator:
         """
         self.model = model
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
-        self.point_grids = build_all_layer_point_grids(points_per_side, crop_n_layers,
-                                                       crop_n_points_downscale_factor)
+        self.point_grids = build_all_layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.strict_iou_thresh = strict_iou_thresh
         self.stability_score_thresh = stability_score_thresh
         self.stability_low, self.stability_high = stability_thresholds(
-            model.mask_threshold, stability_levels, stability_score_offset)
+            model.mask_threshold, stability_levels, stability_score_offset
+        )
         self.box_nms_thresh = box_nms_thresh
         self.crop_n_layers = crop_n_layers
         self.crop_nms_thresh = crop_nms_thresh
@@ -99,8 +100,7 @@ class MaskGenerator:
     def generate(self, image: np.ndarray) -> dict:
         """[H, W, 3] uint8 RGB -> columns of the kept masks (see FIELDS)."""
         height, width = image.shape[:2]
-        crop_boxes, layer_idxs = generate_crop_boxes((height, width), self.crop_n_layers,
-                                                     self.crop_overlap_ratio)
+        crop_boxes, layer_idxs = generate_crop_boxes((height, width), self.crop_n_layers, self.crop_overlap_ratio)
         # Tiny images (a few px) give empty crop boxes: skip those crops
         crop_boxes, layer_idxs = zip(*[(b, i) for b, i in zip(crop_boxes, layer_idxs) if b[2] > b[0] and b[3] > b[1]])
         # Masks from every crop, each crop already de-duplicated
@@ -113,8 +113,9 @@ class MaskGenerator:
         # Remove duplicates across crops: the most zoomed-in crop wins
         if len(crop_boxes) > 1 and len(data["rles"]):
             scores = 1 / box_area(data["crop_boxes"].float())
-            data = take(data, batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores),
-                                          self.crop_nms_thresh))
+            data = take(
+                data, batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores), self.crop_nms_thresh)
+            )
         if self.min_mask_region_area > 0 and len(data["rles"]):
             data = self._clean_small_regions(data, height, width)
         return records(data, height, width)
@@ -122,7 +123,7 @@ class MaskGenerator:
     def _embed_crops(self, image: np.ndarray, boxes: list[list[int]]):
         """Yield (crop box, image embedding) for each crop; crops are encoded in batches."""
         for start in range(0, len(boxes), self.crops_per_batch):
-            chunk = boxes[start:start + self.crops_per_batch]
+            chunk = boxes[start : start + self.crops_per_batch]
             batch = torch.cat([self._preprocess(image[y0:y1, x0:x1]) for x0, y0, x1, y1 in chunk])
             embeddings = self.model.image_encoder(batch)  # [C, D, h, w]
             yield from zip(chunk, embeddings)
@@ -138,15 +139,19 @@ class MaskGenerator:
         crop_size = (y1 - y0, x1 - x0)
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
         batches = [
-            self._point_batch(embedding, points[i:i + self.points_per_batch], crop_size, crop_box, image.shape[:2])
+            self._point_batch(embedding, points[i : i + self.points_per_batch], crop_size, crop_box, image.shape[:2])
             for i in range(0, len(points), self.points_per_batch)
         ]
         data = concat(batches)
         if len(data["rles"]) == 0:
             return data
         # Remove duplicates within this crop, ranked by predicted IoU
-        data = take(data, batched_nms(data["boxes"].float(), data["iou_preds"],
-                                      torch.zeros_like(data["iou_preds"]), self.box_nms_thresh))
+        data = take(
+            data,
+            batched_nms(
+                data["boxes"].float(), data["iou_preds"], torch.zeros_like(data["iou_preds"]), self.box_nms_thresh
+            ),
+        )
         # Back to image coordinates
         data["boxes"] = uncrop_boxes_xyxy(data["boxes"], crop_box)
         data["points"] = uncrop_points(data["points"], crop_box)
@@ -163,11 +168,19 @@ class MaskGenerator:
             low_res, iou_preds, points = low_res[keep], iou_preds[keep], points[keep]
         # Upsample in chunks so memory stays bounded on large images
         step = max(1, self.max_upsample_pixels // (crop_size[0] * crop_size[1]))
-        return concat([
-            self._full_res_filters(low_res[i:i + step], iou_preds[i:i + step], points[i:i + step],
-                                   crop_size, crop_box, image_size)
-            for i in range(0, len(low_res), step)
-        ])
+        return concat(
+            [
+                self._full_res_filters(
+                    low_res[i : i + step],
+                    iou_preds[i : i + step],
+                    points[i : i + step],
+                    crop_size,
+                    crop_box,
+                    image_size,
+                )
+                for i in range(0, len(low_res), step)
+            ]
+        )
 
     def _full_res_filters(self, low_res, iou_preds, points, crop_size, crop_box, image_size) -> dict:
         """Stability, crop-edge and area filters on masks at crop resolution; RLE of the survivors."""
@@ -186,7 +199,9 @@ class MaskGenerator:
             keep &= masks.flatten(1).sum(1) < self.max_mask_area_frac * height * width
         return {
             "rles": encode_uncropped(masks[keep], crop_box, height, width),
-            "boxes": boxes[keep], "iou_preds": iou_preds[keep], "points": points[keep],
+            "boxes": boxes[keep],
+            "iou_preds": iou_preds[keep],
+            "points": points[keep],
             "stability": stability[keep],
         }
 
@@ -196,8 +211,11 @@ class MaskGenerator:
         labels = torch.ones(len(points), dtype=torch.int, device=self.device)
         sparse, dense = self.model.prompt_encoder(points=(coords[:, None], labels[:, None]), boxes=None, masks=None)
         low_res, iou_preds = self.model.mask_decoder(
-            image_embeddings=embedding[None], image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=True,
+            image_embeddings=embedding[None],
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=True,
         )
         return low_res.flatten(0, 1), iou_preds.flatten(0, 1)
 
@@ -208,8 +226,9 @@ class MaskGenerator:
         """Fill small holes, remove small islands, then NMS again preferring untouched masks."""
         masks, scores, kept = [], [], []
         for i, counts in enumerate(data["rles"]):
-            mask, changed = clean_small_regions(rle.decode(counts, height, width), self.min_mask_region_area,
-                                                self.keep_largest_small_region)
+            mask, changed = clean_small_regions(
+                rle.decode(counts, height, width), self.min_mask_region_area, self.keep_largest_small_region
+            )
             if mask is not None:
                 masks.append(mask)
                 scores.append(0.0 if changed else 1.0)
@@ -240,8 +259,10 @@ def concat(parts: list[dict]) -> dict:
     parts = [p for p in parts if p and len(p["rles"])] or parts[:1]
     if not parts:
         return {"rles": []}
-    return {k: sum((p[k] for p in parts), []) if isinstance(parts[0][k], list) else torch.cat([p[k] for p in parts])
-            for k in parts[0]}
+    return {
+        k: sum((p[k] for p in parts), []) if isinstance(parts[0][k], list) else torch.cat([p[k] for p in parts])
+        for k in parts[0]
+    }
 
 
 def take(data: dict, idx: torch.Tensor) -> dict:

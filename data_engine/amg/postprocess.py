@@ -1,4 +1,5 @@
 """Per-mask steps of the fully-automatic stage that are not model calls."""
+
 from __future__ import annotations
 
 import math

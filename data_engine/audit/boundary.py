@@ -1,4 +1,5 @@
 """Boundary IoU (Cheng et al. 2021): IoU of the bands within d pixels inside each mask's contour."""
+
 from __future__ import annotations
 
 import math

@@ -1,15 +1,14 @@
 """The audit in order: pair the images of both sides, match masks per image, score the pairs, aggregate."""
+
 from __future__ import annotations
 
 import logging
 
-import numpy as np
-
-from data_engine.io import rle
 from data_engine.audit import metrics
 from data_engine.audit.boundary import band_width, boundary_iou
 from data_engine.audit.load import AuditError
 from data_engine.audit.match import assign_max, match
+from data_engine.io import rle
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +22,15 @@ def audit(pred: dict, expert: dict, min_iou: float = 0.0, boundary_ratio: float 
     ar = metrics.coco_ar(images)
     by_stage, stage_rows = pred_groups(images, "stage", min_iou, boundary_ratio)
     by_source, _ = pred_groups(images, "source", min_iou, boundary_ratio)
-    result = {**coverage, **metrics.summarize(rows), **ar["all"],
-              "by_size": size_groups(rows, ar), "by_stage": by_stage, "by_source": by_source,
-              "worst_images": metrics.worst_images(per_image, worst_k)}
+    result = {
+        **coverage,
+        **metrics.summarize(rows),
+        **ar["all"],
+        "by_size": size_groups(rows, ar),
+        "by_stage": by_stage,
+        "by_source": by_source,
+        "worst_images": metrics.worst_images(per_image, worst_k),
+    }
     return {"metrics": result, "rows": rows, "stage_rows": stage_rows, "images": images, "per_image": per_image}
 
 
@@ -36,7 +41,8 @@ def pair_images(pred: dict, expert: dict) -> tuple[list, dict]:
         raise AuditError(
             f"no image is on both sides: pred {pred['path']} has e.g. {sample(pred['images'])}, expert "
             f"{expert['path']} has e.g. {sample(expert['images'])}. Give the same file names relative to the "
-            "image folder, or match on ids with audit.match_by=image_id")
+            "image folder, or match on ids with audit.match_by=image_id"
+        )
     for key in common:
         check_size(key, pred["images"][key], expert["images"][key])
     failed = sorted(set(pred["failed"]) & set(expert["images"]), key=str)
@@ -44,9 +50,13 @@ def pair_images(pred: dict, expert: dict) -> tuple[list, dict]:
     for what, keys_out in (("are not in the generated dataset", only_expert), ("failed in the generated run", failed)):
         if keys_out:
             log.warning("%d expert images %s and are left out (first: %s)", len(keys_out), what, keys_out[0])
-    return common, {"images": len(common), "images_only_in_expert": len(only_expert),
-                    "images_only_in_pred": len(set(pred["images"]) - set(expert["images"])),
-                    "images_failed_in_pred": len(failed), "expert_crowd_skipped": expert.get("crowd_skipped", 0)}
+    return common, {
+        "images": len(common),
+        "images_only_in_expert": len(only_expert),
+        "images_only_in_pred": len(set(pred["images"]) - set(expert["images"])),
+        "images_failed_in_pred": len(failed),
+        "expert_crowd_skipped": expert.get("crowd_skipped", 0),
+    }
 
 
 def sample(images: dict) -> list:
@@ -60,7 +70,8 @@ def check_size(key, pred_image: dict, expert_image: dict) -> None:
         raise AuditError(
             f"image {key}: generated masks are {a[0]}x{a[1]} (HxW) but expert masks are {b[0]}x{b[1]}. "
             "Both sides must be drawn on the same image size: resize one side's masks to the other, or check "
-            "that both refer to the same image (EXIF rotation, downscaled copies)")
+            "that both refer to the same image (EXIF rotation, downscaled copies)"
+        )
 
 
 def evaluate_image(key, pred: dict, expert: dict, min_iou: float) -> dict:
@@ -68,8 +79,16 @@ def evaluate_image(key, pred: dict, expert: dict, min_iou: float) -> dict:
     img = expert["images"][key]
     p, e = pred["masks"].get(key, []), expert["masks"].get(key, [])
     iou, pairs = match([m["counts"] for m in p], [m["counts"] for m in e], img["height"], img["width"], min_iou)
-    return {**img, "key": key, "pred": p, "expert": e, "iou": iou, "pairs": pairs, "min_iou": min_iou,
-            "boundary_cache": {}}
+    return {
+        **img,
+        "key": key,
+        "pred": p,
+        "expert": e,
+        "iou": iou,
+        "pairs": pairs,
+        "min_iou": min_iou,
+        "boundary_cache": {},
+    }
 
 
 def mask_rows(img: dict, pairs: list[tuple[int, int]], pred_indices, boundary_ratio: float) -> list[dict]:
@@ -89,11 +108,20 @@ def mask_rows(img: dict, pairs: list[tuple[int, int]], pred_indices, boundary_ra
 def row(img: dict, p, e, size: str, boundary_ratio: float) -> dict:
     pm = img["pred"][p] if p is not None else {}
     both = p is not None and e is not None
-    return {"file_name": img["file_name"], "image_id": img["image_id"], "pred_index": p, "expert_index": e,
-            "iou": float(img["iou"][p, e]) if both else None,
-            "boundary_iou": pair_boundary_iou(img, p, e, boundary_ratio) if both else None,
-            "pred_area": pm.get("area"), "expert_area": img["expert"][e]["area"] if e is not None else None,
-            "size": size, "score": pm.get("score"), "stage": pm.get("stage"), "source": pm.get("source")}
+    return {
+        "file_name": img["file_name"],
+        "image_id": img["image_id"],
+        "pred_index": p,
+        "expert_index": e,
+        "iou": float(img["iou"][p, e]) if both else None,
+        "boundary_iou": pair_boundary_iou(img, p, e, boundary_ratio) if both else None,
+        "pred_area": pm.get("area"),
+        "expert_area": img["expert"][e]["area"] if e is not None else None,
+        "size": size,
+        "score": pm.get("score"),
+        "stage": pm.get("stage"),
+        "source": pm.get("source"),
+    }
 
 
 def pair_boundary_iou(img: dict, p: int, e: int, ratio: float) -> float:

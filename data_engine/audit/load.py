@@ -4,6 +4,7 @@ A side is {"images": {key: image}, "masks": {key: [mask]}, "failed": [key], "kin
 an image is {file_name, image_id, height, width} and a mask is {counts, area, score, stage, source}.
 The key is the image's file_name (posix, relative to the image root) or its image_id.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,16 +27,19 @@ def load_side(path: str | Path | None, role: str, match_by: str = "file_name", s
     """The side at `path` (a dataset folder or a .json file); `role` (pred/expert) names it in errors."""
     if not path:
         example = "out/auto" if role == "pred" else "data_engine/samples/instances.json"
-        raise AuditError(f"audit.{role} is not set: give a dataset folder written by data-engine or a COCO "
-                         f"instances JSON, e.g. audit.{role}={example}")
+        raise AuditError(
+            f"audit.{role} is not set: give a dataset folder written by data-engine or a COCO "
+            f"instances JSON, e.g. audit.{role}={example}"
+        )
     path = Path(path).expanduser()
     if path.is_dir():
         side = load_dataset(path, role, match_by, score)
     elif path.is_file() and path.suffix.lower() == ".json":
         side = load_coco(path, role, match_by, score)
     else:
-        raise AuditError(f"audit.{role}={path} is neither a dataset folder (with masks/ and images/) "
-                         "nor a COCO instances .json file")
+        raise AuditError(
+            f"audit.{role}={path} is neither a dataset folder (with masks/ and images/) nor a COCO instances .json file"
+        )
     side.update(kind="dataset" if path.is_dir() else "coco", path=str(path.resolve()))
     return side
 
@@ -51,8 +55,10 @@ def image_key(row: dict, match_by: str):
 def load_dataset(path: Path, role: str, match_by: str, score: str) -> dict:
     """Project dataset: images/ gives the image set and failures; masks/ the masks."""
     if not (path / "masks").is_dir() and not (path / "images").is_dir():
-        raise AuditError(f"audit.{role}={path} has no masks/ or images/ folder: give the output.dir of a "
-                         "data-engine run, or a COCO instances JSON")
+        raise AuditError(
+            f"audit.{role}={path} has no masks/ or images/ folder: give the output.dir of a "
+            "data-engine run, or a COCO instances JSON"
+        )
     images, masks, failed = {}, {}, []
     # Image set: every ok image of images/ (failed ones are listed apart)
     for row in read_images(path).to_pylist():
@@ -66,8 +72,9 @@ def load_dataset(path: Path, role: str, match_by: str, score: str) -> dict:
     for row in read_masks(path, columns=columns).to_pylist():
         key = image_key(row, match_by)
         images.setdefault(key, image_record(row))
-        masks.setdefault(key, []).append(mask_record(row["segmentation"], row["area"], row.get(score),
-                                                     row["stage"], row["source"]))
+        masks.setdefault(key, []).append(
+            mask_record(row["segmentation"], row["area"], row.get(score), row["stage"], row["source"])
+        )
     return {"images": images, "masks": masks, "failed": sorted(failed, key=str)}
 
 
@@ -78,8 +85,10 @@ def load_coco(path: Path, role: str, match_by: str, score: str) -> dict:
     except json.JSONDecodeError as err:
         raise AuditError(f"audit.{role}={path} is not valid JSON: {err}") from None
     if not isinstance(doc, dict) or "images" not in doc or "annotations" not in doc:
-        raise AuditError(f"audit.{role}={path} is not a COCO instances file (needs 'images' and 'annotations'); "
-                         "a detection results list needs its images: convert it with the stage-1 importers")
+        raise AuditError(
+            f"audit.{role}={path} is not a COCO instances file (needs 'images' and 'annotations'); "
+            "a detection results list needs its images: convert it with the stage-1 importers"
+        )
     by_id = {img["id"]: {**img, "image_id": img["id"]} for img in doc["images"]}
     images = {image_key(img, match_by): image_record(img) for img in by_id.values()}
     masks, crowd = {}, 0
@@ -89,8 +98,9 @@ def load_coco(path: Path, role: str, match_by: str, score: str) -> dict:
             continue
         img = by_id.get(ann["image_id"])
         if img is None:
-            raise AuditError(f"{path}: annotation {ann.get('id')} refers to image_id {ann['image_id']}, "
-                             "which is not in 'images'")
+            raise AuditError(
+                f"{path}: annotation {ann.get('id')} refers to image_id {ann['image_id']}, which is not in 'images'"
+            )
         masks.setdefault(image_key(img, match_by), []).append(coco_mask(ann, img, path, score))
     return {"images": images, "masks": masks, "failed": [], "crowd_skipped": crowd}
 
@@ -106,13 +116,22 @@ def coco_mask(ann: dict, img: dict, path: Path, score: str) -> dict:
 
 
 def image_record(row: dict) -> dict:
-    return {"file_name": row["file_name"], "image_id": row["image_id"],
-            "height": int(row["height"]), "width": int(row["width"])}
+    return {
+        "file_name": row["file_name"],
+        "image_id": row["image_id"],
+        "height": int(row["height"]),
+        "width": int(row["width"]),
+    }
 
 
 def mask_record(counts: str, area, score, stage, source, height: int = 0, width: int = 0) -> dict:
     """A mask as the audit uses it; area computed from the RLE where the source lacks it."""
     if area is None:
         area = int(rle.area([counts], height, width)[0])
-    return {"counts": counts, "area": int(area), "score": None if score is None else float(score),
-            "stage": stage or "unknown", "source": source or "unknown"}
+    return {
+        "counts": counts,
+        "area": int(area),
+        "score": None if score is None else float(score),
+        "stage": stage or "unknown",
+        "source": source or "unknown",
+    }

@@ -1,4 +1,5 @@
 """Per-image matching: IoU matrix from RLE, then the one-to-one assignment with the largest total IoU."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,9 @@ import numpy as np
 from data_engine.io import rle
 
 
-def match(pred_counts: list[str], expert_counts: list[str], height: int, width: int,
-          min_iou: float = 0.0) -> tuple[np.ndarray, list[tuple[int, int]]]:
+def match(
+    pred_counts: list[str], expert_counts: list[str], height: int, width: int, min_iou: float = 0.0
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """([P, E] IoU matrix, matched (pred, expert) index pairs with IoU > min_iou)."""
     iou = rle.iou_matrix(pred_counts, expert_counts, height, width)  # [P, E]
     return iou, assign_max(iou, min_iou)
@@ -67,7 +69,7 @@ def hungarian_min(cost: np.ndarray) -> list[tuple[int, int]]:
     n, m = cost.shape
     u, v = np.zeros(n + 1), np.zeros(m + 1)  # row and column potentials
     owner = np.zeros(m + 1, dtype=np.int64)  # owner[j]: 1-based row assigned to column j (0: none)
-    way = np.zeros(m + 1, dtype=np.int64)    # previous column on the shortest path
+    way = np.zeros(m + 1, dtype=np.int64)  # previous column on the shortest path
     for i in range(1, n + 1):
         owner[0], j0 = i, 0
         min_slack = np.full(m + 1, np.inf)

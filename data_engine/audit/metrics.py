@@ -4,6 +4,7 @@ A row is one expert mask (matched or not) or one unmatched generated mask:
 {file_name, pred_index, expert_index, iou, boundary_iou, pred_area, expert_area, size, stage, source}
 with None for the side that is absent.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -11,19 +12,19 @@ import io
 
 import numpy as np
 
-PAIR_THRESHOLDS = (0.90, 0.75)          # SA-1B's audit: share of pairs with IoU above these
-RECALL_THRESHOLDS = (0.5, 0.75, 0.9)    # expert masks matched at IoU >= t
+PAIR_THRESHOLDS = (0.90, 0.75)  # SA-1B's audit: share of pairs with IoU above these
+RECALL_THRESHOLDS = (0.5, 0.75, 0.9)  # expert masks matched at IoU >= t
 AR_MAX_DETS = (10, 100, 1000)
 SIZES = ("small", "medium", "large")
 # COCOeval's default areaRng, in its order (bounds inclusive: an area of exactly 32^2 counts in both)
-COCO_AREAS = {"all": (0, 1e10), "small": (0, 32 ** 2), "medium": (32 ** 2, 96 ** 2), "large": (96 ** 2, 1e10)}
+COCO_AREAS = {"all": (0, 1e10), "small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, 1e10)}
 
 
 def size_class(area: int) -> str:
     """COCO object size: small < 32^2 <= medium <= 96^2 < large."""
-    if area < 32 ** 2:
+    if area < 32**2:
         return "small"
-    return "medium" if area <= 96 ** 2 else "large"
+    return "medium" if area <= 96**2 else "large"
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -33,8 +34,13 @@ def summarize(rows: list[dict]) -> dict:
     pairs = [r for r in rows if r["expert_index"] is not None and r["pred_index"] is not None]
     iou = np.array([r["iou"] for r in pairs], dtype=np.float64)
     biou = np.array([r["boundary_iou"] for r in pairs if r["boundary_iou"] is not None], dtype=np.float64)
-    out = {"expert_masks": n_expert, "pred_masks": n_pred, "matched_pairs": len(pairs),
-           "expert_unmatched": n_expert - len(pairs), "pred_unmatched": n_pred - len(pairs)}
+    out = {
+        "expert_masks": n_expert,
+        "pred_masks": n_pred,
+        "matched_pairs": len(pairs),
+        "expert_unmatched": n_expert - len(pairs),
+        "pred_unmatched": n_pred - len(pairs),
+    }
     # Quality of the matched pairs (SA-1B's figures)
     for t in PAIR_THRESHOLDS:
         out[f"frac_iou_above_{t:.2f}"] = share(iou > t, len(iou))
@@ -104,8 +110,10 @@ def coco_ar(images: list[dict], max_dets=AR_MAX_DETS) -> dict:
     gt_doc, dets = coco_documents(images)
     if not dets:  # COCO.loadRes refuses an empty list: nothing found, recall 0 where there is ground truth
         areas = [a["area"] for a in gt_doc["annotations"]]
-        return {name: {f"ar@{k}": 0.0 if any(lo <= a <= hi for a in areas) else None for k in max_dets}
-                for name, (lo, hi) in COCO_AREAS.items()}
+        return {
+            name: {f"ar@{k}": 0.0 if any(lo <= a <= hi for a in areas) else None for k in max_dets}
+            for name, (lo, hi) in COCO_AREAS.items()
+        }
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         gt = COCO()
         gt.dataset = gt_doc
@@ -126,12 +134,25 @@ def coco_documents(images: list[dict]) -> tuple[dict, list[dict]]:
         size = [img["height"], img["width"]]
         gt["images"].append({"id": image_id, "height": img["height"], "width": img["width"]})
         for m in img["expert"]:
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": image_id, "category_id": 1,
-                                      "segmentation": {"size": size, "counts": m["counts"]},
-                                      "area": m["area"], "iscrowd": 0})
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "segmentation": {"size": size, "counts": m["counts"]},
+                    "area": m["area"],
+                    "iscrowd": 0,
+                }
+            )
         for m in img["pred"]:
-            dets.append({"image_id": image_id, "category_id": 1, "segmentation": {"size": size, "counts": m["counts"]},
-                         "score": 1.0 if m["score"] is None else m["score"]})
+            dets.append(
+                {
+                    "image_id": image_id,
+                    "category_id": 1,
+                    "segmentation": {"size": size, "counts": m["counts"]},
+                    "score": 1.0 if m["score"] is None else m["score"],
+                }
+            )
     return gt, dets
 
 

@@ -1,4 +1,5 @@
 """One self-contained HTML file: figure tables, and matplotlib plots embedded as base64 PNG."""
+
 from __future__ import annotations
 
 import base64
@@ -9,48 +10,98 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from data_engine.audit import metrics
 from data_engine.io import rle
 from data_engine.io.images import load_rgb
-from data_engine.audit import metrics
 
-HEADLINE = ["images", "expert_masks", "pred_masks", "matched_pairs", "expert_unmatched", "pred_unmatched",
-            "frac_iou_above_0.90", "frac_iou_above_0.75", "mean_iou", "median_iou", "mean_boundary_iou",
-            "recall@0.5", "recall@0.75", "recall@0.9", "precision@0.5", "ar@10", "ar@100", "ar@1000"]
-GROUP_COLUMNS = ["expert_masks", "pred_masks", "matched_pairs", "frac_iou_above_0.90", "frac_iou_above_0.75",
-                 "mean_iou", "mean_boundary_iou", "recall@0.5", "recall@0.75", "recall@0.9", "precision@0.5",
-                 "ar@100", "ar@1000"]
-NOTE = ("Generated masks matched one to one to expert masks per image (largest summed IoU). SA-1B's audit of "
-        "500 images found 94% of pairs with IoU > 0.90 and 97% > 0.75. Recall: share of expert masks matched "
-        "with IoU >= t; precision: share of generated masks. AR@k: class-agnostic COCO mask AR. Boundary IoU: "
-        "band of 2% of the image diagonal.")
-WORST_COLUMNS = ["file_name", "expert_mean_iou", "expert_masks", "pred_masks", "matched_pairs", "mean_iou",
-                 "recall@0.5"]
+HEADLINE = [
+    "images",
+    "expert_masks",
+    "pred_masks",
+    "matched_pairs",
+    "expert_unmatched",
+    "pred_unmatched",
+    "frac_iou_above_0.90",
+    "frac_iou_above_0.75",
+    "mean_iou",
+    "median_iou",
+    "mean_boundary_iou",
+    "recall@0.5",
+    "recall@0.75",
+    "recall@0.9",
+    "precision@0.5",
+    "ar@10",
+    "ar@100",
+    "ar@1000",
+]
+GROUP_COLUMNS = [
+    "expert_masks",
+    "pred_masks",
+    "matched_pairs",
+    "frac_iou_above_0.90",
+    "frac_iou_above_0.75",
+    "mean_iou",
+    "mean_boundary_iou",
+    "recall@0.5",
+    "recall@0.75",
+    "recall@0.9",
+    "precision@0.5",
+    "ar@100",
+    "ar@1000",
+]
+NOTE = (
+    "Generated masks matched one to one to expert masks per image (largest summed IoU). SA-1B's audit of "
+    "500 images found 94% of pairs with IoU > 0.90 and 97% > 0.75. Recall: share of expert masks matched "
+    "with IoU >= t; precision: share of generated masks. AR@k: class-agnostic COCO mask AR. Boundary IoU: "
+    "band of 2% of the image diagonal."
+)
+WORST_COLUMNS = [
+    "file_name",
+    "expert_mean_iou",
+    "expert_masks",
+    "pred_masks",
+    "matched_pairs",
+    "mean_iou",
+    "recall@0.5",
+]
 
 
 def write_report(result: dict, path: str | Path, image_root: str | Path | None, title: str, inputs: dict) -> None:
     """report.html from audit() output; `image_root` holds the images for the worst-image overlays."""
     m = result["metrics"]
     parts = [
-        f"<h1>{esc(title)}</h1>", f"<p>{esc(NOTE)}</p>", settings_table(inputs),
-        "<h2>Summary</h2>", table([[k, fmt(m.get(k))] for k in HEADLINE], ["figure", "value"]),
-        "<h2>By object size</h2>", group_table(m["by_size"]),
-        "<h2>By stage</h2>", group_table(m["by_stage"]),
-        "<h2>By source</h2>", group_table(m["by_source"]),
-        "<h2>Plots</h2>", img_tag(iou_histograms(result["rows"])),
-        img_tag(recall_curves(result["rows"], result["stage_rows"])), img_tag(size_bars(m["by_size"])),
-        "<h2>Worst images</h2>", table([[fmt(w.get(c)) for c in WORST_COLUMNS] for w in m["worst_images"]],
-                                       WORST_COLUMNS),
+        f"<h1>{esc(title)}</h1>",
+        f"<p>{esc(NOTE)}</p>",
+        settings_table(inputs),
+        "<h2>Summary</h2>",
+        table([[k, fmt(m.get(k))] for k in HEADLINE], ["figure", "value"]),
+        "<h2>By object size</h2>",
+        group_table(m["by_size"]),
+        "<h2>By stage</h2>",
+        group_table(m["by_stage"]),
+        "<h2>By source</h2>",
+        group_table(m["by_source"]),
+        "<h2>Plots</h2>",
+        img_tag(iou_histograms(result["rows"])),
+        img_tag(recall_curves(result["rows"], result["stage_rows"])),
+        img_tag(size_bars(m["by_size"])),
+        "<h2>Worst images</h2>",
+        table([[fmt(w.get(c)) for c in WORST_COLUMNS] for w in m["worst_images"]], WORST_COLUMNS),
         *worst_overlays(result, image_root),
     ]
     Path(path).write_text(page(title, "\n".join(parts)))
 
 
 def page(title: str, body: str) -> str:
-    style = ("body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
-             "td:first-child{text-align:left}img{max-width:100%}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{esc(title)}</title>"
-            f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
+        "td:first-child{text-align:left}img{max-width:100%}"
+    )
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{esc(title)}</title>"
+        f"<style>{style}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
 def esc(value) -> str:
@@ -72,8 +123,9 @@ def table(rows: list[list], header: list[str]) -> str:
 def group_table(groups: dict) -> str:
     if not groups:
         return "<p>none</p>"
-    return table([[name] + [fmt(g.get(c)) for c in GROUP_COLUMNS] for name, g in groups.items()],
-                 ["group"] + GROUP_COLUMNS)
+    return table(
+        [[name] + [fmt(g.get(c)) for c in GROUP_COLUMNS] for name, g in groups.items()], ["group"] + GROUP_COLUMNS
+    )
 
 
 def settings_table(inputs: dict) -> str:
@@ -154,7 +206,9 @@ def worst_overlays(result: dict, image_root) -> list[str]:
         picture, found = background(img, image_root)
         expert_view, pred_view = pair_views(img, picture)
         fig, axes = figure(2, width=5, height=5 * img["height"] / max(img["width"], 1))
-        for ax, view, label in zip(axes[0], (expert_view, pred_view), ("expert masks", "matched generated masks; red: missed")):
+        for ax, view, label in zip(
+            axes[0], (expert_view, pred_view), ("expert masks", "matched generated masks; red: missed")
+        ):
             ax.imshow(view)
             ax.set_axis_off()
             ax.set_title(label)

@@ -9,6 +9,7 @@
   overlap one already placed go to `layer1/`, `layer2/`, ...; every layer folder is a complete
   instance-label set, and together they hold every mask exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,13 @@ def export(dataset: str | Path, out_dir: str | Path, fmt: str) -> dict:
     images, masks = load_dataset(Path(dataset))
     target = Path(out_dir) / fmt
     written = WRITERS[fmt](images, masks, target)
-    return {"format": fmt, "images": len(images), "masks": sum(len(m) for m in masks.values()),
-            "path": str(target), **written}
+    return {
+        "format": fmt,
+        "images": len(images),
+        "masks": sum(len(m) for m in masks.values()),
+        "path": str(target),
+        **written,
+    }
 
 
 def load_dataset(dataset: Path) -> tuple[list[dict], dict[str, list[dict]]]:
@@ -69,8 +75,9 @@ def check_unique(images: list[dict], suffix: str) -> None:
     for img in images:
         target = stem_path(img["file_name"], suffix)
         if target in seen:
-            raise ExportError(f"{seen[target]} and {img['file_name']} would both be written to {target}; "
-                              "rename one of the images")
+            raise ExportError(
+                f"{seen[target]} and {img['file_name']} would both be written to {target}; rename one of the images"
+            )
         seen[target] = img["file_name"]
 
 
@@ -78,22 +85,28 @@ def check_unique(images: list[dict], suffix: str) -> None:
 # SA-1B per-image JSON
 # ---------------------------------------------------------------------------------------------
 
+
 def write_sa1b(images: list[dict], masks: dict, out_dir: Path) -> dict:
     """One JSON per image: {"image": {...}, "annotations": [...]}, annotation ids unique in the export."""
     check_unique(images, ".json")
     next_id = 1
     for img in images:
         rows = masks.get(img["file_name"], [])
-        doc = {"image": {k: img[k] for k in ("image_id", "width", "height", "file_name")},
-               "annotations": [sa1b_annotation(next_id + i, r) for i, r in enumerate(rows)]}
+        doc = {
+            "image": {k: img[k] for k in ("image_id", "width", "height", "file_name")},
+            "annotations": [sa1b_annotation(next_id + i, r) for i, r in enumerate(rows)],
+        }
         next_id += len(rows)
         write_text_atomic(json.dumps(doc), out_dir / stem_path(img["file_name"], ".json"))
     return {"files": len(images)}
 
 
 def sa1b_annotation(ann_id: int, row: dict) -> dict:
-    return {"id": ann_id, "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
-            **{k: row[k] for k in SA1B_FIELDS}}
+    return {
+        "id": ann_id,
+        "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
+        **{k: row[k] for k in SA1B_FIELDS},
+    }
 
 
 def read_sa1b(folder: str | Path) -> tuple[list[dict], list[dict]]:
@@ -105,12 +118,24 @@ def read_sa1b(folder: str | Path) -> tuple[list[dict], list[dict]]:
         images.append({k: img[k] for k in ("image_id", "file_name", "height", "width")})
         for ann in doc["annotations"]:
             if list(ann["segmentation"]["size"]) != [img["height"], img["width"]]:
-                raise ExportError(f"{path}: annotation {ann['id']} has size {ann['segmentation']['size']}, "
-                                  f"the image is {[img['height'], img['width']]}")
-            masks.append({"image_id": img["image_id"], "file_name": img["file_name"], "height": img["height"],
-                          "width": img["width"], "segmentation": ann["segmentation"]["counts"],
-                          **{k: ann.get(k) for k in SA1B_FIELDS}, "stage": "auto", "source": "sa1b",
-                          "model": None, "extra": json.dumps({"sa1b_id": ann["id"]})})
+                raise ExportError(
+                    f"{path}: annotation {ann['id']} has size {ann['segmentation']['size']}, "
+                    f"the image is {[img['height'], img['width']]}"
+                )
+            masks.append(
+                {
+                    "image_id": img["image_id"],
+                    "file_name": img["file_name"],
+                    "height": img["height"],
+                    "width": img["width"],
+                    "segmentation": ann["segmentation"]["counts"],
+                    **{k: ann.get(k) for k in SA1B_FIELDS},
+                    "stage": "auto",
+                    "source": "sa1b",
+                    "model": None,
+                    "extra": json.dumps({"sa1b_id": ann["id"]}),
+                }
+            )
     return images, masks
 
 
@@ -118,12 +143,20 @@ def read_sa1b(folder: str | Path) -> tuple[list[dict], list[dict]]:
 # COCO instances JSON
 # ---------------------------------------------------------------------------------------------
 
+
 def write_coco(images: list[dict], masks: dict, out_dir: Path) -> dict:
     """instances.json with one "object" category; score = predicted_iou, as COCO results carry it."""
     coco_images, annotations = [], []
     for new_id, img in enumerate(images, start=1):
-        coco_images.append({"id": new_id, "file_name": img["file_name"], "height": img["height"],
-                            "width": img["width"], "dataset_image_id": img["image_id"]})
+        coco_images.append(
+            {
+                "id": new_id,
+                "file_name": img["file_name"],
+                "height": img["height"],
+                "width": img["width"],
+                "dataset_image_id": img["image_id"],
+            }
+        )
         for row in masks.get(img["file_name"], []):
             annotations.append(coco_annotation(len(annotations) + 1, new_id, row))
     path = out_dir / "instances.json"
@@ -134,16 +167,26 @@ def write_coco(images: list[dict], masks: dict, out_dir: Path) -> dict:
 
 
 def coco_annotation(ann_id: int, image_id: int, row: dict) -> dict:
-    return {"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0,
-            "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
-            "area": row["area"], "bbox": row["bbox"], "score": row["predicted_iou"],
-            **{k: row[k] for k in ("predicted_iou", "stability_score", "point_coords", "crop_box",
-                                   "stage", "source", "model")}}
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": 1,
+        "iscrowd": 0,
+        "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
+        "area": row["area"],
+        "bbox": row["bbox"],
+        "score": row["predicted_iou"],
+        **{
+            k: row[k]
+            for k in ("predicted_iou", "stability_score", "point_coords", "crop_box", "stage", "source", "model")
+        },
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # PNG instance-label images
 # ---------------------------------------------------------------------------------------------
+
 
 def write_png(images: list[dict], masks: dict, out_dir: Path) -> dict:
     """Label images per layer; returns how many layers the most overlapped image needed."""

@@ -4,12 +4,13 @@
 stage "assisted" and source "human", one report row per input annotation: imported or rejected
 with its reason). Every importer reports each annotation of its input exactly once.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from data_engine.io.inputs import InputError
 from data_engine.importers import coco, cvat_xml, labelme, labelstudio, png_masks
+from data_engine.io.inputs import InputError
 
 # Format name -> read(path, image_root) -> Results
 FORMATS = {

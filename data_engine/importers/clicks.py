@@ -9,17 +9,18 @@ Clicks are (x, y, 1 positive | 0 negative) in pixels of the image as loaded (EXI
 `final_mask` is COCO RLE (compressed or not), COCO polygons, or null; height/width are optional
 checks; other object keys are kept as provenance. One report row per object.
 """
+
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
 
-from data_engine.io import rle
-from data_engine.io.inputs import InputError
 from data_engine.importers.coco import segmentation_counts
 from data_engine.importers.results import Results
 from data_engine.importers.validate import ImageSizes, Rejected, Seen, safe_name
+from data_engine.io import rle
+from data_engine.io.inputs import InputError
 
 OBJECT_KEYS = ("id", "clicks", "final_mask")
 
@@ -43,7 +44,9 @@ def load(path: Path) -> list:
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise InputError(f"click-session file {path} is not readable JSON ({type(err).__name__}: {err})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
-        raise InputError(f"click-session file {path} needs an 'images' list; see the README (Click sessions) for the format")
+        raise InputError(
+            f"click-session file {path} needs an 'images' list; see the README (Click sessions) for the format"
+        )
     return doc["images"]
 
 
@@ -84,8 +87,15 @@ def read_object(res, path, index, obj, name, height, width, ids: Seen) -> None:
         res.rejected(path, key, name, str(err))
         return
     extra = {k: v for k, v in obj.items() if k not in OBJECT_KEYS}
-    item = {"file_name": name, "height": height, "width": width, "id": obj.get("id", index), "clicks": clicks,
-            "final_counts": final, "extra": extra}
+    item = {
+        "file_name": name,
+        "height": height,
+        "width": width,
+        "id": obj.get("id", index),
+        "clicks": clicks,
+        "final_counts": final,
+        "extra": extra,
+    }
     res.accepted(path, key, name, item, notes)
 
 
@@ -95,8 +105,12 @@ def check_clicks(clicks, height: int, width: int) -> list[list]:
         raise Rejected("no clicks: an object needs at least one click [x, y, 1|0]")
     checked = []
     for k, click in enumerate(clicks):
-        if not (isinstance(click, (list, tuple)) and len(click) == 3 and all(is_number(v) for v in click)
-                and click[2] in (0, 1)):
+        if not (
+            isinstance(click, (list, tuple))
+            and len(click) == 3
+            and all(is_number(v) for v in click)
+            and click[2] in (0, 1)
+        ):
             raise Rejected(f"bad click: click {k} is {click!r}, expected [x, y, 1|0]")
         x, y, label = float(click[0]), float(click[1]), int(click[2])
         if not (0 <= x < width and 0 <= y < height):

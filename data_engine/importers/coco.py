@@ -4,23 +4,24 @@ Polygons, uncompressed RLE (iscrowd) and compressed RLE all become compressed RL
 pycocotools exactly as COCO's own API does. Keys a tool adds to an annotation (CVAT's `attributes`,
 an `annotator`, a time) are kept in the row's `extra`.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from data_engine.io import coco as coco_json
-from data_engine.io.inputs import InputError
 from data_engine.importers.results import Results
 from data_engine.importers.validate import (
     ImageSizes,
-    read_json_file,
     Rejected,
     Seen,
     polygons_to_counts,
+    read_json_file,
     rle_to_counts,
     safe_name,
 )
+from data_engine.io import coco as coco_json
+from data_engine.io.inputs import InputError
 
 STANDARD_KEYS = {"id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd"}
 
@@ -49,7 +50,11 @@ def read_cvat(path: Path, image_root: Path | None) -> Results:
 
 def load_document(path: Path) -> dict:
     doc = read_json_file(path, "coco", "one instances JSON file")
-    if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list) or not isinstance(doc.get("images"), list):
+    if (
+        not isinstance(doc, dict)
+        or not isinstance(doc.get("annotations"), list)
+        or not isinstance(doc.get("images"), list)
+    ):
         raise InputError(f"{path} is not a COCO instances file: it needs 'images' and 'annotations' lists")
     return doc
 
@@ -77,8 +82,9 @@ def image_entry(entry: dict):
     return {"id": entry["id"], "file_name": name, "declared": (h, w) if h is not None and w is not None else None}
 
 
-def import_one(res: Results, path: Path, index: int, ann, images: dict, labels: dict, sizes: ImageSizes,
-               seen: Seen) -> None:
+def import_one(
+    res: Results, path: Path, index: int, ann, images: dict, labels: dict, sizes: ImageSizes, seen: Seen
+) -> None:
     """One annotation -> a mask row, or a rejection with its reason."""
     key = ann.get("id", f"#{index}") if isinstance(ann, dict) else f"#{index}"
     entry = image_of(ann, images)
@@ -124,14 +130,19 @@ def segmentation_counts(segmentation, height: int, width: int) -> tuple[str, lis
 def provenance(ann: dict, entry: dict, labels: dict) -> dict:
     """Original ids, label, iscrowd, and every key the exporting tool added."""
     category = ann.get("category_id")
-    extra = {"original_id": ann.get("id"), "image_original_id": entry["id"], "category_id": category,
-             "label": labels.get(category) if isinstance(category, (int, str)) else None,
-             "iscrowd": int(bool(ann.get("iscrowd", 0)))}
+    extra = {
+        "original_id": ann.get("id"),
+        "image_original_id": entry["id"],
+        "category_id": category,
+        "label": labels.get(category) if isinstance(category, (int, str)) else None,
+        "iscrowd": int(bool(ann.get("iscrowd", 0))),
+    }
     extra.update({k: v for k, v in ann.items() if k not in STANDARD_KEYS})
     return extra
 
 
 # Export
+
 
 def export(rows: list[dict], path: str | Path) -> dict:
     """Mask rows (`MASK_SCHEMA` dicts) -> a COCO instances file with compressed RLE segmentations.
@@ -154,10 +165,15 @@ def export(rows: list[dict], path: str | Path) -> dict:
 def coco_annotation(ann_id: int, row: dict, image_ids: dict, category_ids: dict) -> dict:
     extra = json.loads(row.get("extra") or "{}")
     ann = {
-        "id": ann_id, "image_id": image_ids[row["file_name"]], "category_id": category_ids[label_of(row)],
+        "id": ann_id,
+        "image_id": image_ids[row["file_name"]],
+        "category_id": category_ids[label_of(row)],
         "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
-        "area": int(row["area"]), "bbox": [float(v) for v in row["bbox"]], "iscrowd": int(extra.get("iscrowd", 0)),
-        "source": row.get("source"), "stage": row.get("stage"),
+        "area": int(row["area"]),
+        "bbox": [float(v) for v in row["bbox"]],
+        "iscrowd": int(extra.get("iscrowd", 0)),
+        "source": row.get("source"),
+        "stage": row.get("stage"),
     }
     if row.get("predicted_iou") is not None:
         ann["score"] = float(row["predicted_iou"])

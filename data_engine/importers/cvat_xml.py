@@ -4,6 +4,7 @@ Give annotations.xml, the folder holding it, or the export's zip. A mask's `rle`
 over its left/top/width/height box in row-major order, starting with a background run. Polylines,
 points, skeletons, cuboids and tags have no area and are reported as rejected.
 """
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from data_engine.io.inputs import InputError
 from data_engine.importers.results import Results
 from data_engine.importers.shapes import box_polygon, ellipse_polygon
 from data_engine.importers.validate import (
@@ -25,6 +25,7 @@ from data_engine.importers.validate import (
     polygons_to_counts,
     safe_name,
 )
+from data_engine.io.inputs import InputError
 
 SHAPE_KEYS = ("label", "source", "occluded", "z_order", "group_id")
 
@@ -50,13 +51,17 @@ def load(path: Path) -> ET.Element:
         else:
             root = ET.parse(path).getroot()
     except (OSError, KeyError, ET.ParseError) as err:
-        raise InputError(f"{path}: not a readable CVAT XML export ({type(err).__name__}: {err}); give "
-                         "annotations.xml, its folder or the export zip") from None
+        raise InputError(
+            f"{path}: not a readable CVAT XML export ({type(err).__name__}: {err}); give "
+            "annotations.xml, its folder or the export zip"
+        ) from None
     if root.tag != "annotations":
         raise InputError(f"{path}: the root element is <{root.tag}>, a CVAT export has <annotations>")
     if root.find("track") is not None:
-        raise InputError(f"{path} is a 'CVAT for video' export (it has <track> elements); export the task "
-                         "as 'CVAT for images 1.1' instead")
+        raise InputError(
+            f"{path} is a 'CVAT for video' export (it has <track> elements); export the task "
+            "as 'CVAT for images 1.1' instead"
+        )
     return root
 
 
@@ -68,9 +73,15 @@ def task_meta(meta) -> dict:
     for kind in ("task", "job", "project"):
         node = meta.find(kind)
         if node is not None:
-            found.update({f"{kind}_id": node.findtext("id"), f"{kind}_name": node.findtext("name"),
-                          "task_owner": node.findtext("owner/username"),
-                          "annotator": node.findtext("assignee/username"), "time": node.findtext("updated")})
+            found.update(
+                {
+                    f"{kind}_id": node.findtext("id"),
+                    f"{kind}_name": node.findtext("name"),
+                    "task_owner": node.findtext("owner/username"),
+                    "annotator": node.findtext("assignee/username"),
+                    "time": node.findtext("updated"),
+                }
+            )
             break
     return {k: v for k, v in found.items() if v}
 
@@ -145,8 +156,9 @@ def decode_rle(text, height: int, width: int) -> np.ndarray:
     except ValueError:
         raise Rejected("bad RLE: the mask's rle is not a list of integers") from None
     if not runs or min(runs) < 0 or sum(runs) != height * width:
-        raise Rejected(f"bad RLE: runs add up to {sum(runs)}, the mask box is {width}x{height} = "
-                       f"{height * width} pixels")
+        raise Rejected(
+            f"bad RLE: runs add up to {sum(runs)}, the mask box is {width}x{height} = {height * width} pixels"
+        )
     values = np.arange(len(runs)) % 2 == 1  # odd runs are foreground
     return np.repeat(values, runs).reshape(height, width)
 
@@ -160,8 +172,12 @@ def number(element: ET.Element, key: str) -> float:
 
 def provenance(element: ET.Element, image: ET.Element, index: int, meta: dict) -> dict:
     """CVAT's label, source (manual/auto/semi-auto), occluded, z_order, group, attributes and task meta."""
-    extra = {"shape": element.tag, "original_id": f"{image.get('id')}/{index}", "image_original_id": image.get("id"),
-             **meta}
+    extra = {
+        "shape": element.tag,
+        "original_id": f"{image.get('id')}/{index}",
+        "image_original_id": image.get("id"),
+        **meta,
+    }
     extra.update({("cvat_source" if k == "source" else k): element.get(k) for k in SHAPE_KEYS if element.get(k)})
     attributes = {a.get("name"): a.text for a in element.findall("attribute")}
     if attributes:

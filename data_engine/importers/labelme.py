@@ -4,6 +4,7 @@ Region shapes (polygon, rectangle, circle, mask) become masks; point and line sh
 and are reported as rejected. `imagePath` is relative to the JSON file, as LabelMe writes it; when
 that lands outside the image root, or on no file there, it is read relative to the image root.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,7 +15,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data_engine.io.inputs import InputError
 from data_engine.importers.results import Results
 from data_engine.importers.shapes import box_polygon, circle_polygon
 from data_engine.importers.validate import (
@@ -27,6 +27,7 @@ from data_engine.importers.validate import (
     relative_to_root,
     safe_name,
 )
+from data_engine.io.inputs import InputError
 
 FILE = "(file)"  # the report's annotation key for a whole file that could not be read
 
@@ -137,8 +138,7 @@ def mask_shape_counts(shape: dict, height: int, width: int) -> tuple[str, list[s
     (x1, y1), (x2, y2) = (tuple(int(v) for v in p) for p in two_points(shape.get("points"), "mask"))
     crop = decode_png(shape.get("mask"))
     if crop.shape != (y2 - y1 + 1, x2 - x1 + 1):
-        raise Rejected(f"bad mask: the PNG is {crop.shape[1]}x{crop.shape[0]}, its box is "
-                       f"{x2 - x1 + 1}x{y2 - y1 + 1}")
+        raise Rejected(f"bad mask: the PNG is {crop.shape[1]}x{crop.shape[0]}, its box is {x2 - x1 + 1}x{y2 - y1 + 1}")
     mask, clipped = paste(crop, x1, y1, height, width)
     return mask_to_counts(mask), ["clipped: mask reaches outside the image"] if clipped else []
 

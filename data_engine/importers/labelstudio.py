@@ -6,6 +6,7 @@ original_width / original_height; brush masks use Label Studio's own RLE (labels
 Results without geometry (choices for the whole image, relations) are reported as rejected, and so
 are the regions of cancelled (skipped) annotations.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -13,25 +14,32 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
-from data_engine.io.inputs import IMAGE_EXTENSIONS, InputError, scan_folder
 from data_engine.importers import labelstudio_rle
 from data_engine.importers.results import Results
 from data_engine.importers.shapes import box_polygon, ellipse_polygon
 from data_engine.importers.validate import (
     ImageSizes,
-    or_none,
-    read_json_file,
     Rejected,
     Seen,
     mask_to_counts,
+    or_none,
     points_to_flat,
     polygons_to_counts,
+    read_json_file,
     safe_name,
 )
+from data_engine.io.inputs import IMAGE_EXTENSIONS, InputError, scan_folder
 
-GEOMETRY = {"polygonlabels": "polygon", "polygon": "polygon", "rectanglelabels": "rectangle",
-            "rectangle": "rectangle", "ellipselabels": "ellipse", "ellipse": "ellipse",
-            "brushlabels": "brush", "brush": "brush"}
+GEOMETRY = {
+    "polygonlabels": "polygon",
+    "polygon": "polygon",
+    "rectanglelabels": "rectangle",
+    "rectangle": "rectangle",
+    "ellipselabels": "ellipse",
+    "ellipse": "ellipse",
+    "brushlabels": "brush",
+    "brush": "brush",
+}
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")  # Label Studio prefixes uploaded file names with a hash
 
 
@@ -50,8 +58,10 @@ def load(path: Path) -> list:
     if isinstance(doc, dict) and "data" in doc:
         return [doc]  # one task saved on its own
     if not isinstance(doc, list) or (doc and not any(isinstance(t, dict) and "annotations" in t for t in doc)):
-        raise InputError(f"{path} is not a Label Studio JSON export: expected a list of tasks with 'annotations' "
-                         "(export as 'JSON', not 'JSON-MIN' or CSV)")
+        raise InputError(
+            f"{path} is not a Label Studio JSON export: expected a list of tasks with 'annotations' "
+            "(export as 'JSON', not 'JSON-MIN' or CSV)"
+        )
     return doc
 
 
@@ -164,8 +174,9 @@ def region_counts(item: dict, height: int, width: int) -> tuple[str, list[str]]:
             return polygons_to_counts([box], height, width)
         if kind == "ellipse":
             cx, cy, rx, ry = (float(v[k]) for k in ("x", "y", "radiusX", "radiusY"))
-            return polygons_to_counts([ellipse_polygon(cx * sx, cy * sy, rx * sx, ry * sy, float(v.get("rotation") or 0))],
-                                      height, width)
+            return polygons_to_counts(
+                [ellipse_polygon(cx * sx, cy * sy, rx * sx, ry * sy, float(v.get("rotation") or 0))], height, width
+            )
     except (KeyError, TypeError, ValueError) as err:
         raise Rejected(f"bad annotation: {kind} value lacks or mangles {err}") from None
     return brush_counts(v, height, width), []
@@ -181,6 +192,7 @@ def brush_counts(value: dict, height: int, width: int) -> str:
 
 
 # Image references
+
 
 def image_name(task: dict, names: "BaseNames") -> str:
     """The task's image as a name under the image root: the first candidate that exists there, else
@@ -245,11 +257,18 @@ def provenance(task: dict, annotation: dict, region_id: str, items: list, item: 
     value = item["value"]
     labels = value.get(item["type"]) if item["type"].endswith("labels") else None
     extra = {
-        "original_id": region_id, "task_id": task.get("id"), "annotation_id": annotation.get("id"),
-        "label": labels[0] if labels else None, "labels": labels, "shape": GEOMETRY[item["type"]],
-        "annotator": annotator(annotation.get("completed_by")), "time": annotation.get("updated_at")
-        or annotation.get("created_at"), "seconds": annotation.get("lead_time"), "from_name": item.get("from_name"),
-        "origin": item.get("origin"), "ground_truth": annotation.get("ground_truth"),
+        "original_id": region_id,
+        "task_id": task.get("id"),
+        "annotation_id": annotation.get("id"),
+        "label": labels[0] if labels else None,
+        "labels": labels,
+        "shape": GEOMETRY[item["type"]],
+        "annotator": annotator(annotation.get("completed_by")),
+        "time": annotation.get("updated_at") or annotation.get("created_at"),
+        "seconds": annotation.get("lead_time"),
+        "from_name": item.get("from_name"),
+        "origin": item.get("origin"),
+        "ground_truth": annotation.get("ground_truth"),
     }
     attributes = {it.get("from_name"): it.get("value") for it in items if isinstance(it, dict) and it is not item}
     if attributes:

@@ -11,6 +11,7 @@ then chunks until N values are out:
   then one value (repeat) or run-length values (literal), each word-size bits.
 The mask is the alpha channel (every 4th value) being non-zero.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +38,7 @@ class BitReader:
     def take(self, n: int) -> np.ndarray:
         if self.pos + n > len(self.bits):
             raise ValueError(f"stream ends after {len(self.bits)} bits, {self.pos + n} needed")
-        field = self.bits[self.pos:self.pos + n]
+        field = self.bits[self.pos : self.pos + n]
         self.pos += n
         return field
 
@@ -77,7 +78,7 @@ def encode(values: np.ndarray, word: int = 8) -> list[int]:
             length -= take
     text = "".join(bits)
     text += "0" * (-len(text) % 8)
-    return [int(text[k:k + 8], 2) for k in range(0, len(text), 8)]
+    return [int(text[k : k + 8], 2) for k in range(0, len(text), 8)]
 
 
 def encode_mask(mask: np.ndarray) -> list[int]:

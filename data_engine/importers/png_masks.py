@@ -7,6 +7,7 @@ png_labels: <annotations>/<image path without extension>.png, one instance-id la
             VOC's "void" border and skipped) and RGB (id = R + 256 G + 256^2 B, as COCO panoptic).
 Without an image root the image is named by that path without extension and sized by the PNG.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -15,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data_engine.io.inputs import IMAGE_EXTENSIONS, InputError, scan_folder
 from data_engine.importers.results import Results
 from data_engine.importers.validate import ImageSizes, Rejected, mask_to_counts
+from data_engine.io.inputs import IMAGE_EXTENSIONS, InputError, scan_folder
 
 VOC_VOID = 255
 
@@ -72,8 +73,13 @@ def scan(path: Path, image_root: Path | None, fmt: str):
     """(PNG files under `path`, image stem -> names under the root or None without a root, ImageSizes)."""
     if not path.is_dir():
         raise InputError(f"{path} is not a folder: the {fmt} format takes a folder of PNG files")
-    files = [p for p in sorted(path.rglob("*")) if p.suffix.lower() == ".png" and p.is_file()
-             and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+    files = [
+        p
+        for p in sorted(path.rglob("*"))
+        if p.suffix.lower() == ".png"
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    ]
     return files, image_stems(image_root, path) if image_root else None, ImageSizes(image_root)
 
 

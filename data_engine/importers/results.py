@@ -1,4 +1,5 @@
 """What an importer returns: mask rows, one report row per input annotation, and the count to check."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,18 @@ class Results:
     def expect(self, n: int) -> None:
         self.expected += n
 
-    def add_mask(self, file, annotation, file_name: str, height: int, width: int, counts: str, extra: dict,
-                 notes=(), source: str = "human") -> None:
+    def add_mask(
+        self,
+        file,
+        annotation,
+        file_name: str,
+        height: int,
+        width: int,
+        counts: str,
+        extra: dict,
+        notes=(),
+        source: str = "human",
+    ) -> None:
         """Import one mask (an empty one is rejected)."""
         row = mask_row(file_name, height, width, counts, source, {"format": self.fmt, **extra})
         if row["area"] == 0:
@@ -48,32 +59,62 @@ class Results:
             )
 
 
-def mask_row(file_name: str, height: int, width: int, counts: str, source: str, extra: dict,
-             point_coords=None, model=None, predicted_iou=None) -> dict:
+def mask_row(
+    file_name: str,
+    height: int,
+    width: int,
+    counts: str,
+    source: str,
+    extra: dict,
+    point_coords=None,
+    model=None,
+    predicted_iou=None,
+) -> dict:
     """One row of `data_engine.io.dataset.MASK_SCHEMA` for a mask of stage 'assisted'."""
     return {
-        "image_id": inputs.image_id(file_name), "file_name": file_name, "height": height, "width": width,
-        "segmentation": counts, "area": int(rle.area([counts], height, width)[0]),
+        "image_id": inputs.image_id(file_name),
+        "file_name": file_name,
+        "height": height,
+        "width": width,
+        "segmentation": counts,
+        "area": int(rle.area([counts], height, width)[0]),
         "bbox": [float(v) for v in rle.bbox([counts], height, width)[0]],
-        "predicted_iou": predicted_iou, "stability_score": None, "point_coords": point_coords, "crop_box": None,
-        "stage": "assisted", "source": source, "model": model,
+        "predicted_iou": predicted_iou,
+        "stability_score": None,
+        "point_coords": point_coords,
+        "crop_box": None,
+        "stage": "assisted",
+        "source": source,
+        "model": model,
         "extra": json.dumps(extra, sort_keys=True, default=str),
     }
 
 
 def report_row(fmt, file, annotation, image, status, reason) -> dict:
-    return {"format": fmt, "file": str(file), "annotation": str(annotation), "image": image, "status": status,
-            "reason": reason}
+    return {
+        "format": fmt,
+        "file": str(file),
+        "annotation": str(annotation),
+        "image": image,
+        "status": status,
+        "reason": reason,
+    }
 
 
 def summarize(report: list[dict]) -> dict:
     """Counts of imported and rejected annotations, by reason kind (the text before the first ':')."""
     kinds = Counter(kind(r["reason"]) for r in report if r["status"] == REJECTED)
-    notes = Counter(kind(note) for r in report if r["status"] == IMPORTED and r["reason"]
-                    for note in r["reason"].split("; "))
+    notes = Counter(
+        kind(note) for r in report if r["status"] == IMPORTED and r["reason"] for note in r["reason"].split("; ")
+    )
     imported = sum(r["status"] == IMPORTED for r in report)
-    summary = {"input_annotations": len(report), "imported": imported, "rejected": len(report) - imported,
-               "rejected_by_reason": dict(sorted(kinds.items())), "imported_with_notes": dict(sorted(notes.items()))}
+    summary = {
+        "input_annotations": len(report),
+        "imported": imported,
+        "rejected": len(report) - imported,
+        "rejected_by_reason": dict(sorted(kinds.items())),
+        "imported_with_notes": dict(sorted(notes.items())),
+    }
     if summary["imported"] + summary["rejected"] != summary["input_annotations"]:
         raise RuntimeError("import report does not add up; please report this bug")
     return summary

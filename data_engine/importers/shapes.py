@@ -1,4 +1,5 @@
 """Boxes, ellipses and circles as polygons, so every shape is rasterised by the same COCO rule."""
+
 from __future__ import annotations
 
 import math

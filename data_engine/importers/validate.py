@@ -3,6 +3,7 @@
 A failed check raises `Rejected`; its message becomes the report's reason. Reasons read
 "<kind>: <details>" so the stage can count them by kind.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,7 @@ class Rejected(Exception):
 
 
 # File names
+
 
 def safe_name(name) -> str:
     """A file name relative to the image root, with '/' separators; absolute or escaping names rejected."""
@@ -56,11 +58,13 @@ def relative_to_root(path: Path, root: Path, shown: str) -> str:
     try:
         return resolved.relative_to(root).as_posix()
     except ValueError:
-        raise Rejected(f"path escapes image root: {shown!r} lies outside {root}; pass image_root= a folder "
-                       "that holds every image") from None
+        raise Rejected(
+            f"path escapes image root: {shown!r} lies outside {root}; pass image_root= a folder that holds every image"
+        ) from None
 
 
 # Image sizes
+
 
 class ImageSizes:
     """Sizes of the images under `root` (read from headers, cached); None root: declared sizes are trusted."""
@@ -93,8 +97,10 @@ class ImageSizes:
 
 def check_declared(declared) -> tuple[int, int]:
     h, w = declared
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v == int(v) and v > 0
-               for v in (h, w)):
+    if not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v == int(v) and v > 0
+        for v in (h, w)
+    ):
         raise Rejected(f"bad image size: height and width must be positive integers, got {h!r} x {w!r}")
     return int(h), int(w)
 
@@ -121,6 +127,7 @@ def size_mismatch(declared, size, raw) -> str:
 
 # Polygons
 
+
 def polygons_to_counts(polygons, height: int, width: int) -> tuple[str, list[str]]:
     """COCO polygons [[x0, y0, x1, y1, ...], ...] -> (RLE counts, notes). Rasterised by pycocotools.
 
@@ -145,8 +152,9 @@ def polygons_to_counts(polygons, height: int, width: int) -> tuple[str, list[str
     merged = mask_utils.merge(mask_utils.frPyObjects(rings, height, width))
     counts = merged["counts"].decode("ascii")
     if rle.area([counts], height, width)[0] == 0:
-        raise Rejected("outside image: polygon lies outside the image" if clipped
-                       else "empty mask: polygon covers no pixel")
+        raise Rejected(
+            "outside image: polygon lies outside the image" if clipped else "empty mask: polygon covers no pixel"
+        )
     return counts, notes
 
 
@@ -186,6 +194,7 @@ def points_to_flat(points) -> list:
 
 
 # RLE and binary masks
+
 
 def rle_to_counts(segmentation: dict, height: int, width: int) -> str:
     """COCO RLE (compressed counts string, or uncompressed counts list) -> compressed counts string."""
@@ -248,11 +257,12 @@ def paste(crop: np.ndarray, left: int, top: int, height: int, width: int) -> tup
     y0, y1, x0, x1 = max(top, 0), min(top + ch, height), max(left, 0), min(left + cw, width)
     mask = np.zeros((height, width), dtype=bool)
     if y0 < y1 and x0 < x1:
-        mask[y0:y1, x0:x1] = crop[y0 - top:y1 - top, x0 - left:x1 - left]
+        mask[y0:y1, x0:x1] = crop[y0 - top : y1 - top, x0 - left : x1 - left]
     return mask, int(mask.sum()) < int(np.count_nonzero(crop))
 
 
 # Duplicates
+
 
 class Seen:
     """Ids met so far in one file: a second use of an id is rejected."""

@@ -1,4 +1,5 @@
 """COCO instances JSON: read any segmentation encoding as compressed RLE, write RLE annotations."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The project's Parquet layout: schemas, atomic shard writes, and reading a dataset back."""
+
 from __future__ import annotations
 
 import os
@@ -8,34 +9,38 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-MASK_SCHEMA = pa.schema([
-    ("image_id", pa.int64()),
-    ("file_name", pa.string()),
-    ("height", pa.int32()),
-    ("width", pa.int32()),
-    ("segmentation", pa.string()),          # COCO compressed RLE counts; size is [height, width]
-    ("area", pa.int64()),
-    ("bbox", pa.list_(pa.float64(), 4)),     # XYWH
-    ("predicted_iou", pa.float32()),
-    ("stability_score", pa.float32()),
-    ("point_coords", pa.list_(pa.list_(pa.float64(), 2))),
-    ("crop_box", pa.list_(pa.float64(), 4)),  # XYWH
-    ("stage", pa.string()),
-    ("source", pa.string()),
-    ("model", pa.string()),
-    ("extra", pa.string()),                   # JSON: provenance a stage or format carries
-])
+MASK_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.int64()),
+        ("file_name", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("segmentation", pa.string()),  # COCO compressed RLE counts; size is [height, width]
+        ("area", pa.int64()),
+        ("bbox", pa.list_(pa.float64(), 4)),  # XYWH
+        ("predicted_iou", pa.float32()),
+        ("stability_score", pa.float32()),
+        ("point_coords", pa.list_(pa.list_(pa.float64(), 2))),
+        ("crop_box", pa.list_(pa.float64(), 4)),  # XYWH
+        ("stage", pa.string()),
+        ("source", pa.string()),
+        ("model", pa.string()),
+        ("extra", pa.string()),  # JSON: provenance a stage or format carries
+    ]
+)
 
-IMAGE_SCHEMA = pa.schema([
-    ("image_id", pa.int64()),
-    ("file_name", pa.string()),
-    ("height", pa.int32()),
-    ("width", pa.int32()),
-    ("status", pa.string()),                  # ok | failed
-    ("error", pa.string()),
-    ("num_masks", pa.int32()),
-    ("seconds", pa.float64()),
-])
+IMAGE_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.int64()),
+        ("file_name", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("status", pa.string()),  # ok | failed
+        ("error", pa.string()),
+        ("num_masks", pa.int32()),
+        ("seconds", pa.float64()),
+    ]
+)
 
 # Dictionary encoding only where values repeat; never on the RLE column.
 DICTIONARY_COLUMNS = ["file_name", "stage", "source", "model", "status"]

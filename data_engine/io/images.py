@@ -1,4 +1,5 @@
 """Read any input image as RGB uint8, or fail with a reason a user can act on."""
+
 from __future__ import annotations
 
 import warnings
@@ -18,7 +19,7 @@ class ImageError(ValueError):
 def load_rgb(path: str | Path, max_pixels: int) -> np.ndarray:
     """[H, W, 3] uint8 RGB, EXIF orientation applied."""
     path = Path(path)
-    size = check_readable(path)
+    check_readable(path)
     img = open_image(path)
     check_pixels(img, max_pixels)
     decode_fully(img)

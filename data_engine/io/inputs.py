@@ -1,4 +1,5 @@
 """Find the input files, give them stable ids and split them into shards."""
+
 from __future__ import annotations
 
 import hashlib
@@ -51,6 +52,6 @@ def image_id(name: str) -> int:
 def make_shards(names: list[str], shard_size: int) -> list[dict]:
     """Deterministic shards: shard-00000, shard-00001, ... of `shard_size` names each."""
     return [
-        {"shard_id": f"shard-{i // shard_size:05d}", "files": names[i:i + shard_size]}
+        {"shard_id": f"shard-{i // shard_size:05d}", "files": names[i : i + shard_size]}
         for i in range(0, len(names), shard_size)
     ]

@@ -1,4 +1,5 @@
 """Overlay pictures: each mask of an image in its own colour over the image."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """COCO run-length encoding helpers on top of pycocotools."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,7 +37,7 @@ AREA_CHUNK = 255
 
 def area(counts: list[str], height: int, width: int) -> np.ndarray:
     rles = [to_rle(c, height, width) for c in counts]
-    parts = [mask_utils.area(rles[i:i + AREA_CHUNK]) for i in range(0, len(rles), AREA_CHUNK)]
+    parts = [mask_utils.area(rles[i : i + AREA_CHUNK]) for i in range(0, len(rles), AREA_CHUNK)]
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 

@@ -1,4 +1,5 @@
 """Build SAM models: the official ViT variants from a checkpoint, and the embedded `tiny` model."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,17 +29,66 @@ OFFICIAL_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 # has convolution stages before its ViT blocks (data_engine/hybrid.py) and whose decoder reads their
 # stride-2 and stride-4 features (data_engine/high_res.py).
 ARCHS = {
-    "vit_h": dict(img_size=1024, patch_size=16, embed_dim=1280, depth=32, heads=16, global_attn=(7, 15, 23, 31),
-                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256),
-    "vit_l": dict(img_size=1024, patch_size=16, embed_dim=1024, depth=24, heads=16, global_attn=(5, 11, 17, 23),
-                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256),
-    "vit_b": dict(img_size=1024, patch_size=16, embed_dim=768, depth=12, heads=12, global_attn=(2, 5, 8, 11),
-                  window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048, decoder_heads=8, iou_hidden=256),
+    "vit_h": dict(
+        img_size=1024,
+        patch_size=16,
+        embed_dim=1280,
+        depth=32,
+        heads=16,
+        global_attn=(7, 15, 23, 31),
+        window=14,
+        prompt_dim=256,
+        decoder_depth=2,
+        decoder_mlp=2048,
+        decoder_heads=8,
+        iou_hidden=256,
+    ),
+    "vit_l": dict(
+        img_size=1024,
+        patch_size=16,
+        embed_dim=1024,
+        depth=24,
+        heads=16,
+        global_attn=(5, 11, 17, 23),
+        window=14,
+        prompt_dim=256,
+        decoder_depth=2,
+        decoder_mlp=2048,
+        decoder_heads=8,
+        iou_hidden=256,
+    ),
+    "vit_b": dict(
+        img_size=1024,
+        patch_size=16,
+        embed_dim=768,
+        depth=12,
+        heads=12,
+        global_attn=(2, 5, 8, 11),
+        window=14,
+        prompt_dim=256,
+        decoder_depth=2,
+        decoder_mlp=2048,
+        decoder_heads=8,
+        iou_hidden=256,
+    ),
     # 256 px input, convolution stages of 32/64/128 channels at strides 2/4/8, 4 ViT blocks at width 192
     # on the 32x32 grid, 128x128 low-res masks; about 3.8M parameters.
-    "tiny": dict(img_size=256, patch_size=8, embed_dim=192, depth=4, heads=6, global_attn=(1, 3), window=8,
-                 prompt_dim=128, decoder_depth=2, decoder_mlp=512, decoder_heads=4, iou_hidden=128,
-                 conv_widths=(32, 64, 128), conv_blocks=(1, 2, 2)),
+    "tiny": dict(
+        img_size=256,
+        patch_size=8,
+        embed_dim=192,
+        depth=4,
+        heads=6,
+        global_attn=(1, 3),
+        window=8,
+        prompt_dim=128,
+        decoder_depth=2,
+        decoder_mlp=512,
+        decoder_heads=4,
+        iou_hidden=128,
+        conv_widths=(32, 64, 128),
+        conv_blocks=(1, 2, 2),
+    ),
 }
 
 
@@ -50,8 +100,13 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def build_sam(variant: str, checkpoint: str | os.PathLike | None = None, device: str | None = None,
-              download: bool = False, cache_dir: str | os.PathLike | None = None) -> Sam:
+def build_sam(
+    variant: str,
+    checkpoint: str | os.PathLike | None = None,
+    device: str | None = None,
+    download: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Sam:
     """Build a `segment_anything.modeling.Sam` in eval mode.
 
     - `vit_h`, `vit_l`, `vit_b`: weights come from `checkpoint`, or with `download=True` from the
@@ -75,36 +130,79 @@ def seeded_sam(variant: str, seed: int = 0) -> Sam:
         return make_sam(**ARCHS[variant])
 
 
-def make_sam(img_size, patch_size, embed_dim, depth, heads, global_attn, window, prompt_dim,
-             decoder_depth, decoder_mlp, decoder_heads, iou_hidden, conv_widths=None, conv_blocks=None) -> Sam:
+def make_sam(
+    img_size,
+    patch_size,
+    embed_dim,
+    depth,
+    heads,
+    global_attn,
+    window,
+    prompt_dim,
+    decoder_depth,
+    decoder_mlp,
+    decoder_heads,
+    iou_hidden,
+    conv_widths=None,
+    conv_blocks=None,
+) -> Sam:
     embedding_size = img_size // patch_size
     if conv_widths:
         # The hybrid encoder's stride is fixed by its three stride-2 stages; the prompt encoder's grid must match it
         if patch_size != HYBRID_PATCH:
-            raise ValueError(f"an architecture with conv_widths has stride {HYBRID_PATCH}: "
-                             f"set patch_size={HYBRID_PATCH}, not {patch_size}")
-        encoder = HybridEncoder(img_size=img_size, conv_widths=conv_widths, conv_blocks=conv_blocks,
-                                embed_dim=embed_dim, depth=depth, num_heads=heads, global_attn_indexes=global_attn,
-                                window_size=window, out_chans=prompt_dim)
+            raise ValueError(
+                f"an architecture with conv_widths has stride {HYBRID_PATCH}: "
+                f"set patch_size={HYBRID_PATCH}, not {patch_size}"
+            )
+        encoder = HybridEncoder(
+            img_size=img_size,
+            conv_widths=conv_widths,
+            conv_blocks=conv_blocks,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=heads,
+            global_attn_indexes=global_attn,
+            window_size=window,
+            out_chans=prompt_dim,
+        )
     else:
         encoder = ImageEncoderViT(
-            img_size=img_size, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=heads,
-            mlp_ratio=4, out_chans=prompt_dim, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True, global_attn_indexes=global_attn, window_size=window,
+            img_size=img_size,
+            patch_size=patch_size,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=heads,
+            mlp_ratio=4,
+            out_chans=prompt_dim,
+            qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            use_rel_pos=True,
+            global_attn_indexes=global_attn,
+            window_size=window,
         )
     prompt_encoder = PromptEncoder(
-        embed_dim=prompt_dim, image_embedding_size=(embedding_size, embedding_size),
-        input_image_size=(img_size, img_size), mask_in_chans=16,
+        embed_dim=prompt_dim,
+        image_embedding_size=(embedding_size, embedding_size),
+        input_image_size=(img_size, img_size),
+        mask_in_chans=16,
     )
     decoder_args = dict(
         num_multimask_outputs=3,
-        transformer=TwoWayTransformer(depth=decoder_depth, embedding_dim=prompt_dim, mlp_dim=decoder_mlp,
-                                      num_heads=decoder_heads),
-        transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=iou_hidden,
+        transformer=TwoWayTransformer(
+            depth=decoder_depth, embedding_dim=prompt_dim, mlp_dim=decoder_mlp, num_heads=decoder_heads
+        ),
+        transformer_dim=prompt_dim,
+        iou_head_depth=3,
+        iou_head_hidden_dim=iou_hidden,
     )
     decoder = HighResMaskDecoder(patch_size=patch_size, **decoder_args) if conv_widths else MaskDecoder(**decoder_args)
-    return Sam(image_encoder=encoder, prompt_encoder=prompt_encoder, mask_decoder=decoder,
-               pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
+    return Sam(
+        image_encoder=encoder,
+        prompt_encoder=prompt_encoder,
+        mask_decoder=decoder,
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+    )
 
 
 def resolve_checkpoint(variant, checkpoint, download, cache_dir) -> Path | None:
@@ -162,10 +260,13 @@ def check_state_fits(sam: Sam, state: dict, variant: str, path: Path) -> None:
     wrong = [k for k in expected.keys() & got.keys() if expected[k] != got[k]]
     if missing or unexpected or wrong:
         guess = guess_variant(got)
-        hint = (f"; it looks like a {guess!r} checkpoint" if guess else
-                f"; it fits none of this version's variants ({', '.join(sorted(ARCHS))}): load it with the "
-                f"data_engine version that trained it (the tiny architecture changed when its encoder gained "
-                f"convolution stages)")
+        hint = (
+            f"; it looks like a {guess!r} checkpoint"
+            if guess
+            else f"; it fits none of this version's variants ({', '.join(sorted(ARCHS))}): load it with the "
+            f"data_engine version that trained it (the tiny architecture changed when its encoder gained "
+            f"convolution stages)"
+        )
         raise CheckpointError(
             f"checkpoint {path} does not fit model variant {variant!r}: {len(missing)} missing, "
             f"{len(unexpected)} unexpected and {len(wrong)} mis-shaped tensors{hint}"

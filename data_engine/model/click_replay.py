@@ -4,13 +4,14 @@ One image embedding per image; per object, each click predicts from all clicks s
 previous low-res logits as the mask prompt: three masks for the first click (the one SAM rates
 best is kept), one mask after that.
 """
+
 from __future__ import annotations
 
 import numpy as np
 from segment_anything import SamPredictor
 
-from data_engine.io import rle
 from data_engine.importers.results import mask_row
+from data_engine.io import rle
 
 
 class ClickReplayer:
@@ -34,16 +35,21 @@ class ClickReplayer:
             scores.append(score)
             if final is not None:
                 ious.append(mask_iou(mask, final))
-        return {"model_counts": rle.encode(mask[None])[0], "iou_per_click": ious if final is not None else None,
-                "predicted_iou_per_click": scores}
+        return {
+            "model_counts": rle.encode(mask[None])[0],
+            "iou_per_click": ious if final is not None else None,
+            "predicted_iou_per_click": scores,
+        }
 
     def predict(self, clicks: list[list], logits: np.ndarray | None):
         """All clicks so far (+ previous logits) -> (mask [H, W], predicted IoU, low-res logits [1, h, w])."""
         points = np.asarray(clicks, dtype=np.float64)  # [K, 3]: x, y, label
         first = logits is None
         masks, scores, low_res = self.predictor.predict(
-            point_coords=points[:, :2], point_labels=points[:, 2].astype(np.int64),
-            mask_input=logits, multimask_output=first,
+            point_coords=points[:, :2],
+            point_labels=points[:, 2].astype(np.int64),
+            mask_input=logits,
+            multimask_output=first,
         )
         best = int(np.argmax(scores)) if first else 0
         return masks[best], float(scores[best]), low_res[best][None]
@@ -58,10 +64,25 @@ def click_row(obj: dict, result: dict, model: str) -> dict:
     """The stored mask (the annotator's final mask if given, else the model's) as a source=click row."""
     final = obj.get("final_counts")
     counts = final or result["model_counts"]
-    extra = {"format": "clicks", "original_id": obj["id"], **obj.get("extra", {}),
-             "num_clicks": len(obj["clicks"]), "click_labels": [c[2] for c in obj["clicks"]],
-             "iou_per_click": result["iou_per_click"], "predicted_iou_per_click": result["predicted_iou_per_click"],
-             "final_mask": "annotator" if final else "model"}
+    extra = {
+        "format": "clicks",
+        "original_id": obj["id"],
+        **obj.get("extra", {}),
+        "num_clicks": len(obj["clicks"]),
+        "click_labels": [c[2] for c in obj["clicks"]],
+        "iou_per_click": result["iou_per_click"],
+        "predicted_iou_per_click": result["predicted_iou_per_click"],
+        "final_mask": "annotator" if final else "model",
+    }
     predicted = None if final else result["predicted_iou_per_click"][-1]
-    return mask_row(obj["file_name"], obj["height"], obj["width"], counts, "click", extra,
-                    point_coords=[c[:2] for c in obj["clicks"]], model=model, predicted_iou=predicted)
+    return mask_row(
+        obj["file_name"],
+        obj["height"],
+        obj["width"],
+        counts,
+        "click",
+        extra,
+        point_coords=[c[:2] for c in obj["clicks"]],
+        model=model,
+        predicted_iou=predicted,
+    )

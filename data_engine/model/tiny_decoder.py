@@ -6,6 +6,7 @@ stages of data_engine/hybrid.py) are added to the decoder's two upscaling steps.
 the image embedding: pixel-unshuffled to the embedding's grid and appended as extra channels. So
 SamPredictor, the generator's embedding batches and the training code carry them without knowing.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,9 @@ class HighResMaskDecoder(MaskDecoder):
     def unpack(self, packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, 4D, h, w] -> embedding [B, D, h, w], stride-4 [B, D/4, 2h.., ], stride-2 [B, D/8, ...]."""
         d = self.transformer_dim
-        embedding, f1, f0 = torch.split(packed, [d, d // 4 * (self.patch // 4) ** 2, d // 8 * (self.patch // 2) ** 2], 1)
+        embedding, f1, f0 = torch.split(
+            packed, [d, d // 4 * (self.patch // 4) ** 2, d // 8 * (self.patch // 2) ** 2], 1
+        )
         return embedding, F.pixel_shuffle(f1, self.patch // 4), F.pixel_shuffle(f0, self.patch // 2)
 
     def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings):

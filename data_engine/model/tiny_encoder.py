@@ -8,6 +8,7 @@ embedding, so `HighResMaskDecoder`, SamPredictor and the generator use it unchan
 synthetic scenes it learns far faster per CPU-minute than a ViT with a patch embedding
 (data_engine/model/weights/sam_tiny.md, "What was learned on the way").
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -49,8 +50,19 @@ def stage(c_in: int, c_out: int, blocks: int) -> nn.Sequential:
 class HybridEncoder(nn.Module):
     """Image [B, 3, S, S] -> packed embedding [B, 4 * out_chans, S/8, S/8] (see high_res.pack)."""
 
-    def __init__(self, *, img_size: int, conv_widths: tuple, conv_blocks: tuple, embed_dim: int, depth: int,
-                 num_heads: int, global_attn_indexes: tuple, window_size: int, out_chans: int):
+    def __init__(
+        self,
+        *,
+        img_size: int,
+        conv_widths: tuple,
+        conv_blocks: tuple,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        global_attn_indexes: tuple,
+        window_size: int,
+        out_chans: int,
+    ):
         super().__init__()
         self.img_size = img_size
         w2, w4, w8 = conv_widths
@@ -61,12 +73,24 @@ class HybridEncoder(nn.Module):
         self.to_tokens = nn.Conv2d(w8, embed_dim, 1)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
         self.blocks = nn.ModuleList(
-            Block(dim=embed_dim, num_heads=num_heads, mlp_ratio=4, qkv_bias=True,
-                  norm_layer=partial(nn.LayerNorm, eps=1e-6), use_rel_pos=True,
-                  window_size=0 if i in global_attn_indexes else window_size, input_size=(grid, grid))
-            for i in range(depth))
-        self.neck = nn.Sequential(nn.Conv2d(embed_dim, out_chans, 1, bias=False), LayerNorm2d(out_chans),
-                                  nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False), LayerNorm2d(out_chans))
+            Block(
+                dim=embed_dim,
+                num_heads=num_heads,
+                mlp_ratio=4,
+                qkv_bias=True,
+                norm_layer=partial(nn.LayerNorm, eps=1e-6),
+                use_rel_pos=True,
+                window_size=0 if i in global_attn_indexes else window_size,
+                input_size=(grid, grid),
+            )
+            for i in range(depth)
+        )
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dim, out_chans, 1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, 3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
         self.proj_s1 = nn.Conv2d(w4, out_chans // 4, 1)  # stride-4 features for the decoder
         self.proj_s0 = nn.Conv2d(w2, out_chans // 8, 1)  # stride-2 features for the decoder
 

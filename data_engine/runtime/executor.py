@@ -1,4 +1,5 @@
 """Run shards on Ray (local or cluster) or serially. The only module that imports Ray."""
+
 from __future__ import annotations
 
 import logging
@@ -82,8 +83,13 @@ def init_ray(runtime: dict) -> None:
     if ray.is_initialized():
         return
     address = runtime.get("address") if runtime["name"] == "ray_cluster" else None
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-             log_to_driver=True, configure_logging=True)
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+        configure_logging=True,
+    )
 
 
 def make_actor(ray, runtime: dict):
@@ -125,8 +131,7 @@ class Progress:
     """
 
     def __init__(self, shards: list[dict], enabled: bool):
-        self.bar = tqdm(total=sum(len(s["files"]) for s in shards), unit="img", disable=not enabled,
-                        dynamic_ncols=True)
+        self.bar = tqdm(total=sum(len(s["files"]) for s in shards), unit="img", disable=not enabled, dynamic_ncols=True)
         self.start, self.done, self.masks, self.failed, self.counted = time.time(), 0, 0, 0, {}
 
     def image_done(self, shard_id: str, index: int, masks: int, failed: bool) -> None:

@@ -1,4 +1,5 @@
 """One output folder per run: the run record, shard completion markers, and the run summary."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,15 +8,24 @@ import os
 import platform
 import shutil
 import socket
+import time
 from importlib import metadata
 from pathlib import Path
 
-import time
-
 from data_engine.io.dataset import read_images, write_shard, write_text_atomic
 
-PACKAGES = ("data-engine", "torch", "torchvision", "segment-anything", "ray", "hydra-core", "pycocotools",
-            "numpy", "opencv-python-headless", "pyarrow")
+PACKAGES = (
+    "data-engine",
+    "torch",
+    "torchvision",
+    "segment-anything",
+    "ray",
+    "hydra-core",
+    "pycocotools",
+    "numpy",
+    "opencv-python-headless",
+    "pyarrow",
+)
 # Config sections that do not change what a run writes (so they may differ on resume).
 NOT_IN_FINGERPRINT = ("runtime", "log_level", "debug", "hydra")
 
@@ -77,15 +87,21 @@ def mark_done(out_dir: Path, shard_id: str, stats: dict) -> None:
     write_text_atomic(json.dumps(stats, indent=2), done_path(out_dir, shard_id))
 
 
-def complete_shard(out_dir: Path, shard_id: str, results: list[tuple[dict, list[dict]]], start: float,
-                   device=None) -> dict:
+def complete_shard(
+    out_dir: Path, shard_id: str, results: list[tuple[dict, list[dict]]], start: float, device=None
+) -> dict:
     """Write a shard's (image row, mask rows) results, mark it done with where it ran (`device`: the
     model's, None without a model), and return its stats."""
     images = [image for image, _ in results]
     masks = [mask for _, rows in results for mask in rows]
     write_shard(out_dir, shard_id, masks, images)
-    stats = {"images": len(images), "masks": len(masks), "seconds": round(time.time() - start, 3),
-             "failed": sum(r["status"] == "failed" for r in images), "worker": worker_info(device)}
+    stats = {
+        "images": len(images),
+        "masks": len(masks),
+        "seconds": round(time.time() - start, 3),
+        "failed": sum(r["status"] == "failed" for r in images),
+        "worker": worker_info(device),
+    }
     mark_done(out_dir, shard_id, stats)
     return stats
 

@@ -1,4 +1,5 @@
 """Each stage is a module with `run(cfg: dict) -> dict` (a summary). Plain dict, imported on use."""
+
 import importlib
 
 STAGES = {

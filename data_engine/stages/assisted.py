@@ -4,6 +4,7 @@ Imports run in the driver (they only parse files); shards of images then run on 
 stage: human masks pass through, click objects are replayed through SAM (one embedding per image).
 Every input annotation lands in output.dir/import_report.parquet as imported or rejected-with-reason.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,20 +16,28 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from data_engine.io import inputs
-from data_engine.runtime import runs
 from data_engine.config import ConfigError
-from data_engine.io.dataset import table, write_atomic, write_text_atomic
-from data_engine.runtime.executor import run_shards
-from data_engine.io.images import load_rgb
 from data_engine.importers import FORMATS, clicks, import_annotations
 from data_engine.importers.results import summarize as summarize_report
+from data_engine.io import inputs
+from data_engine.io.dataset import table, write_atomic, write_text_atomic
+from data_engine.io.images import load_rgb
+from data_engine.runtime import runs
+from data_engine.runtime.executor import run_shards
 from data_engine.stages.auto import model_args, model_record
 
 log = logging.getLogger(__name__)
 
-REPORT_SCHEMA = pa.schema([("format", pa.string()), ("file", pa.string()), ("annotation", pa.string()),
-                           ("image", pa.string()), ("status", pa.string()), ("reason", pa.string())])
+REPORT_SCHEMA = pa.schema(
+    [
+        ("format", pa.string()),
+        ("file", pa.string()),
+        ("annotation", pa.string()),
+        ("image", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
 
 
 def run(cfg: dict) -> dict:
@@ -37,13 +46,20 @@ def run(cfg: dict) -> dict:
     a = check_config(cfg["assisted"])
     rows, objects, report = import_inputs(a)
     out_dir = Path(cfg["output"]["dir"])
-    runs.prepare_output(out_dir, cfg, {"model": model_record(cfg) if objects else None,
-                                       "inputs_sha256": inputs_digest(a)})
+    runs.prepare_output(
+        out_dir, cfg, {"model": model_record(cfg) if objects else None, "inputs_sha256": inputs_digest(a)}
+    )
     report_summary = write_report(out_dir, report)
     shards = make_shards(group_by_image(rows, objects), cfg["input"]["shard_size"])
     todo = runs.pending(shards, out_dir)
-    log.info("%d masks and %d click objects on %d images in %d shards; %d shards to do",
-             len(rows), len(objects), sum(len(s["files"]) for s in shards), len(shards), len(todo))
+    log.info(
+        "%d masks and %d click objects on %d images in %d shards; %d shards to do",
+        len(rows),
+        len(objects),
+        sum(len(s["files"]) for s in shards),
+        len(shards),
+        len(todo),
+    )
     failed = run_shards(todo, partial(AssistedWorker, cfg, a["image_root"]), cfg["runtime"])
     summary = {**runs.summarize(out_dir, shards, failed, time.time() - start), "import": report_summary}
     if cfg["output"].get("overlays") and a["image_root"]:
@@ -101,8 +117,16 @@ def group_by_image(rows: list[dict], objects: list[dict]) -> list[dict]:
     items: dict[str, dict] = {}
     for kind, entries in (("masks", rows), ("objects", objects)):
         for entry in entries:
-            item = items.setdefault(entry["file_name"], {"file_name": entry["file_name"], "height": entry["height"],
-                                                         "width": entry["width"], "masks": [], "objects": []})
+            item = items.setdefault(
+                entry["file_name"],
+                {
+                    "file_name": entry["file_name"],
+                    "height": entry["height"],
+                    "width": entry["width"],
+                    "masks": [],
+                    "objects": [],
+                },
+            )
             item[kind].append(entry)
     return [items[name] for name in sorted(items)]
 
@@ -111,7 +135,7 @@ def make_shards(items: list[dict], shard_size: int) -> list[dict]:
     """Deterministic shards of `shard_size` images: shard-00000, shard-00001, ..."""
     shards = inputs.make_shards([it["file_name"] for it in items], shard_size)
     for n, shard in enumerate(shards):
-        shard["items"] = items[n * shard_size:(n + 1) * shard_size]
+        shard["items"] = items[n * shard_size : (n + 1) * shard_size]
     return shards
 
 
@@ -134,8 +158,14 @@ class AssistedWorker:
     def process_image(self, item: dict) -> tuple[dict, list[dict]]:
         """The image row and its mask rows; a failed replay keeps the human masks and records why."""
         start = time.time()
-        row = {"image_id": inputs.image_id(item["file_name"]), "file_name": item["file_name"],
-               "height": item["height"], "width": item["width"], "status": "ok", "error": None}
+        row = {
+            "image_id": inputs.image_id(item["file_name"]),
+            "file_name": item["file_name"],
+            "height": item["height"],
+            "width": item["width"],
+            "status": "ok",
+            "error": None,
+        }
         rows = list(item["masks"])
         if item["objects"]:
             try:
@@ -151,8 +181,9 @@ class AssistedWorker:
 
         image = load_rgb(self.root / item["file_name"], self.cfg["input"]["max_pixels"])
         if image.shape[:2] != (item["height"], item["width"]):
-            raise ValueError(f"image is {image.shape[1]}x{image.shape[0]}, the annotations say "
-                             f"{item['width']}x{item['height']}")
+            raise ValueError(
+                f"image is {image.shape[1]}x{image.shape[0]}, the annotations say {item['width']}x{item['height']}"
+            )
         results = self.get_replayer().replay_image(image, item["objects"])
         model = self.cfg["model"]["variant"]
         return [click_row(obj, result, model) for obj, result in zip(item["objects"], results)]
@@ -164,4 +195,3 @@ class AssistedWorker:
 
             self.replayer = ClickReplayer(build_sam(**model_args(self.cfg), device=self.cfg["model"]["device"]))
         return self.replayer
-

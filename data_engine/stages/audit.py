@@ -1,4 +1,5 @@
 """The audit stage: generated masks against expert masks -> metrics.json, pairs.parquet, report.html."""
+
 from __future__ import annotations
 
 import json
@@ -12,23 +13,37 @@ from data_engine.audit.load import AuditError, load_side
 from data_engine.audit.report import write_report
 from data_engine.io.dataset import write_atomic, write_text_atomic
 
-HEADLINE = ("images", "expert_masks", "pred_masks", "matched_pairs", "frac_iou_above_0.90",
-            "frac_iou_above_0.75", "mean_iou", "mean_boundary_iou", "recall@0.5", "recall@0.75", "ar@100", "ar@1000")
+HEADLINE = (
+    "images",
+    "expert_masks",
+    "pred_masks",
+    "matched_pairs",
+    "frac_iou_above_0.90",
+    "frac_iou_above_0.75",
+    "mean_iou",
+    "mean_boundary_iou",
+    "recall@0.5",
+    "recall@0.75",
+    "ar@100",
+    "ar@1000",
+)
 
-PAIRS_SCHEMA = pa.schema([
-    ("file_name", pa.string()),
-    ("image_id", pa.int64()),
-    ("pred_index", pa.int64()),       # index among the image's generated masks; null: expert mask missed
-    ("expert_index", pa.int64()),     # index among the image's expert masks; null: generated mask unmatched
-    ("iou", pa.float64()),
-    ("boundary_iou", pa.float64()),
-    ("pred_area", pa.int64()),
-    ("expert_area", pa.int64()),
-    ("size", pa.string()),            # small / medium / large, by the expert mask's area where there is one
-    ("score", pa.float64()),
-    ("stage", pa.string()),
-    ("source", pa.string()),
-])
+PAIRS_SCHEMA = pa.schema(
+    [
+        ("file_name", pa.string()),
+        ("image_id", pa.int64()),
+        ("pred_index", pa.int64()),  # index among the image's generated masks; null: expert mask missed
+        ("expert_index", pa.int64()),  # index among the image's expert masks; null: generated mask unmatched
+        ("iou", pa.float64()),
+        ("boundary_iou", pa.float64()),
+        ("pred_area", pa.int64()),
+        ("expert_area", pa.int64()),
+        ("size", pa.string()),  # small / medium / large, by the expert mask's area where there is one
+        ("score", pa.float64()),
+        ("stage", pa.string()),
+        ("source", pa.string()),
+    ]
+)
 
 
 def run(cfg: dict) -> dict:
@@ -40,8 +55,11 @@ def run(cfg: dict) -> dict:
     expert = load_side(a["expert"], "expert", a["match_by"], a["score"])
     result = audit(pred, expert, a["min_iou"], a["boundary_ratio"], a["worst_k"])
     out_dir = Path(cfg["output"]["dir"])
-    settings = {"pred": pred["path"], "expert": expert["path"], **{k: a[k] for k in
-                ("match_by", "min_iou", "boundary_ratio", "score", "worst_k")}}
+    settings = {
+        "pred": pred["path"],
+        "expert": expert["path"],
+        **{k: a[k] for k in ("match_by", "min_iou", "boundary_ratio", "score", "worst_k")},
+    }
     paths = write_outputs(result, out_dir, settings, image_root(a, pred, expert))
     summary = {k: result["metrics"].get(k) for k in HEADLINE}
     return {**summary, **paths, "seconds": round(time.time() - start, 2)}
@@ -53,8 +71,11 @@ def check(a: dict) -> None:
         (a["match_by"] in ("file_name", "image_id"), "match_by", "must be file_name or image_id"),
         (a["score"] in ("predicted_iou", "stability_score"), "score", "must be predicted_iou or stability_score"),
         (isinstance(a["min_iou"], (int, float)) and 0 <= a["min_iou"] < 1, "min_iou", "must lie in [0, 1)"),
-        (isinstance(a["boundary_ratio"], (int, float)) and 0 < a["boundary_ratio"] <= 1, "boundary_ratio",
-         "must lie in (0, 1]"),
+        (
+            isinstance(a["boundary_ratio"], (int, float)) and 0 < a["boundary_ratio"] <= 1,
+            "boundary_ratio",
+            "must lie in (0, 1]",
+        ),
         (isinstance(a["worst_k"], int) and a["worst_k"] >= 0, "worst_k", "must be an integer >= 0"),
     ]
     for ok, key, message in rules:
@@ -84,6 +105,8 @@ def write_outputs(result: dict, out_dir: Path, settings: dict, root) -> dict:
     write_text_atomic(json.dumps(doc, indent=2), out_dir / "metrics.json")
     write_atomic(pa.Table.from_pylist(result["rows"], schema=PAIRS_SCHEMA), out_dir / "pairs.parquet")
     write_report(result, out_dir / "report.html", root, "Mask quality audit", {**settings, "image_root": root})
-    return {"metrics": str(out_dir / "metrics.json"), "pairs": str(out_dir / "pairs.parquet"),
-            "report": str(out_dir / "report.html")}
-
+    return {
+        "metrics": str(out_dir / "metrics.json"),
+        "pairs": str(out_dir / "pairs.parquet"),
+        "report": str(out_dir / "report.html"),
+    }

@@ -1,4 +1,5 @@
 """The fully-automatic stage as a job: inputs -> shards -> masks/ and images/ Parquet tables."""
+
 from __future__ import annotations
 
 import logging
@@ -8,9 +9,9 @@ from functools import partial
 from pathlib import Path
 
 from data_engine.io import inputs
+from data_engine.io.images import load_rgb
 from data_engine.runtime import runs
 from data_engine.runtime.executor import run_shards
-from data_engine.io.images import load_rgb
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +21,16 @@ def run(cfg: dict) -> dict:
     start = time.time()
     root, names, ignored = inputs.list_inputs(cfg["input"]["path"], cfg["input"]["extensions"])
     if ignored:
-        log.warning("%d files under %s are not images by extension and were ignored (first: %s)",
-                    len(ignored), root, ignored[0])
+        log.warning(
+            "%d files under %s are not images by extension and were ignored (first: %s)", len(ignored), root, ignored[0]
+        )
     out_dir = Path(cfg["output"]["dir"])
     shards = inputs.make_shards(names, cfg["input"]["shard_size"])
-    runs.prepare_output(out_dir, cfg, {"model": model_record(cfg), "input_root": str(root),
-                                        "inputs": len(names), "ignored_files": ignored})
+    runs.prepare_output(
+        out_dir,
+        cfg,
+        {"model": model_record(cfg), "input_root": str(root), "inputs": len(names), "ignored_files": ignored},
+    )
     todo = runs.pending(shards, out_dir)
     log.info("%d images in %d shards; %d shards to do", len(names), len(shards), len(todo))
     failed = run_shards(todo, partial(AutoWorker, cfg, str(root)), cfg["runtime"])
@@ -52,8 +57,12 @@ def model_record(cfg: dict) -> dict:
 
 def model_args(cfg: dict) -> dict:
     m = cfg["model"]
-    return {"variant": m["variant"], "checkpoint": m["checkpoint"], "download": m["download"],
-            "cache_dir": m["cache_dir"]}
+    return {
+        "variant": m["variant"],
+        "checkpoint": m["checkpoint"],
+        "download": m["download"],
+        "cache_dir": m["cache_dir"],
+    }
 
 
 class AutoWorker:

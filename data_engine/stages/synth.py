@@ -1,4 +1,5 @@
 """The synth stage: seeded synthetic scenes written as pictures plus expert masks (COCO and Parquet)."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from data_engine.config import ConfigError
 from data_engine.io import coco, inputs, rle
+from data_engine.io.dataset import read_images, read_masks
 from data_engine.runtime import runs
 from data_engine.synth import scenes as synth
-from data_engine.config import ConfigError
-from data_engine.io.dataset import read_images, read_masks
 
 PICTURES = "pictures"
 
@@ -24,9 +25,13 @@ def run(cfg: dict) -> dict:
     start = time.time()
     s = check(cfg["synth"])
     out_dir = Path(cfg["output"]["dir"])
-    shards = [{"shard_id": f"shard-{i // s['shard_size']:05d}",
-               "files": list(range(i, min(i + s["shard_size"], s["num_scenes"])))}
-              for i in range(0, s["num_scenes"], s["shard_size"])]
+    shards = [
+        {
+            "shard_id": f"shard-{i // s['shard_size']:05d}",
+            "files": list(range(i, min(i + s["shard_size"], s["num_scenes"]))),
+        }
+        for i in range(0, s["num_scenes"], s["shard_size"])
+    ]
     runs.prepare_output(out_dir, cfg, {"input_root": str(out_dir / PICTURES)})
     todo = runs.pending(shards, out_dir)
     for shard in tqdm(todo, desc="synth shards", disable=not cfg["runtime"].get("progress", True)):
@@ -63,8 +68,16 @@ def write_scenes(out_dir: Path, shard: dict, s: dict) -> None:
         name = scene_name(index)
         write_png(out_dir / PICTURES / name, scene["image"])
         rows = scene_rows(scene, name, s["seed"], index)
-        image = {"image_id": inputs.image_id(name), "file_name": name, "height": scene["height"],
-                 "width": scene["width"], "status": "ok", "error": None, "num_masks": len(rows), "seconds": None}
+        image = {
+            "image_id": inputs.image_id(name),
+            "file_name": name,
+            "height": scene["height"],
+            "width": scene["width"],
+            "status": "ok",
+            "error": None,
+            "num_masks": len(rows),
+            "seconds": None,
+        }
         results.append((image, rows))
     runs.complete_shard(out_dir, shard["shard_id"], results, start)
 
@@ -91,12 +104,32 @@ def scene_rows(scene: dict, name: str, seed: int, index: int) -> list[dict]:
     rows = []
     for k, obj in enumerate(objects):
         parent = None if obj["parent"] is None else annotation_id(index, obj["parent"])
-        extra = {"id": annotation_id(index, k), "shape": obj["shape"], "level": obj["level"], "part_of": parent,
-                 "scene": [seed, index]}
-        rows.append({"image_id": inputs.image_id(name), "file_name": name, "height": h, "width": w,
-                     "segmentation": counts[k], "area": areas[k], "bbox": boxes[k], "predicted_iou": None,
-                     "stability_score": None, "point_coords": None, "crop_box": None, "stage": "synth",
-                     "source": "expert", "model": None, "extra": json.dumps(extra)})
+        extra = {
+            "id": annotation_id(index, k),
+            "shape": obj["shape"],
+            "level": obj["level"],
+            "part_of": parent,
+            "scene": [seed, index],
+        }
+        rows.append(
+            {
+                "image_id": inputs.image_id(name),
+                "file_name": name,
+                "height": h,
+                "width": w,
+                "segmentation": counts[k],
+                "area": areas[k],
+                "bbox": boxes[k],
+                "predicted_iou": None,
+                "stability_score": None,
+                "point_coords": None,
+                "crop_box": None,
+                "stage": "synth",
+                "source": "expert",
+                "model": None,
+                "extra": json.dumps(extra),
+            }
+        )
     return rows
 
 
@@ -108,19 +141,32 @@ def synth_masks(scene: dict) -> np.ndarray:
 
 def write_coco(out_dir: Path) -> None:
     """instances.json from the Parquet tables (so a resumed run writes the same file)."""
-    images = sorted(read_images(out_dir, ["image_id", "file_name", "height", "width"]).to_pylist(),
-                    key=lambda r: r["file_name"])
-    masks = read_masks(out_dir, ["image_id", "file_name", "height", "width", "segmentation", "area", "bbox",
-                                 "extra"]).to_pylist()
+    images = sorted(
+        read_images(out_dir, ["image_id", "file_name", "height", "width"]).to_pylist(), key=lambda r: r["file_name"]
+    )
+    masks = read_masks(
+        out_dir, ["image_id", "file_name", "height", "width", "segmentation", "area", "bbox", "extra"]
+    ).to_pylist()
     annotations = []
     for m in sorted(masks, key=lambda r: json.loads(r["extra"])["id"]):
         extra = json.loads(m["extra"])
-        annotations.append({"id": extra["id"], "image_id": m["image_id"], "category_id": 1, "iscrowd": 0,
-                            "segmentation": {"size": [m["height"], m["width"]], "counts": m["segmentation"]},
-                            "area": m["area"], "bbox": m["bbox"], "shape": extra["shape"], "level": extra["level"],
-                            "part_of": extra["part_of"]})
-    coco_images = [{"id": r["image_id"], "file_name": r["file_name"], "height": r["height"], "width": r["width"]}
-                   for r in images]
+        annotations.append(
+            {
+                "id": extra["id"],
+                "image_id": m["image_id"],
+                "category_id": 1,
+                "iscrowd": 0,
+                "segmentation": {"size": [m["height"], m["width"]], "counts": m["segmentation"]},
+                "area": m["area"],
+                "bbox": m["bbox"],
+                "shape": extra["shape"],
+                "level": extra["level"],
+                "part_of": extra["part_of"],
+            }
+        )
+    coco_images = [
+        {"id": r["image_id"], "file_name": r["file_name"], "height": r["height"], "width": r["width"]} for r in images
+    ]
     tmp = out_dir / ".instances.json.tmp"
     coco.write(tmp, coco_images, annotations)
     os.replace(tmp, out_dir / "instances.json")

@@ -6,6 +6,7 @@ skipped.jsonl (the images and annotations of train.data left out, each with its 
 Rerunning the same command continues from checkpoints/last.pt. Step `n` samples its batch and prompts
 from seed (seed, n), so a resumed run follows the same data as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,10 +21,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_engine.runtime import runs
 from data_engine.config import ConfigError
 from data_engine.io.dataset import write_text_atomic
 from data_engine.model.build import build_sam, default_device, read_state, seeded_sam
+from data_engine.runtime import runs
 from data_engine.train.data import batch, load_sources
 from data_engine.train.recipe import batch_loss
 
@@ -58,8 +59,11 @@ def torch_settings(num_threads: int | None, deterministic: bool):
             # adds in a varying order, so two runs of one command drift apart; torch's deterministic
             # kernels fix the order. cuBLAS needs a fixed workspace for it; ops without a deterministic
             # GPU kernel warn instead of failing.
-            restore.callback(torch.use_deterministic_algorithms, torch.are_deterministic_algorithms_enabled(),
-                             warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
+            restore.callback(
+                torch.use_deterministic_algorithms,
+                torch.are_deterministic_algorithms_enabled(),
+                warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+            )
             torch.use_deterministic_algorithms(True, warn_only=True)
             if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
                 restore.callback(os.environ.pop, "CUBLAS_WORKSPACE_CONFIG", None)
@@ -76,30 +80,41 @@ def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:
     log.info("training on %d images with %d masks", len(examples), sum(len(e["masks"]) for e in examples))
     optimizer = make_optimizer(sam, t)
     step = resume(out_dir, sam, optimizer, fingerprint)
-    step = train_loop(sam, optimizer, examples, t, cfg["seed"], step, out_dir, fingerprint,
-                      cfg["runtime"].get("progress", True))
+    step = train_loop(
+        sam, optimizer, examples, t, cfg["seed"], step, out_dir, fingerprint, cfg["runtime"].get("progress", True)
+    )
     final = out_dir / "model.pt"
     save_atomic({k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}, final)
-    return {"output": str(out_dir), "model": str(final), "steps": step, "images": len(examples),
-            "masks": sum(len(e["masks"]) for e in examples),
-            "images_skipped": sum("annotation" not in r for r in skipped),
-            "annotations_skipped": sum("annotation" in r for r in skipped),
-            "masks_too_small": sum(e["small_masks"] for e in examples), "last_loss": last_logged(out_dir)}
+    return {
+        "output": str(out_dir),
+        "model": str(final),
+        "steps": step,
+        "images": len(examples),
+        "masks": sum(len(e["masks"]) for e in examples),
+        "images_skipped": sum("annotation" not in r for r in skipped),
+        "annotations_skipped": sum("annotation" in r for r in skipped),
+        "masks_too_small": sum(e["small_masks"] for e in examples),
+        "last_loss": last_logged(out_dir),
+    }
 
 
 def record_skipped(out_dir: Path, skipped: list[dict]) -> None:
     """skipped.jsonl: one row per image or annotation of train.data left out of training, with its reason."""
     write_text_atomic("".join(json.dumps(row) + "\n" for row in skipped), out_dir / "skipped.jsonl")
     if skipped:
-        log.warning("%d images or annotations of train.data left out of training; reasons in %s", len(skipped),
-                    out_dir / "skipped.jsonl")
+        log.warning(
+            "%d images or annotations of train.data left out of training; reasons in %s",
+            len(skipped),
+            out_dir / "skipped.jsonl",
+        )
 
 
 def check(t: dict) -> dict:
     """Stage settings, or a ConfigError naming the key and what to do."""
     if not t["data"]:
-        raise ConfigError("train.data: give one or more data-engine output folders or COCO .json files, "
-                          "e.g. train.data=[out/synth]")
+        raise ConfigError(
+            "train.data: give one or more data-engine output folders or COCO .json files, e.g. train.data=[out/synth]"
+        )
     for path in t["data"]:
         if not Path(path).expanduser().exists():
             raise ConfigError(f"train.data: {path} does not exist")
@@ -150,16 +165,23 @@ def initial_model(cfg: dict, device: str):
 def copy_fitting(sam, path: str, variant: str) -> None:
     """Copy the tensors of checkpoint `path` whose name and shape fit `sam`; the rest stay seeded."""
     if not path or not Path(path).expanduser().is_file():
-        raise ConfigError(f"train.init=partial copies tensors from model.checkpoint, which is {path!r}: "
-                          "pass model.checkpoint=PATH of an existing checkpoint")
+        raise ConfigError(
+            f"train.init=partial copies tensors from model.checkpoint, which is {path!r}: "
+            "pass model.checkpoint=PATH of an existing checkpoint"
+        )
     state = read_state(Path(path).expanduser(), variant)
     own = sam.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fitting:
         raise ConfigError(f"model.checkpoint={path}: no tensor fits the chosen model variant")
     sam.load_state_dict(fitting, strict=False)
-    log.info("init=partial: %d tensors copied from %s, %d new, %d of the checkpoint unused",
-             len(fitting), path, len(own) - len(fitting), len(state) - len(fitting))
+    log.info(
+        "init=partial: %d tensors copied from %s, %d new, %d of the checkpoint unused",
+        len(fitting),
+        path,
+        len(own) - len(fitting),
+        len(state) - len(fitting),
+    )
 
 
 def make_optimizer(sam, t: dict) -> torch.optim.Optimizer:
@@ -167,15 +189,21 @@ def make_optimizer(sam, t: dict) -> torch.optim.Optimizer:
     params = [(n, p) for n, p in sam.named_parameters() if p.requires_grad]
     decay = [p for n, p in params if p.ndim >= 2 and "pos" not in n]
     rest = [p for n, p in params if not (p.ndim >= 2 and "pos" not in n)]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": t["weight_decay"]},
-                              {"params": rest, "weight_decay": 0.0}], lr=t["lr"])
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": rest, "weight_decay": 0.0}], lr=t["lr"]
+    )
 
 
 def recipe_of(t: dict) -> dict:
     """The training recipe's settings (training.RECIPE's keys) from the `train` config group."""
-    return dict(box_prob=t["box_prob"], correction_clicks=t["correction_clicks"],
-                coarse_mask_prob=t["coarse_mask_prob"], weights=(t["focal_weight"], t["dice_weight"]),
-                all_iou=t["supervise_all_iou"], iou_weight=t["iou_weight"])
+    return dict(
+        box_prob=t["box_prob"],
+        correction_clicks=t["correction_clicks"],
+        coarse_mask_prob=t["coarse_mask_prob"],
+        weights=(t["focal_weight"], t["dice_weight"]),
+        all_iou=t["supervise_all_iou"],
+        iou_weight=t["iou_weight"],
+    )
 
 
 def learning_rate(step: int, t: dict) -> float:
@@ -186,8 +214,9 @@ def learning_rate(step: int, t: dict) -> float:
     return t["lr"] * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def train_loop(sam, optimizer, examples, t: dict, seed: int, step: int, out_dir: Path, fingerprint: str,
-               progress: bool) -> int:
+def train_loop(
+    sam, optimizer, examples, t: dict, seed: int, step: int, out_dir: Path, fingerprint: str, progress: bool
+) -> int:
     """Optimizer steps from `step` to t['steps']; checkpoints and the loss log along the way."""
     bar = tqdm(total=t["steps"], initial=step, desc="train", disable=not progress)
     size = sam.image_encoder.img_size
@@ -197,25 +226,47 @@ def train_loop(sam, optimizer, examples, t: dict, seed: int, step: int, out_dir:
         # Batch and prompts of this step come from (seed, step) only: resuming replays the same data
         rng = np.random.default_rng([seed, step])
         generator = torch.Generator(device=sam.device).manual_seed(int(rng.integers(1 << 62)))
-        images, masks, *contexts = batch(examples, rng, t["images_per_step"], t["masks_per_image"], size,
-                                         t["area_power"], context=t["iou_target"] == "containing")
+        images, masks, *contexts = batch(
+            examples,
+            rng,
+            t["images_per_step"],
+            t["masks_per_image"],
+            size,
+            t["area_power"],
+            context=t["iou_target"] == "containing",
+        )
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, t)
-        loss, stats = batch_loss(sam, images, masks, generator, recipe, not t["freeze_image_encoder"],
-                                 contexts[0] if contexts else None)
+        loss, stats = batch_loss(
+            sam, images, masks, generator, recipe, not t["freeze_image_encoder"], contexts[0] if contexts else None
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if t["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(sam.parameters(), t["grad_clip"])
         optimizer.step()
         step += 1
-        append_log(out_dir, {"step": step, "lr": learning_rate(step - 1, t), "seconds": round(time.time() - start, 3),
-                             **{k: round(v, 5) for k, v in stats.items()}})
+        append_log(
+            out_dir,
+            {
+                "step": step,
+                "lr": learning_rate(step - 1, t),
+                "seconds": round(time.time() - start, 3),
+                **{k: round(v, 5) for k, v in stats.items()},
+            },
+        )
         bar.update(1)
         bar.set_postfix(loss=f"{stats['loss']:.3f}", iou=f"{stats['iou']:.3f}")
         if step % t["checkpoint_every"] == 0 or step == t["steps"]:
-            save_atomic({"model": sam.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                         "fingerprint": fingerprint}, out_dir / "checkpoints" / "last.pt")
+            save_atomic(
+                {
+                    "model": sam.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    "fingerprint": fingerprint,
+                },
+                out_dir / "checkpoints" / "last.pt",
+            )
     bar.close()
     return step
 

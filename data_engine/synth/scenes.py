@@ -10,6 +10,7 @@ construction and occlusion is exact too. Lighting, noise and blur change the pix
 Everything is drawn from `numpy.random.default_rng([seed, index])`: scene `index` of a seed is the
 same on every machine and independent of the other scenes.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,6 +26,7 @@ MIN_VISIBLE_AREA = 12  # objects with fewer visible pixels are not annotated
 # ----------------------------------------------------------------------------------------------
 # Geometry: primitives rasterized on the integer pixel grid (no anti-aliasing, so masks are exact)
 # ----------------------------------------------------------------------------------------------
+
 
 def rasterize(geometry: list, height: int, width: int) -> np.ndarray:
     """[H, W] bool mask of a geometry: a list of [op, primitive] with op '+' (add) or '-' (cut out)."""
@@ -46,8 +48,9 @@ def draw_primitive(prim: dict, height: int, width: int) -> np.ndarray:
         points = cv2.ellipse2Poly((int(cx), int(cy)), (max(int(ax), 1), max(int(ay), 1)), int(deg), 0, 360, 3)
         cv2.fillPoly(canvas, [points], 1, lineType=cv2.LINE_8)
     elif "stroke" in prim:
-        cv2.polylines(canvas, [np.asarray(prim["stroke"], dtype=np.int32)], False, 1, int(prim["width"]),
-                      lineType=cv2.LINE_8)
+        cv2.polylines(
+            canvas, [np.asarray(prim["stroke"], dtype=np.int32)], False, 1, int(prim["width"]), lineType=cv2.LINE_8
+        )
     else:
         raise ValueError(f"unknown primitive {sorted(prim)}")
     return canvas.astype(bool)
@@ -65,6 +68,7 @@ def top_layer_map(layers: list[dict], height: int, width: int) -> np.ndarray:
 # Shapes: each returns a geometry centred at (cx, cy) with a size of about `r` pixels (radius)
 # ----------------------------------------------------------------------------------------------
 
+
 def rotate(points: np.ndarray, angle: float) -> np.ndarray:
     c, s = math.cos(angle), math.sin(angle)
     return points @ np.array([[c, s], [-s, c]])
@@ -75,8 +79,12 @@ def to_int_points(points: np.ndarray, cx: float, cy: float) -> list:
 
 
 def shape_ellipse(rng, cx, cy, r) -> list:
-    return [["+", {"ellipse": [round(cx), round(cy), round(r), round(r * rng.uniform(0.35, 1.0)),
-                               int(rng.integers(0, 180))]}]]
+    return [
+        [
+            "+",
+            {"ellipse": [round(cx), round(cy), round(r), round(r * rng.uniform(0.35, 1.0)), int(rng.integers(0, 180))]},
+        ]
+    ]
 
 
 def shape_rectangle(rng, cx, cy, r) -> list:
@@ -118,31 +126,53 @@ def shape_concave(rng, cx, cy, r) -> list:
     kind = rng.integers(0, 3)
     if kind == 2:
         shift = rotate(np.array([[r * rng.uniform(0.35, 0.7), 0.0]]), rng.uniform(0, 2 * math.pi))[0]
-        return [["+", {"ellipse": [round(cx), round(cy), round(r), round(r), 0]}],
-                ["-", {"ellipse": [round(cx + shift[0]), round(cy + shift[1]), round(r * 0.9), round(r * 0.9), 0]}]]
+        return [
+            ["+", {"ellipse": [round(cx), round(cy), round(r), round(r), 0]}],
+            ["-", {"ellipse": [round(cx + shift[0]), round(cy + shift[1]), round(r * 0.9), round(r * 0.9), 0]}],
+        ]
     t = rng.uniform(0.3, 0.55)  # arm thickness as a fraction of the size
     if kind == 0:  # L
         points = np.array([[-1, -1], [-1 + 2 * t, -1], [-1 + 2 * t, 1 - 2 * t], [1, 1 - 2 * t], [1, 1], [-1, 1]])
     else:  # U
-        points = np.array([[-1, -1], [-1 + 2 * t, -1], [-1 + 2 * t, 1 - 2 * t], [1 - 2 * t, 1 - 2 * t],
-                           [1 - 2 * t, -1], [1, -1], [1, 1], [-1, 1]])
+        points = np.array(
+            [
+                [-1, -1],
+                [-1 + 2 * t, -1],
+                [-1 + 2 * t, 1 - 2 * t],
+                [1 - 2 * t, 1 - 2 * t],
+                [1 - 2 * t, -1],
+                [1, -1],
+                [1, 1],
+                [-1, 1],
+            ]
+        )
     return [["+", {"poly": to_int_points(rotate(points * r, rng.uniform(0, 2 * math.pi)), cx, cy)}]]
 
 
 def shape_ring(rng, cx, cy, r) -> list:
     """An annulus: an object with a hole."""
     inner = rng.uniform(0.35, 0.7)
-    return [["+", {"ellipse": [round(cx), round(cy), round(r), round(r), 0]}],
-            ["-", {"ellipse": [round(cx), round(cy), round(r * inner), round(r * inner), 0]}]]
+    return [
+        ["+", {"ellipse": [round(cx), round(cy), round(r), round(r), 0]}],
+        ["-", {"ellipse": [round(cx), round(cy), round(r * inner), round(r * inner), 0]}],
+    ]
 
 
-SHAPE_FUNCS = {"ellipse": shape_ellipse, "rectangle": shape_rectangle, "polygon": shape_polygon,
-               "star": shape_star, "thin": shape_thin, "concave": shape_concave, "ring": shape_ring}
+SHAPE_FUNCS = {
+    "ellipse": shape_ellipse,
+    "rectangle": shape_rectangle,
+    "polygon": shape_polygon,
+    "star": shape_star,
+    "thin": shape_thin,
+    "concave": shape_concave,
+    "ring": shape_ring,
+}
 
 
 # ----------------------------------------------------------------------------------------------
 # Composite objects: a whole made of parts, parts holding subparts
 # ----------------------------------------------------------------------------------------------
+
 
 def node(shape: str, level: str, geometry: list, children=()) -> dict:
     """A tree node: its own layer (geometry, may be empty for a pure group) and its child nodes."""
@@ -152,13 +182,37 @@ def node(shape: str, level: str, geometry: list, children=()) -> dict:
 def composite_house(rng, cx, cy, r) -> dict:
     w, h = r, r * rng.uniform(0.5, 0.8)
     body = [["+", {"poly": to_int_points(np.array([[-w, -h * 0.2], [w, -h * 0.2], [w, h], [-w, h]]), cx, cy)}]]
-    roof = [["+", {"poly": to_int_points(np.array([[-w * 1.15, -h * 0.2], [w * 1.15, -h * 0.2],
-                                                    [0, -h * 0.2 - r * rng.uniform(0.5, 0.9)]]), cx, cy)}]]
+    roof = [
+        [
+            "+",
+            {
+                "poly": to_int_points(
+                    np.array([[-w * 1.15, -h * 0.2], [w * 1.15, -h * 0.2], [0, -h * 0.2 - r * rng.uniform(0.5, 0.9)]]),
+                    cx,
+                    cy,
+                )
+            },
+        ]
+    ]
     windows = []
     for x in rng.choice([-0.6, 0.0, 0.6], size=int(rng.integers(1, 3)), replace=False):
         s = w * 0.18
-        windows.append(node("window", "subpart", [["+", {"poly": to_int_points(
-            np.array([[-s, -s], [s, -s], [s, s], [-s, s]]) + [x * w, h * 0.25], cx, cy)}]]))
+        windows.append(
+            node(
+                "window",
+                "subpart",
+                [
+                    [
+                        "+",
+                        {
+                            "poly": to_int_points(
+                                np.array([[-s, -s], [s, -s], [s, s], [-s, s]]) + [x * w, h * 0.25], cx, cy
+                            )
+                        },
+                    ]
+                ],
+            )
+        )
     return node("house", "whole", [], [node("body", "part", body, windows), node("roof", "part", roof)])
 
 
@@ -168,12 +222,33 @@ def composite_figure(rng, cx, cy, r) -> dict:
     head_y = cy - r * 0.4 - head_r * 0.8
     head = [["+", {"ellipse": [round(cx), round(head_y), round(head_r), round(head_r), 0]}]]
     eye = max(round(head_r * 0.2), 1)
-    eyes = [node("eye", "subpart", [["+", {"ellipse": [round(cx + dx * head_r), round(head_y - head_r * 0.15),
-                                                       eye, eye, 0]}]]) for dx in (-0.4, 0.4)]
+    eyes = [
+        node(
+            "eye",
+            "subpart",
+            [["+", {"ellipse": [round(cx + dx * head_r), round(head_y - head_r * 0.15), eye, eye, 0]}]],
+        )
+        for dx in (-0.4, 0.4)
+    ]
     arm_w = max(int(r * 0.12), 2)
-    arms = [node("arm", "part", [["+", {"stroke": to_int_points(
-        np.array([[0.3 * side, 0.0], [0.9 * side, rng.uniform(-0.5, 0.5)]]) * r, cx, cy), "width": arm_w}]])
-        for side in (-1, 1)]
+    arms = [
+        node(
+            "arm",
+            "part",
+            [
+                [
+                    "+",
+                    {
+                        "stroke": to_int_points(
+                            np.array([[0.3 * side, 0.0], [0.9 * side, rng.uniform(-0.5, 0.5)]]) * r, cx, cy
+                        ),
+                        "width": arm_w,
+                    },
+                ]
+            ],
+        )
+        for side in (-1, 1)
+    ]
     return node("figure", "whole", [], arms + [node("body", "part", body), node("head", "part", head, eyes)])
 
 
@@ -184,8 +259,26 @@ def composite_flower(rng, cx, cy, r) -> dict:
     for k in range(n):
         a = start + 2 * math.pi * k / n
         px, py = cx + math.cos(a) * r * 0.55, cy + math.sin(a) * r * 0.55
-        petals.append(node("petal", "part", [["+", {"ellipse": [round(px), round(py), round(r * 0.45),
-                                                                 round(r * 0.2), int(math.degrees(a)) % 180]}]]))
+        petals.append(
+            node(
+                "petal",
+                "part",
+                [
+                    [
+                        "+",
+                        {
+                            "ellipse": [
+                                round(px),
+                                round(py),
+                                round(r * 0.45),
+                                round(r * 0.2),
+                                int(math.degrees(a)) % 180,
+                            ]
+                        },
+                    ]
+                ],
+            )
+        )
     center = node("center", "part", [["+", {"ellipse": [round(cx), round(cy), round(r * 0.3), round(r * 0.3), 0]}]])
     return node("flower", "whole", [], petals + [center])
 
@@ -196,6 +289,7 @@ COMPOSITE_FUNCS = {"house": composite_house, "figure": composite_figure, "flower
 # ----------------------------------------------------------------------------------------------
 # Paint: fills, background, lighting and noise
 # ----------------------------------------------------------------------------------------------
+
 
 def random_colour(rng) -> np.ndarray:
     return rng.uniform(0, 255, 3).astype(np.float32)
@@ -216,7 +310,7 @@ def fill(rng, height: int, width: int) -> np.ndarray:
     other = np.clip(base + rng.normal(0, 60, 3), 0, 255).astype(np.float32)
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, 2 * math.pi)
-    along = (xs * math.cos(angle) + ys * math.sin(angle))
+    along = xs * math.cos(angle) + ys * math.sin(angle)
     if kind == "gradient":
         t = (along - along.min()) / max(float(np.ptp(along)), 1.0)
     elif kind == "stripes":
@@ -249,8 +343,8 @@ def finish(rng, image: np.ndarray) -> np.ndarray:
 # Scenes
 # ----------------------------------------------------------------------------------------------
 
-def make_scene(seed: int, index: int, min_size: int = 256, max_size: int = 512,
-               max_objects: int = 12) -> dict:
+
+def make_scene(seed: int, index: int, min_size: int = 256, max_size: int = 512, max_objects: int = 12) -> dict:
     """One scene: {'image': [H, W, 3] uint8, 'height', 'width', 'layers', 'objects'}.
 
     `objects` are the annotated masks: {'mask', 'shape', 'level', 'parent' (index in objects or
@@ -330,6 +424,13 @@ def annotate(owners: list[dict], top: np.ndarray) -> list[dict]:
             index_of[i] = parent  # same pixels as its parent: one annotation stands for both
             continue
         index_of[i] = len(objects)
-        objects.append({"mask": mask, "shape": owner["shape"], "level": owner["level"], "parent": parent,
-                        "layers": owner["layers"]})
+        objects.append(
+            {
+                "mask": mask,
+                "shape": owner["shape"],
+                "level": owner["level"],
+                "parent": parent,
+                "layers": owner["layers"],
+            }
+        )
     return objects

@@ -1,5 +1,6 @@
 """Training examples for SAM: images and their masks from Parquet datasets or COCO files, brought
 to the model's input frame (long side resized to the encoder size, padded at the bottom-right)."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,11 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from data_engine.importers import coco as coco_import
+from data_engine.importers.results import REJECTED
 from data_engine.io import rle
 from data_engine.io.dataset import read_images, read_masks
 from data_engine.io.images import ImageError, load_rgb
-from data_engine.importers import coco as coco_import
-from data_engine.importers.results import REJECTED
 
 MIN_FRAME_AREA = 20  # masks smaller than this many pixels in the model frame are skipped
 
@@ -25,8 +26,9 @@ class TrainDataError(ValueError):
     user_error = True
 
 
-def load_sources(paths: list[str], image_root: str | None, img_size: int,
-                 max_images: int | None = None) -> tuple[list[dict], list[dict]]:
+def load_sources(
+    paths: list[str], image_root: str | None, img_size: int, max_images: int | None = None
+) -> tuple[list[dict], list[dict]]:
     """Examples from every source: {'image': [3, h, w] uint8 tensor, 'masks': RLE counts in the
     img_size x img_size frame, 'file_name', 'small_masks': how many of its masks were too small},
     and what was left out: images {'source', 'file_name', 'reason'} (missing, unreadable, or no mask
@@ -38,20 +40,23 @@ def load_sources(paths: list[str], image_root: str | None, img_size: int,
         for root, file_name, masks, bad, unusable in list_source(Path(path).expanduser(), image_root):
             if max_images is not None and len(examples) >= max_images:
                 return examples, skipped
-            skipped.extend({"source": path, "file_name": file_name, "annotation": ann, "reason": reason}
-                           for ann, reason in bad)
+            skipped.extend(
+                {"source": path, "file_name": file_name, "annotation": ann, "reason": reason} for ann, reason in bad
+            )
             if file_name is None:  # annotations of no listed image
                 continue
-            example, reason = (None, unusable) if unusable else load_example(root / file_name, masks, img_size,
-                                                                             rejected=len(bad))
+            example, reason = (
+                (None, unusable) if unusable else load_example(root / file_name, masks, img_size, rejected=len(bad))
+            )
             if example:
                 examples.append({**example, "file_name": file_name})
             else:
                 skipped.append({"source": path, "file_name": file_name, "reason": reason})
     if not examples:
         first = f"; first left out: {skipped[0]['file_name']}: {skipped[0]['reason']}" if skipped else ""
-        raise TrainDataError(f"train.data={paths}: no image with a mask of at least {MIN_FRAME_AREA} px "
-                             f"was found{first}")
+        raise TrainDataError(
+            f"train.data={paths}: no image with a mask of at least {MIN_FRAME_AREA} px was found{first}"
+        )
     return examples, skipped
 
 
@@ -59,8 +64,9 @@ def load_example(path: Path, masks: list[tuple], img_size: int, rejected: int = 
     """(example, None), or (None, why the image cannot be trained on); `rejected`: how many of its
     annotations were left out."""
     if not masks:
-        return None, (f"none of its {rejected} annotations could be used" if rejected
-                      else "the source has no mask for it")
+        return None, (
+            f"none of its {rejected} annotations could be used" if rejected else "the source has no mask for it"
+        )
     try:
         example = to_frame(path, masks, img_size)
     except (ImageError, TrainDataError) as e:
@@ -78,8 +84,9 @@ def list_source(path: Path, image_root: str | None):
     elif path.is_file() and path.suffix == ".json":
         yield from coco_source(path, image_root)
     else:
-        raise TrainDataError(f"train.data: {path} is neither a data-engine output folder (with masks/) "
-                             "nor a COCO instances .json file")
+        raise TrainDataError(
+            f"train.data: {path} is neither a data-engine output folder (with masks/) nor a COCO instances .json file"
+        )
 
 
 def parquet_source(path: Path, image_root: str | None):
@@ -112,8 +119,11 @@ def coco_source(path: Path, image_root: str | None):
     None. Images listed without a usable annotation come with no masks."""
     doc = coco_import.load_document(path)
     results = coco_import.import_document(doc, path, None)
-    root = Path(image_root).expanduser() if image_root else (
-        path.parent / "pictures" if (path.parent / "pictures").is_dir() else path.parent)
+    root = (
+        Path(image_root).expanduser()
+        if image_root
+        else (path.parent / "pictures" if (path.parent / "pictures").is_dir() else path.parent)
+    )
     names, unusable = image_entries(doc["images"])
     masks: dict[str, list] = {name: [] for name in names}
     for row in results.rows:
@@ -163,12 +173,23 @@ def to_frame(path: Path, masks: list[tuple], img_size: int) -> dict:
             padded[:h, :w] = small
             frame.append(rle.encode(padded[None])[0])
             areas.append(int(small.sum()))
-    return {"image": torch.from_numpy(resized).permute(2, 0, 1).contiguous(), "masks": frame,
-            "areas": np.asarray(areas, dtype=np.float64), "small_masks": len(masks) - len(frame)}
+    return {
+        "image": torch.from_numpy(resized).permute(2, 0, 1).contiguous(),
+        "masks": frame,
+        "areas": np.asarray(areas, dtype=np.float64),
+        "small_masks": len(masks) - len(frame),
+    }
 
 
-def batch(examples: list[dict], rng: np.random.Generator, images: int, masks_per_image: int, img_size: int,
-          area_power: float = 0.0, context: bool = False):
+def batch(
+    examples: list[dict],
+    rng: np.random.Generator,
+    images: int,
+    masks_per_image: int,
+    img_size: int,
+    area_power: float = 0.0,
+    context: bool = False,
+):
     """Sample `images` examples and up to `masks_per_image` masks each, with probability proportional
     to area ** area_power (0: uniform; negative: small masks more often).
 
@@ -180,8 +201,9 @@ def batch(examples: list[dict], rng: np.random.Generator, images: int, masks_per
     for i in chosen:
         ex = examples[int(i)]
         weights = ex["areas"] ** area_power
-        picks = rng.choice(len(ex["masks"]), size=min(masks_per_image, len(ex["masks"])), replace=False,
-                           p=weights / weights.sum())
+        picks = rng.choice(
+            len(ex["masks"]), size=min(masks_per_image, len(ex["masks"])), replace=False, p=weights / weights.sum()
+        )
         # Decode the drawn masks, or every mask of the image when the context is wanted too
         wanted = range(len(ex["masks"])) if context else picks
         decoded = np.stack([rle.decode(ex["masks"][int(k)], img_size, img_size) for k in wanted])

@@ -2,6 +2,7 @@
 
 Scenes are `synth.make_scene` dicts; each object's `mask` is the ground truth.
 """
+
 from __future__ import annotations
 
 import time
@@ -11,8 +12,8 @@ import numpy as np
 import torch
 from segment_anything.utils.amg import build_point_grid
 
-from data_engine.io import rle
 from data_engine.amg.generator import MaskGenerator
+from data_engine.io import rle
 from data_engine.model.click_replay import ClickReplayer, mask_iou
 
 
@@ -38,17 +39,22 @@ def point_figures(sam, scenes: list[dict], min_area: int = 100, clicks: int = 0)
                 continue
             kinds.append((area, obj["level"]))
             point = innermost_point(obj["mask"])[None]
-            masks, scores, _ = replayer.predictor.predict(point_coords=point, point_labels=np.array([1]),
-                                                          multimask_output=True)
+            masks, scores, _ = replayer.predictor.predict(
+                point_coords=point, point_labels=np.array([1]), multimask_output=True
+            )
             ious = [mask_iou(m, obj["mask"]) for m in masks]
             best.append(max(ious))
             predicted.extend(scores.tolist())
             true.extend(ious)
             if clicks:
                 sessions.append(click_session(replayer, obj["mask"], clicks))
-    figures = {"point_miou": float(np.mean(best)), "iou_correlation": float(np.corrcoef(predicted, true)[0, 1]),
-               "point_prompts": len(best), "point_miou_by_group": group_means(best, kinds),
-               "point_under_half": float(np.mean(np.array(best) < 0.5))}
+    figures = {
+        "point_miou": float(np.mean(best)),
+        "iou_correlation": float(np.corrcoef(predicted, true)[0, 1]),
+        "point_prompts": len(best),
+        "point_miou_by_group": group_means(best, kinds),
+        "point_under_half": float(np.mean(np.array(best) < 0.5)),
+    }
     if clicks:
         figures["click_miou"] = np.mean(sessions, axis=0).tolist()
     return figures
@@ -57,9 +63,13 @@ def point_figures(sam, scenes: list[dict], min_area: int = 100, clicks: int = 0)
 def group_means(ious: list[float], kinds: list[tuple[int, str]]) -> dict:
     """Mean IoU per object group: by area (under / from 400 px) and by level (whole, part, subpart);
     groups with no object are left out. `kinds` holds each object's (area, level)."""
-    groups = {"under 400 px": lambda a, lv: a < 400, "400 px and more": lambda a, lv: a >= 400,
-              "wholes": lambda a, lv: lv == "whole", "parts": lambda a, lv: lv == "part",
-              "subparts": lambda a, lv: lv == "subpart"}
+    groups = {
+        "under 400 px": lambda a, lv: a < 400,
+        "400 px and more": lambda a, lv: a >= 400,
+        "wholes": lambda a, lv: lv == "whole",
+        "parts": lambda a, lv: lv == "part",
+        "subparts": lambda a, lv: lv == "subpart",
+    }
     means = {}
     for name, member in groups.items():
         picked = [iou for iou, (area, level) in zip(ious, kinds) if member(area, level)]
@@ -102,8 +112,11 @@ def grid_mask_ious(predictor, scene: dict, side: int = 32, batch: int = 64) -> t
     grid = build_point_grid(side) * np.array([w, h])  # the generator's grid, in pixels
     predicted, true = [], []
     for start in range(0, len(grid), batch):
-        points = torch.as_tensor(predictor.transform.apply_coords(grid[start:start + batch], (h, w)),
-                                 dtype=torch.float, device=predictor.device)
+        points = torch.as_tensor(
+            predictor.transform.apply_coords(grid[start : start + batch], (h, w)),
+            dtype=torch.float,
+            device=predictor.device,
+        )
         labels = torch.ones(len(points), 1, device=predictor.device)
         masks, scores, _ = predictor.predict_torch(points[:, None], labels, multimask_output=True)
         masks = masks.flatten(0, 1).float().flatten(1)
@@ -129,5 +142,9 @@ def auto_figures(sam, scenes: list[dict], amg: dict, min_area: int = 400, min_io
         if gt and out["segmentation"]:
             ious = rle.iou_matrix(rle.encode(np.stack(gt)), out["segmentation"], scene["height"], scene["width"])
             found += int((ious.max(1) >= min_iou).sum())
-    return {"auto_recall_400px_iou75": found / max(total, 1), "auto_objects": total,
-            "masks_per_image": float(np.mean(counts)), "auto_seconds_per_image": float(np.mean(seconds))}
+    return {
+        "auto_recall_400px_iou75": found / max(total, 1),
+        "auto_objects": total,
+        "masks_per_image": float(np.mean(counts)),
+        "auto_seconds_per_image": float(np.mean(seconds)),
+    }

@@ -13,6 +13,7 @@ With the image's other masks given (`context`), a point prompt's IoU target is t
 mask that contains the point, the drawn one included: a point on a part is also a fair prompt for the
 subpart under it and the whole around it, which is the ambiguity the 3 outputs stand for.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,8 +22,14 @@ from segment_anything.modeling import Sam
 
 FOCAL_WEIGHT, DICE_WEIGHT = 20.0, 1.0  # SAM's ratio; the recipe's `weights` take others (see train.focal_weight)
 # The recipe's settings for a batch, at the `train` group's defaults; the train stage passes its own (recipe_of)
-RECIPE = dict(box_prob=0.5, correction_clicks=1, coarse_mask_prob=0.0, weights=(FOCAL_WEIGHT, DICE_WEIGHT),
-              all_iou=False, iou_weight=1.0)
+RECIPE = dict(
+    box_prob=0.5,
+    correction_clicks=1,
+    coarse_mask_prob=0.0,
+    weights=(FOCAL_WEIGHT, DICE_WEIGHT),
+    all_iou=False,
+    iou_weight=1.0,
+)
 FOCAL_GAMMA = 2.0  # no alpha balancing: with tiny objects in the frame, alpha=0.25 collapsed to empty masks
 
 
@@ -60,7 +67,8 @@ def sample_points(region: torch.Tensor, generator: torch.Generator) -> torch.Ten
 
 
 def noisy_boxes(masks: torch.Tensor, generator: torch.Generator, max_noise: float) -> torch.Tensor:
-    """[K, S, S] bool -> [K, 4] XYXY boxes (inclusive pixel indices, as SAM's mask-to-box), each coordinate jittered by 10% of the side (capped)."""
+    """[K, S, S] bool -> [K, 4] XYXY boxes (inclusive pixel indices, as SAM's mask-to-box), each coordinate
+    jittered by 10% of the side (capped)."""
     ys = masks.any(2)
     xs = masks.any(1)
     s = masks.shape[-1]
@@ -87,9 +95,13 @@ def first_prompts(masks: torch.Tensor, generator: torch.Generator, box_prob: flo
 def decode(sam: Sam, embedding: torch.Tensor, points, boxes, mask_input, multimask: bool):
     """One decoder pass for K prompts on one image: ([K, M, h, w] low-res logits, [K, M] IoU)."""
     sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-    return sam.mask_decoder(image_embeddings=embedding[None], image_pe=sam.prompt_encoder.get_dense_pe(),
-                            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-                            multimask_output=multimask)
+    return sam.mask_decoder(
+        image_embeddings=embedding[None],
+        image_pe=sam.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask,
+    )
 
 
 def upscale(low_res: torch.Tensor, size: int) -> torch.Tensor:
@@ -97,9 +109,13 @@ def upscale(low_res: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
 
 
-def output_losses(logits: torch.Tensor, iou_pred: torch.Tensor, target: torch.Tensor,
-                  weights: tuple[float, float] = (FOCAL_WEIGHT, DICE_WEIGHT),
-                  iou_target: torch.Tensor | None = None) -> tuple:
+def output_losses(
+    logits: torch.Tensor,
+    iou_pred: torch.Tensor,
+    target: torch.Tensor,
+    weights: tuple[float, float] = (FOCAL_WEIGHT, DICE_WEIGHT),
+    iou_target: torch.Tensor | None = None,
+) -> tuple:
     """Per output: ([K, M] mask loss, [K, M] IoU-head MSE, [K, M] true IoU, focal, dice). The MSE is
     taken against `iou_target` when given, else against the true IoU with `target`."""
     t = target[:, None].float().expand_as(logits)
@@ -130,8 +146,14 @@ def coarse_masks(masks: torch.Tensor, prompt_size: tuple[int, int], cell: int = 
     return 8.0 * (F.interpolate(blocks, prompt_size, mode="nearest") - 0.3)
 
 
-def image_loss(sam: Sam, embedding: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
-               recipe: dict, context: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+def image_loss(
+    sam: Sam,
+    embedding: torch.Tensor,
+    masks: torch.Tensor,
+    generator: torch.Generator,
+    recipe: dict,
+    context: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict]:
     """Loss of one image's K masks over the first prompt and the correction clicks (mean per pass).
 
     With probability recipe['coarse_mask_prob'] the first prompt also carries a blocky version of the
@@ -145,8 +167,7 @@ def image_loss(sam: Sam, embedding: torch.Tensor, masks: torch.Tensor, generator
     coarse_prob = recipe["coarse_mask_prob"]
     if coarse_prob > 0 and torch.rand(1, generator=generator, device=masks.device).item() < coarse_prob:
         coarse = coarse_masks(masks, tuple(sam.prompt_encoder.mask_input_size))
-    total, low_res = first_pass(sam, embedding, masks, (coords, labels), boxes, use_box, coarse, recipe, stats,
-                                 context)
+    total, low_res = first_pass(sam, embedding, masks, (coords, labels), boxes, use_box, coarse, recipe, stats, context)
     # Correction clicks: sampled from the error region, previous logits fed back as the mask prompt
     previous = upscale(low_res, size)[:, 0] > 0
     for _ in range(recipe["correction_clicks"]):
@@ -178,14 +199,22 @@ def first_pass(sam, embedding, masks, points, boxes, use_box, coarse, recipe, st
         iou_target = None
         if context is not None and not is_box:  # context holds the drawn masks too
             iou_target = containing_iou(logits, points[0][rows][:, 0], context)
-        mask_l, iou_l, true_iou, focal, dice = output_losses(logits, iou_pred, masks[rows], recipe["weights"],
-                                                             iou_target)
+        mask_l, iou_l, true_iou, focal, dice = output_losses(
+            logits, iou_pred, masks[rows], recipe["weights"], iou_target
+        )
         best, pick = mask_l.argmin(1), torch.arange(len(rows))
         iou_term = iou_l.mean(1) if recipe["all_iou"] else iou_l[pick, best]
         total = total + mask_l[pick, best].sum() + recipe["iou_weight"] * iou_term.sum()
         low_res[rows] = lr[pick, best][:, None].detach()
-        accumulate(stats, mask_l[pick, best], iou_term, true_iou[pick, best], focal[pick, best], dice[pick, best],
-                   recipe["iou_weight"])
+        accumulate(
+            stats,
+            mask_l[pick, best],
+            iou_term,
+            true_iou[pick, best],
+            focal[pick, best],
+            dice[pick, best],
+            recipe["iou_weight"],
+        )
     return total, low_res
 
 
@@ -209,9 +238,15 @@ def accumulate(stats: dict, mask_l, iou_l, true_iou, focal, dice, iou_weight: fl
     stats["iou"] += float(true_iou.sum())
 
 
-def batch_loss(sam: Sam, images: list[torch.Tensor], masks: list[torch.Tensor], generator: torch.Generator,
-               recipe: dict, train_encoder: bool, contexts: list[torch.Tensor] | None = None
-               ) -> tuple[torch.Tensor, dict]:
+def batch_loss(
+    sam: Sam,
+    images: list[torch.Tensor],
+    masks: list[torch.Tensor],
+    generator: torch.Generator,
+    recipe: dict,
+    train_encoder: bool,
+    contexts: list[torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, dict]:
     """Mean loss over a batch: one encoder pass for all images, then the prompts of each image
     (`recipe`: RECIPE's keys; `contexts`: every mask of each image, for point prompts' IoU targets;
     see containing_iou)."""
