@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from data_engine.io import rle
 from data_engine.model.build import seeded_sam
-from data_engine.model.click_replay import mask_iou
 from data_engine.synth import scenes as synth
 
 SMALL = 400  # px: quality.py's "under 400 px" group
@@ -48,7 +48,7 @@ def main() -> None:
             area = int(obj["mask"].sum())
             if area >= args.min_area:
                 groups[small if area < SMALL else large].append(
-                    mask_iou(seen_at_low_res(sam, obj["mask"]), obj["mask"])
+                    rle.mask_iou(seen_at_low_res(sam, obj["mask"]), obj["mask"])
                 )
     every = sum(groups.values(), [])
     size, (low, _) = sam.image_encoder.img_size, sam.prompt_encoder.mask_input_size

@@ -10,8 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-# Errors a user can fix: printed as one line, no traceback.
-USER_ERRORS = ("ConfigError", "InputError", "CheckpointError", "OutputConflict")
+from data_engine.errors import UserError
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -26,7 +25,7 @@ def main(cfg: DictConfig) -> None:
         validate(plain)
         summary = run_stage(plain)
     except Exception as err:
-        if type(err).__name__ not in USER_ERRORS and not getattr(err, "user_error", False):
+        if not isinstance(err, UserError):
             raise
         print(f"data-engine: error: {err}", file=sys.stderr)
         sys.exit(2)

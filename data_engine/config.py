@@ -5,11 +5,9 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+from data_engine.errors import ConfigError
+
 CONF_DIR = Path(__file__).parent / "conf"
-
-
-class ConfigError(ValueError):
-    """A config key has a value that cannot work."""
 
 
 def compose(overrides: list[str]) -> dict:

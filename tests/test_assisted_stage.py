@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from assisted_data import DATA, copy_fixture, make_images
 
-from data_engine.config import ConfigError
+from data_engine.errors import ConfigError
 from data_engine.io.dataset import read_images, read_masks
 from data_engine.model import build as models
 from data_engine.runtime.runs import OutputConflict

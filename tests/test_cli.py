@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from data_engine.config import ConfigError, validate
+from data_engine.config import validate
+from data_engine.errors import ConfigError
 
 
 def cli(*args, cwd=None):

@@ -10,10 +10,11 @@ from assisted_data import DATA, make_images, outcome, statuses
 from pycocotools import mask as mask_utils
 
 from data_engine.importers import clicks
+from data_engine.importers.clicks import click_row
 from data_engine.io import rle
 from data_engine.io.images import load_rgb
 from data_engine.model.build import build_sam
-from data_engine.model.click_replay import ClickReplayer, click_row
+from data_engine.model.click_replay import ClickReplayer
 
 H, W = 48, 64
 

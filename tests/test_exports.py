@@ -10,6 +10,7 @@ from maskdata import rect, write_dataset
 from data_engine.config import validate
 from data_engine.exports.formats import ExportError, export, label_layers, read_sa1b
 from data_engine.io import rle
+from data_engine.io.dataset import read_masks
 from data_engine.stages import run_stage
 
 H, W = 64, 80
@@ -63,8 +64,9 @@ def test_sa1b_round_trip_keeps_masks_and_fields(dataset, tmp_path):
     image_rows, rows = read_sa1b(tmp_path / "out" / "sa1b")
     assert mask_set(rows) == expected(images)
     assert sorted(r["file_name"] for r in image_rows) == sorted(images)
-    ids = [r["extra"] for r in rows]
+    ids = [r["mask_id"] for r in rows]
     assert len(set(ids)) == len(ids)  # annotation ids unique across the export
+    assert sorted(ids) == sorted(read_masks(ds, ["mask_id"]).column("mask_id").to_pylist())  # = the dataset's
     a = sorted((r for r in rows if r["file_name"] == "sub/a.png"), key=lambda r: r["area"])[0]
     assert a["area"] == 100 and a["bbox"] == [10.0, 10.0, 10.0, 10.0] and a["predicted_iou"] == pytest.approx(0.9)
 

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
+from data_engine.io import rle
 from data_engine.model.build import build_sam
-from data_engine.model.click_replay import mask_iou
 from data_engine.synth import scenes as synth
 from data_engine.train.evaluate import correction_click, grid_mask_ious, group_means
 
@@ -66,5 +66,5 @@ def test_grid_mask_ious_give_each_mask_its_best_iou_against_the_objects(one_thre
     assert predicted.shape == true.shape == (4 * 4 * 3,)
     assert ((true >= 0) & (true <= 1)).all()
     np.testing.assert_allclose(predicted[:3], scores, atol=1e-5)
-    best = [max(mask_iou(m, o["mask"]) for o in scene["objects"]) for m in masks]
+    best = [max(rle.mask_iou(m, o["mask"]) for o in scene["objects"]) for m in masks]
     np.testing.assert_allclose(true[:3], best, atol=1e-6)

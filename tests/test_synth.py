@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_engine.config import ConfigError
+from data_engine.errors import ConfigError
 from data_engine.io import coco, inputs, rle
 from data_engine.io.dataset import read_images, read_masks
 from data_engine.stages import synth as synth_stage

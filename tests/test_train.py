@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_engine.config import ConfigError
+from data_engine.errors import ConfigError
 from data_engine.io import rle
 from data_engine.io.dataset import write_shard
 from data_engine.io.inputs import InputError

@@ -11,16 +11,15 @@ import json
 import posixpath
 from pathlib import Path
 
+from data_engine.errors import UserError
 from data_engine.io import rle
 from data_engine.io.coco import load as load_coco_file
 from data_engine.io.coco import segmentation_to_counts
 from data_engine.io.dataset import read_images, read_masks
 
 
-class AuditError(ValueError):
+class AuditError(UserError, ValueError):
     """Audit input that cannot be used; the message says what to do."""
-
-    user_error = True
 
 
 def load_side(path: str | Path | None, role: str, match_by: str = "file_name", score: str = "predicted_iou") -> dict:

@@ -13,23 +13,21 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
 
+from data_engine.errors import UserError
 from data_engine.io import coco, rle
-from data_engine.io.dataset import read_images, read_masks, write_text_atomic
+from data_engine.io.atomic import atomic_path, write_text_atomic
+from data_engine.io.dataset import mask_row, read_images, read_masks
 
 SA1B_FIELDS = ("bbox", "area", "predicted_iou", "stability_score", "crop_box", "point_coords")
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """The dataset cannot be exported as asked; the message says what to do."""
-
-    user_error = True
 
 
 def export(dataset: str | Path, out_dir: str | Path, fmt: str) -> dict:
@@ -87,23 +85,21 @@ def check_unique(images: list[dict], suffix: str) -> None:
 
 
 def write_sa1b(images: list[dict], masks: dict, out_dir: Path) -> dict:
-    """One JSON per image: {"image": {...}, "annotations": [...]}, annotation ids unique in the export."""
+    """One JSON per image: {"image": {...}, "annotations": [...]}; ids are the dataset's image_id and mask_id."""
     check_unique(images, ".json")
-    next_id = 1
     for img in images:
         rows = masks.get(img["file_name"], [])
         doc = {
             "image": {k: img[k] for k in ("image_id", "width", "height", "file_name")},
-            "annotations": [sa1b_annotation(next_id + i, r) for i, r in enumerate(rows)],
+            "annotations": [sa1b_annotation(r) for r in rows],
         }
-        next_id += len(rows)
         write_text_atomic(json.dumps(doc), out_dir / stem_path(img["file_name"], ".json"))
     return {"files": len(images)}
 
 
-def sa1b_annotation(ann_id: int, row: dict) -> dict:
+def sa1b_annotation(row: dict) -> dict:
     return {
-        "id": ann_id,
+        "id": row["mask_id"],
         "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
         **{k: row[k] for k in SA1B_FIELDS},
     }
@@ -122,20 +118,9 @@ def read_sa1b(folder: str | Path) -> tuple[list[dict], list[dict]]:
                     f"{path}: annotation {ann['id']} has size {ann['segmentation']['size']}, "
                     f"the image is {[img['height'], img['width']]}"
                 )
-            masks.append(
-                {
-                    "image_id": img["image_id"],
-                    "file_name": img["file_name"],
-                    "height": img["height"],
-                    "width": img["width"],
-                    "segmentation": ann["segmentation"]["counts"],
-                    **{k: ann.get(k) for k in SA1B_FIELDS},
-                    "stage": "auto",
-                    "source": "sa1b",
-                    "model": None,
-                    "extra": json.dumps({"sa1b_id": ann["id"]}),
-                }
-            )
+            fields = {k: ann.get(k) for k in SA1B_FIELDS}
+            counts = ann["segmentation"]["counts"]
+            masks.append(mask_row(img, counts, stage="auto", source="sa1b", mask_id=ann["id"], **fields))
     return images, masks
 
 
@@ -145,31 +130,21 @@ def read_sa1b(folder: str | Path) -> tuple[list[dict], list[dict]]:
 
 
 def write_coco(images: list[dict], masks: dict, out_dir: Path) -> dict:
-    """instances.json with one "object" category; score = predicted_iou, as COCO results carry it."""
+    """instances.json with one "object" category; image and annotation ids are the dataset's image_id and
+    mask_id; score = predicted_iou, as COCO results carry it."""
     coco_images, annotations = [], []
-    for new_id, img in enumerate(images, start=1):
-        coco_images.append(
-            {
-                "id": new_id,
-                "file_name": img["file_name"],
-                "height": img["height"],
-                "width": img["width"],
-                "dataset_image_id": img["image_id"],
-            }
-        )
-        for row in masks.get(img["file_name"], []):
-            annotations.append(coco_annotation(len(annotations) + 1, new_id, row))
+    for img in images:
+        coco_images.append({k: img[k] for k in ("file_name", "height", "width")} | {"id": img["image_id"]})
+        annotations += [coco_annotation(row) for row in masks.get(img["file_name"], [])]
     path = out_dir / "instances.json"
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    coco.write(tmp, coco_images, annotations)
-    os.replace(tmp, path)
+    coco.write(path, coco_images, annotations)
     return {"files": 1}
 
 
-def coco_annotation(ann_id: int, image_id: int, row: dict) -> dict:
+def coco_annotation(row: dict) -> dict:
     return {
-        "id": ann_id,
-        "image_id": image_id,
+        "id": row["mask_id"],
+        "image_id": row["image_id"],
         "category_id": 1,
         "iscrowd": 0,
         "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
@@ -222,11 +197,9 @@ def write_png_atomic(labels: np.ndarray, path: Path) -> None:
     top = int(labels.max(initial=0))
     if top > 65535:
         raise ExportError(f"{path}: {top} masks in one label image; 16-bit PNG holds at most 65535")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex}.png"
-    if not cv2.imwrite(str(tmp), labels.astype(np.uint8 if top <= 255 else np.uint16)):
-        raise ExportError(f"could not write {path}")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), labels.astype(np.uint8 if top <= 255 else np.uint16)):
+            raise ExportError(f"could not write {path}")
 
 
 WRITERS = {"sa1b": write_sa1b, "coco": write_coco, "png": write_png}

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 
 from data_engine.importers.coco import segmentation_counts
-from data_engine.importers.results import Results
+from data_engine.importers.results import Results, mask_row
 from data_engine.importers.validate import ImageSizes, Rejected, Seen, safe_name
 from data_engine.io import rle
 from data_engine.io.inputs import InputError
@@ -133,3 +133,31 @@ def final_counts(final, height: int, width: int) -> tuple[str | None, list[str]]
 
 def is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def click_row(obj: dict, result: dict, model: str) -> dict:
+    """The stored mask (the annotator's final mask if given, else the model's) as a source=click row."""
+    final = obj.get("final_counts")
+    counts = final or result["model_counts"]
+    extra = {
+        "format": "clicks",
+        "original_id": obj["id"],
+        **obj.get("extra", {}),
+        "num_clicks": len(obj["clicks"]),
+        "click_labels": [c[2] for c in obj["clicks"]],
+        "iou_per_click": result["iou_per_click"],
+        "predicted_iou_per_click": result["predicted_iou_per_click"],
+        "final_mask": "annotator" if final else "model",
+    }
+    predicted = None if final else result["predicted_iou_per_click"][-1]
+    return mask_row(
+        obj["file_name"],
+        obj["height"],
+        obj["width"],
+        counts,
+        "click",
+        extra,
+        point_coords=[c[:2] for c in obj["clicks"]],
+        model=model,
+        predicted_iou=predicted,
+    )

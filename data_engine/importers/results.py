@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
-from data_engine.io import inputs, rle
+from data_engine.io import dataset, inputs
 
 IMPORTED, REJECTED = "imported", "rejected"
 
@@ -59,35 +58,10 @@ class Results:
             )
 
 
-def mask_row(
-    file_name: str,
-    height: int,
-    width: int,
-    counts: str,
-    source: str,
-    extra: dict,
-    point_coords=None,
-    model=None,
-    predicted_iou=None,
-) -> dict:
-    """One row of `data_engine.io.dataset.MASK_SCHEMA` for a mask of stage 'assisted'."""
-    return {
-        "image_id": inputs.image_id(file_name),
-        "file_name": file_name,
-        "height": height,
-        "width": width,
-        "segmentation": counts,
-        "area": int(rle.area([counts], height, width)[0]),
-        "bbox": [float(v) for v in rle.bbox([counts], height, width)[0]],
-        "predicted_iou": predicted_iou,
-        "stability_score": None,
-        "point_coords": point_coords,
-        "crop_box": None,
-        "stage": "assisted",
-        "source": source,
-        "model": model,
-        "extra": json.dumps(extra, sort_keys=True, default=str),
-    }
+def mask_row(file_name: str, height: int, width: int, counts: str, source: str, extra: dict, **fields) -> dict:
+    """A MASK_SCHEMA row of stage 'assisted' for a mask of an image named by its path under the root."""
+    image = {"image_id": inputs.image_id(file_name), "file_name": file_name, "height": height, "width": width}
+    return dataset.mask_row(image, counts, stage="assisted", source=source, extra=extra, **fields)
 
 
 def report_row(fmt, file, annotation, image, status, reason) -> dict:

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from data_engine.io.atomic import write_text_atomic
+
 
 def segmentation_to_counts(segmentation, height: int, width: int) -> str:
     """Polygons, uncompressed RLE or compressed RLE -> compressed RLE counts string.
@@ -37,14 +39,13 @@ def load(path: str | Path) -> dict:
 
 
 def write(path: str | Path, images: list[dict], annotations: list[dict], categories=None) -> None:
-    """A COCO instances file; `annotations` carry segmentation as {'size', 'counts': str}."""
+    """A COCO instances file, written atomically; `annotations` carry segmentation as {'size', 'counts': str}."""
     doc = {
         "images": images,
         "annotations": annotations,
         "categories": categories or [{"id": 1, "name": "object", "supercategory": "object"}],
     }
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(doc, default=to_builtin))
+    write_text_atomic(json.dumps(doc, default=to_builtin), path)
 
 
 def to_builtin(value):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import uuid
+import hashlib
+import json
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_engine.io import rle
+from data_engine.io.atomic import atomic_path
+
 MASK_SCHEMA = pa.schema(
     [
+        ("mask_id", pa.int64()),  # stable: image, stage and the mask's place among the image's masks
         ("image_id", pa.int64()),
         ("file_name", pa.string()),
         ("height", pa.int32()),
@@ -53,27 +58,65 @@ def table(rows: list[dict], schema: pa.Schema) -> pa.Table:
 
 
 def write_atomic(tbl: pa.Table, path: str | Path) -> None:
-    """Write a Parquet file under a temporary name, then rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    """Write a Parquet file atomically (io.atomic): readers never see a partial file."""
     use_dict = [c for c in DICTIONARY_COLUMNS if c in tbl.column_names]
-    pq.write_table(tbl, tmp, compression="zstd", use_dictionary=use_dict, row_group_size=64_000)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(tbl, tmp, compression="zstd", use_dictionary=use_dict, row_group_size=64_000)
 
 
-def write_text_atomic(text: str, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def mask_row(
+    image: dict,
+    counts: str,
+    *,
+    stage: str,
+    source: str,
+    model: str | None = None,
+    extra: dict | None = None,
+    **fields,
+) -> dict:
+    """The one builder of a MASK_SCHEMA row: the image's fields, the RLE, area and box (computed from
+    the RLE unless given), provenance, and any other schema field (predicted_iou, point_coords, ...)."""
+    h, w = image["height"], image["width"]
+    unknown = set(fields) - set(MASK_SCHEMA.names)
+    if unknown:
+        raise TypeError(f"not mask fields: {sorted(unknown)}")
+    if "area" not in fields:
+        fields["area"] = int(rle.area([counts], h, w)[0])
+    if "bbox" not in fields:
+        fields["bbox"] = [float(v) for v in rle.bbox([counts], h, w)[0]]
+    return {
+        **dict.fromkeys(MASK_SCHEMA.names),
+        **{k: image[k] for k in ("image_id", "file_name", "height", "width")},
+        "segmentation": counts,
+        **fields,
+        "stage": stage,
+        "source": source,
+        "model": model,
+        "extra": None if extra is None else json.dumps(extra, sort_keys=True, default=str),
+    }
+
+
+def mask_id(image_id: int, stage: str, index: int) -> int:
+    """Stable 63-bit id of the `index`-th mask a stage wrote for an image: the same on every rerun."""
+    digest = hashlib.sha1(f"{image_id}/{stage}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
+
+
+def with_mask_ids(masks: list[dict]) -> list[dict]:
+    """Give every row without a mask_id its stable id, numbering each image's masks of a stage in order."""
+    seen = Counter()
+    for row in masks:
+        key = (row["image_id"], row["stage"])
+        if row.get("mask_id") is None:
+            row["mask_id"] = mask_id(row["image_id"], row["stage"], seen[key])
+        seen[key] += 1
+    return masks
 
 
 def write_shard(out_dir: str | Path, shard_id: str, masks: list[dict], images: list[dict]) -> None:
     """One shard's masks/ and images/ files (images last: its presence means the shard is whole)."""
     out_dir = Path(out_dir)
-    write_atomic(table(masks, MASK_SCHEMA), out_dir / "masks" / f"{shard_id}.parquet")
+    write_atomic(table(with_mask_ids(masks), MASK_SCHEMA), out_dir / "masks" / f"{shard_id}.parquet")
     write_atomic(table(images, IMAGE_SCHEMA), out_dir / "images" / f"{shard_id}.parquet")
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from data_engine.errors import UserError
+
 SAMPLES = Path(__file__).parent.parent / "samples"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """The input path or manifest cannot be used; the message says what to do."""
 
 

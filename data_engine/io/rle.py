@@ -1,4 +1,4 @@
-"""COCO run-length encoding helpers on top of pycocotools."""
+"""Mask helpers: COCO run-length encoding on top of pycocotools, and the IoU of two dense masks."""
 
 from __future__ import annotations
 
@@ -55,3 +55,9 @@ def iou_matrix(a: list[str], b: list[str], height: int, width: int) -> np.ndarra
     ra = [to_rle(c, height, width) for c in a]
     rb = [to_rle(c, height, width) for c in b]
     return np.asarray(mask_utils.iou(ra, rb, [0] * len(rb)))
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two [H, W] bool masks (1.0 when both are empty)."""
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from data_engine.errors import UserError
+from data_engine.io.atomic import atomic_path
 from data_engine.model.tiny_decoder import HighResMaskDecoder
 from data_engine.model.tiny_encoder import PATCH as HYBRID_PATCH
 from data_engine.model.tiny_encoder import HybridEncoder
@@ -92,7 +94,7 @@ ARCHS = {
 }
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, unreadable, or does not fit the chosen variant."""
 
 
@@ -295,19 +297,16 @@ def download_official(variant: str, cache_dir) -> Path:
     target = folder / name
     if target.exists() and sha256_file(target) == digest:
         return target
-    folder.mkdir(parents=True, exist_ok=True)
-    partial_file = target.with_suffix(".part")
-    try:
-        urllib.request.urlretrieve(OFFICIAL_URL + name, partial_file)
-    except OSError as err:
-        raise CheckpointError(
-            f"could not download {OFFICIAL_URL + name} ({err}); this machine may be offline: download the "
-            f"file elsewhere and pass model.checkpoint=/path/to/{name}"
-        ) from None
-    if sha256_file(partial_file) != digest:
-        partial_file.unlink()
-        raise CheckpointError(f"downloaded {name} has the wrong SHA-256; the file was discarded")
-    os.replace(partial_file, target)
+    with atomic_path(target) as partial_file:
+        try:
+            urllib.request.urlretrieve(OFFICIAL_URL + name, partial_file)
+        except OSError as err:
+            raise CheckpointError(
+                f"could not download {OFFICIAL_URL + name} ({err}); this machine may be offline: download the "
+                f"file elsewhere and pass model.checkpoint=/path/to/{name}"
+            ) from None
+        if sha256_file(partial_file) != digest:
+            raise CheckpointError(f"downloaded {name} has the wrong SHA-256; the file was discarded")
     return target
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 from segment_anything import SamPredictor
 
-from data_engine.importers.results import mask_row
 from data_engine.io import rle
 
 
@@ -34,7 +33,7 @@ class ClickReplayer:
             mask, score, logits = self.predict(clicks[:k], logits)
             scores.append(score)
             if final is not None:
-                ious.append(mask_iou(mask, final))
+                ious.append(rle.mask_iou(mask, final))
         return {
             "model_counts": rle.encode(mask[None])[0],
             "iou_per_click": ious if final is not None else None,
@@ -53,36 +52,3 @@ class ClickReplayer:
         )
         best = int(np.argmax(scores)) if first else 0
         return masks[best], float(scores[best]), low_res[best][None]
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
-def click_row(obj: dict, result: dict, model: str) -> dict:
-    """The stored mask (the annotator's final mask if given, else the model's) as a source=click row."""
-    final = obj.get("final_counts")
-    counts = final or result["model_counts"]
-    extra = {
-        "format": "clicks",
-        "original_id": obj["id"],
-        **obj.get("extra", {}),
-        "num_clicks": len(obj["clicks"]),
-        "click_labels": [c[2] for c in obj["clicks"]],
-        "iou_per_click": result["iou_per_click"],
-        "predicted_iou_per_click": result["predicted_iou_per_click"],
-        "final_mask": "annotator" if final else "model",
-    }
-    predicted = None if final else result["predicted_iou_per_click"][-1]
-    return mask_row(
-        obj["file_name"],
-        obj["height"],
-        obj["width"],
-        counts,
-        "click",
-        extra,
-        point_coords=[c[:2] for c in obj["clicks"]],
-        model=model,
-        predicted_iou=predicted,
-    )

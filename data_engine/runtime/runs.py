@@ -12,7 +12,9 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from data_engine.io.dataset import read_images, write_shard, write_text_atomic
+from data_engine.errors import UserError
+from data_engine.io.atomic import write_text_atomic
+from data_engine.io.dataset import read_images, write_shard
 
 PACKAGES = (
     "data-engine",
@@ -30,7 +32,7 @@ PACKAGES = (
 NOT_IN_FINGERPRINT = ("runtime", "log_level", "debug", "hydra")
 
 
-class OutputConflict(RuntimeError):
+class OutputConflict(UserError, RuntimeError):
     """output.dir holds a run made with different settings."""
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from data_engine.config import ConfigError
+from data_engine.errors import ConfigError
 from data_engine.importers import FORMATS, clicks, import_annotations
 from data_engine.importers.results import summarize as summarize_report
 from data_engine.io import inputs
-from data_engine.io.dataset import table, write_atomic, write_text_atomic
+from data_engine.io.atomic import write_text_atomic
+from data_engine.io.dataset import table, write_atomic
 from data_engine.io.images import load_rgb
 from data_engine.runtime import runs
 from data_engine.runtime.executor import run_shards
@@ -177,7 +178,6 @@ class AssistedWorker:
         return row, rows
 
     def replay(self, item: dict) -> list[dict]:
-        from data_engine.model.click_replay import click_row
 
         image = load_rgb(self.root / item["file_name"], self.cfg["input"]["max_pixels"])
         if image.shape[:2] != (item["height"], item["width"]):
@@ -186,7 +186,7 @@ class AssistedWorker:
             )
         results = self.get_replayer().replay_image(image, item["objects"])
         model = self.cfg["model"]["variant"]
-        return [click_row(obj, result, model) for obj, result in zip(item["objects"], results)]
+        return [clicks.click_row(obj, result, model) for obj, result in zip(item["objects"], results)]
 
     def get_replayer(self):
         if self.replayer is None:

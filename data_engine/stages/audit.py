@@ -11,7 +11,8 @@ import pyarrow as pa
 from data_engine.audit.core import audit
 from data_engine.audit.load import AuditError, load_side
 from data_engine.audit.report import write_report
-from data_engine.io.dataset import write_atomic, write_text_atomic
+from data_engine.io.atomic import write_text_atomic
+from data_engine.io.dataset import write_atomic
 
 HEADLINE = (
     "images",

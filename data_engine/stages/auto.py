@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from data_engine.io import inputs
+from data_engine.io.dataset import mask_row
 from data_engine.io.images import load_rgb
 from data_engine.runtime import runs
 from data_engine.runtime.executor import run_shards
@@ -118,9 +119,8 @@ def resolve(root: Path, name: str) -> Path:
 
 def mask_rows(generated: dict, image: dict, model: str) -> list[dict]:
     """Generator columns -> one row per mask with the image's fields."""
-    n = len(generated["segmentation"])
-    base = {k: image[k] for k in ("image_id", "file_name", "height", "width")}
+    fields = [k for k in generated if k != "segmentation"]
     return [
-        {**base, **{k: generated[k][i] for k in generated}, "stage": "auto", "source": "auto", "model": model}
-        for i in range(n)
+        mask_row(image, counts, stage="auto", source="auto", model=model, **{k: generated[k][i] for k in fields})
+        for i, counts in enumerate(generated["segmentation"])
     ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -11,9 +10,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from data_engine.config import ConfigError
+from data_engine.errors import ConfigError
 from data_engine.io import coco, inputs, rle
-from data_engine.io.dataset import read_images, read_masks
+from data_engine.io.atomic import atomic_path
+from data_engine.io.dataset import mask_row, read_images, read_masks
 from data_engine.runtime import runs
 from data_engine.synth import scenes as synth
 
@@ -83,10 +83,8 @@ def write_scenes(out_dir: Path, shard: dict, s: dict) -> None:
 
 
 def write_png(path: Path, image) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp.png"
-    cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
 
 def annotation_id(index: int, k: int) -> int:
@@ -101,6 +99,7 @@ def scene_rows(scene: dict, name: str, seed: int, index: int) -> list[dict]:
     counts = rle.encode(synth_masks(scene))
     boxes = rle.bbox(counts, h, w).tolist()
     areas = rle.area(counts, h, w).tolist()
+    image = {"image_id": inputs.image_id(name), "file_name": name, "height": h, "width": w}
     rows = []
     for k, obj in enumerate(objects):
         parent = None if obj["parent"] is None else annotation_id(index, obj["parent"])
@@ -112,23 +111,7 @@ def scene_rows(scene: dict, name: str, seed: int, index: int) -> list[dict]:
             "scene": [seed, index],
         }
         rows.append(
-            {
-                "image_id": inputs.image_id(name),
-                "file_name": name,
-                "height": h,
-                "width": w,
-                "segmentation": counts[k],
-                "area": areas[k],
-                "bbox": boxes[k],
-                "predicted_iou": None,
-                "stability_score": None,
-                "point_coords": None,
-                "crop_box": None,
-                "stage": "synth",
-                "source": "expert",
-                "model": None,
-                "extra": json.dumps(extra),
-            }
+            mask_row(image, counts[k], stage="synth", source="expert", extra=extra, area=areas[k], bbox=boxes[k])
         )
     return rows
 
@@ -167,6 +150,4 @@ def write_coco(out_dir: Path) -> None:
     coco_images = [
         {"id": r["image_id"], "file_name": r["file_name"], "height": r["height"], "width": r["width"]} for r in images
     ]
-    tmp = out_dir / ".instances.json.tmp"
-    coco.write(tmp, coco_images, annotations)
-    os.replace(tmp, out_dir / "instances.json")
+    coco.write(out_dir / "instances.json", coco_images, annotations)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_engine.config import ConfigError
-from data_engine.io.dataset import write_text_atomic
+from data_engine.errors import ConfigError
+from data_engine.io.atomic import atomic_path, write_text_atomic
 from data_engine.model.build import build_sam, default_device, read_state, seeded_sam
 from data_engine.runtime import runs
 from data_engine.train.data import batch, load_sources
@@ -290,10 +290,8 @@ def resume(out_dir: Path, sam, optimizer, fingerprint: str) -> int:
 
 
 def save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def append_log(out_dir: Path, row: dict) -> None:

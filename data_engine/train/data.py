@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from data_engine.errors import UserError
 from data_engine.importers import coco as coco_import
 from data_engine.importers.results import REJECTED
 from data_engine.io import rle
@@ -20,10 +21,8 @@ from data_engine.io.images import ImageError, load_rgb
 MIN_FRAME_AREA = 20  # masks smaller than this many pixels in the model frame are skipped
 
 
-class TrainDataError(ValueError):
+class TrainDataError(UserError, ValueError):
     """A training source cannot be used; the message says what to do."""
-
-    user_error = True
 
 
 def load_sources(

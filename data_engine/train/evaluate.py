@@ -14,7 +14,7 @@ from segment_anything.utils.amg import build_point_grid
 
 from data_engine.amg.generator import MaskGenerator
 from data_engine.io import rle
-from data_engine.model.click_replay import ClickReplayer, mask_iou
+from data_engine.model.click_replay import ClickReplayer
 
 
 def innermost_point(mask: np.ndarray) -> np.ndarray:
@@ -42,7 +42,7 @@ def point_figures(sam, scenes: list[dict], min_area: int = 100, clicks: int = 0)
             masks, scores, _ = replayer.predictor.predict(
                 point_coords=point, point_labels=np.array([1]), multimask_output=True
             )
-            ious = [mask_iou(m, obj["mask"]) for m in masks]
+            ious = [rle.mask_iou(m, obj["mask"]) for m in masks]
             best.append(max(ious))
             predicted.extend(scores.tolist())
             true.extend(ious)
@@ -96,7 +96,7 @@ def click_session(replayer: ClickReplayer, target: np.ndarray, clicks: int) -> l
     session, logits, ious = [[x, y, 1]], None, []
     while len(ious) < clicks:
         mask, _, logits = replayer.predict(session, logits)
-        ious.append(mask_iou(mask, target))
+        ious.append(rle.mask_iou(mask, target))
         if ious[-1] == 1.0:
             return ious + [1.0] * (clicks - len(ious))
         session.append(correction_click(mask, target))

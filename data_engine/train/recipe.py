@@ -48,7 +48,7 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - (2 * (prob * target).sum(-1) + 1) / (prob.sum(-1) + target.sum(-1) + 1)
 
 
-def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def logits_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """[..., H, W] -> [...] IoU of the binarised prediction (logit > 0) with the target."""
     pred = (logits > 0).flatten(-2)
     target = target.flatten(-2) > 0.5
@@ -120,7 +120,7 @@ def output_losses(
     taken against `iou_target` when given, else against the true IoU with `target`."""
     t = target[:, None].float().expand_as(logits)
     focal, dice = focal_loss(logits, t), dice_loss(logits, t)
-    true_iou = mask_iou(logits.detach(), t)
+    true_iou = logits_iou(logits.detach(), t)
     head_target = true_iou if iou_target is None else iou_target
     return weights[0] * focal + weights[1] * dice, (iou_pred - head_target) ** 2, true_iou, focal, dice
 

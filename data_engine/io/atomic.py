@@ -1,0 +1,38 @@
+"""The one atomic writer: write under a temporary name in the target's folder, then rename.
+
+Readers never see a partial file, and a failed write leaves no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path next to `path` (same suffix); on success it replaces `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{uuid.uuid4().hex}.tmp{path.suffix}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(data: bytes, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(text: str, path: str | Path) -> None:
+    write_bytes_atomic(text.encode(), path)
+
+
+def write_json_atomic(obj, path: str | Path, indent: int | None = 2) -> None:
+    write_text_atomic(json.dumps(obj, indent=indent, default=str), path)
