@@ -3,7 +3,7 @@ through the model's low-res output (resized into the input frame, area-averaged 
 then upscaled by the model's own postprocess_masks and thresholded), scored against the exact mask. Objects of at
 least --min-area px on the quality scenes (seed 1000), grouped as quality.py groups them by size.
 
-    python benchmarks/resolution_ceiling.py [--variant tiny] [--seed 1000] [--scenes 50]
+    python tools/tiny_model/resolution_ceiling.py [--variant tiny] [--seed 1000] [--scenes 50]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Recall and masks per image of the automatic stage for several predicted-IoU thresholds, on tuning
-scenes (seed 500, not the quality seed 1000), 32x32 grid without crops: how amg=tiny's 0.5 was chosen.
+scenes (seed 500, not the quality seed 1000), 32x32 grid without crops: how amg=tiny's threshold was chosen.
 
-    python benchmarks/tune_iou_thresh.py [--checkpoint PATH] 0.3 0.4 0.5 0.6 0.7 0.8
+    python tools/tiny_model/tune_iou_thresh.py [--checkpoint PATH] 0.3 0.4 0.5 0.6 0.7 0.8
 """
 
 from __future__ import annotations

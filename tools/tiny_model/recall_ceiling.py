@@ -3,7 +3,7 @@ mask the 32x32 grid's points give (all 3 outputs, no crops), then of those the p
 (predicted IoU, stability, both), then what the whole stage keeps (NMS and clean-up included).
 Tuning scenes (seed 500), not the quality seed 1000.
 
-    python benchmarks/recall_ceiling.py [--checkpoint PATH] [--variant tiny] [--amg sa1b] [--scenes 4]
+    python tools/tiny_model/recall_ceiling.py [--checkpoint PATH] [--variant tiny] [--amg sa1b] [--scenes 4]
 """
 
 from __future__ import annotations

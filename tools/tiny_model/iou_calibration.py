@@ -4,7 +4,7 @@ For each scene, every point of a 32x32 grid (no crops) prompts the model; each o
 its best IoU against the scene's objects. Per bin of predicted IoU: the masks' mean true IoU and the
 share at or above 0.75 and 0.88 (amg=sa1b's filter). A calibrated head has mean true ~ predicted.
 
-    python benchmarks/iou_calibration.py [--checkpoint PATH] [--seed 500] [--scenes 3]
+    python tools/tiny_model/iou_calibration.py [--checkpoint PATH] [--seed 500] [--scenes 3]
 """
 
 from __future__ import annotations
