@@ -6,6 +6,7 @@ STAGES = {
     "auto": "data_engine.stages.auto",
     "assisted": "data_engine.stages.assisted",
     "audit": "data_engine.stages.audit",
+    "detector": "data_engine.stages.detector",
     "export": "data_engine.stages.export",
     "synth": "data_engine.stages.synth",
     "train": "data_engine.stages.train",
