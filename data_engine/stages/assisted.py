@@ -48,7 +48,13 @@ def run(cfg: dict) -> dict:
     rows, objects, report = import_inputs(a)
     out_dir = Path(cfg["output"]["dir"])
     runs.prepare_output(
-        out_dir, cfg, {"model": model_record(cfg) if objects else None, "inputs_sha256": inputs_digest(a)}
+        out_dir,
+        cfg,
+        {
+            "model": model_record(cfg) if objects else None,
+            "inputs_sha256": inputs_digest(a),
+            "input_root": a["image_root"],  # where the train stage finds this output's images
+        },
     )
     report_summary = write_report(out_dir, report)
     shards = make_shards(group_by_image(rows, objects), cfg["input"]["shard_size"])
