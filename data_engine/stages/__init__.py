@@ -3,6 +3,7 @@
 import importlib
 
 STAGES = {
+    "annotate": "data_engine.stages.annotate",
     "auto": "data_engine.stages.auto",
     "assisted": "data_engine.stages.assisted",
     "audit": "data_engine.stages.audit",

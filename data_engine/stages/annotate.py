@@ -1,0 +1,120 @@
+"""The annotate stage: simulated stage-1 annotators' exports, drawn from a synth output's exact masks.
+
+Writes output.dir/annotations.json (COCO: the masks of the images annotated in another tool) and
+output.dir/clicks.json (click sessions of the other images, `synth.clicks`), ready for
+`stage=assisted assisted.annotations=OUT/annotations.json assisted.clicks=OUT/clicks.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from data_engine.errors import ConfigError
+from data_engine.io import coco, rle
+from data_engine.io.atomic import write_text_atomic
+from data_engine.io.dataset import read_masks
+from data_engine.runtime import runs
+from data_engine.synth import clicks
+
+
+def run(cfg: dict) -> dict:
+    """Split the source's images into COCO and click-session exports; the counts of each."""
+    start = time.time()
+    a = check(cfg["annotate"])
+    out_dir = Path(cfg["output"]["dir"])
+    runs.prepare_output(out_dir, cfg, {"input_root": input_root(a["source"])})
+    images = source_images(a["source"], a["min_area"])
+    clicked = clicks.click_images(sorted(images), a["click_fraction"], a["seed"])
+    sessions = [
+        clicks.image_sessions(images[name], images[name]["objects"], a["seed"], i, a["max_clicks"], a["final_mask"])
+        for i, name in enumerate(sorted(images))
+        if name in clicked
+    ]
+    write_text_atomic(json.dumps({"images": sessions}), out_dir / "clicks.json")
+    exported = [images[name] for name in sorted(images) if name not in clicked]
+    write_coco(out_dir / "annotations.json", exported)
+    summary = {
+        "output": str(out_dir),
+        "images": len(images),
+        "coco_images": len(exported),
+        "coco_masks": sum(len(img["objects"]) for img in exported),
+        "click_images": len(sessions),
+        "click_objects": sum(len(s["objects"]) for s in sessions),
+        "clicks": sum(len(o["clicks"]) for s in sessions for o in s["objects"]),
+        "masks_skipped_small": sum(img["skipped"] for img in images.values()),
+        "seconds": round(time.time() - start, 2),
+    }
+    write_text_atomic(json.dumps(summary, indent=2), out_dir / "summary.json")
+    return summary
+
+
+def check(a: dict) -> dict:
+    """The annotate section, or a ConfigError naming the key."""
+    source = Path(str(a["source"])).expanduser() if a["source"] else None
+    if source is None or not (source / "masks").is_dir():
+        raise ConfigError(
+            f"annotate.source: {a['source']} is not a data-engine output with masks/ (e.g. a synth output)"
+        )
+    if not (isinstance(a["click_fraction"], (int, float)) and 0 <= a["click_fraction"] <= 1):
+        raise ConfigError(f"annotate.click_fraction: must lie in [0, 1], got {a['click_fraction']!r}")
+    for key, low in (("max_clicks", 1), ("min_area", 0), ("seed", 0)):
+        if not isinstance(a[key], int) or isinstance(a[key], bool) or a[key] < low:
+            raise ConfigError(f"annotate.{key}: must be an integer >= {low}, got {a[key]!r}")
+    if not isinstance(a["final_mask"], bool):
+        raise ConfigError(f"annotate.final_mask: must be true or false, got {a['final_mask']!r}")
+    return {**a, "source": str(source.resolve())}
+
+
+def input_root(source: str) -> str | None:
+    """The source's image folder (its run.json input_root)."""
+    record = Path(source) / "run.json"
+    return json.loads(record.read_text()).get("input_root") if record.is_file() else None
+
+
+def source_images(source: str, min_area: int) -> dict[str, dict]:
+    """{file_name: image with its objects (id, counts, mask) of at least min_area px, and how many were skipped}."""
+    columns = ["file_name", "height", "width", "segmentation", "area", "mask_id"]
+    images: dict[str, dict] = {}
+    for row in read_masks(source, columns).to_pylist():
+        image = images.setdefault(
+            row["file_name"],
+            {
+                "file_name": row["file_name"],
+                "height": row["height"],
+                "width": row["width"],
+                "objects": [],
+                "skipped": 0,
+            },
+        )
+        if row["area"] < min_area:
+            image["skipped"] += 1
+            continue
+        mask = rle.decode(row["segmentation"], row["height"], row["width"])
+        image["objects"].append(
+            {"id": row["mask_id"], "counts": row["segmentation"], "mask": mask, "area": row["area"]}
+        )
+    return images
+
+
+def write_coco(path: Path, images: list[dict]) -> None:
+    """A COCO instances file of the images' objects (RLE; ids from the source's mask ids)."""
+    coco_images = [
+        {"id": n + 1, "file_name": img["file_name"], "height": img["height"], "width": img["width"]}
+        for n, img in enumerate(images)
+    ]
+    annotations = [
+        {
+            "id": obj["id"],
+            "image_id": n + 1,
+            "category_id": 1,
+            "iscrowd": 0,
+            "segmentation": {"size": [img["height"], img["width"]], "counts": obj["counts"]},
+            "area": obj["area"],
+            "bbox": rle.bbox([obj["counts"]], img["height"], img["width"])[0].tolist(),
+        }
+        for n, img in enumerate(images)
+        for obj in img["objects"]
+    ]
+    coco.write(path, coco_images, annotations)
