@@ -5,7 +5,7 @@
 #
 # 1. the GPU tests (tests/test_gpu.py);
 # 2. the README's main command on the GPU, in-process (runtime=serial);
-# 3. the train stage's seconds per step on the GPU (run 14's recipe; 16 images per step; without
+# 3. the train stage's seconds per step on the GPU (the embedded model's last recipe; 16 images per step; without
 #    deterministic kernels);
 # 4. the quality figures of the embedded model computed on the GPU (compare data_engine/model/weights/quality.json);
 # 5. seconds per image against SamAutomaticMaskGenerator on the GPU: the tiny model on the bundled
