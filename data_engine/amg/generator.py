@@ -112,13 +112,43 @@ class MaskGenerator:
         data = concat(parts)
         # Remove duplicates across crops: the most zoomed-in crop wins
         if len(crop_boxes) > 1 and len(data["rles"]):
-            scores = 1 / box_area(data["crop_boxes"].float())
-            data = take(
-                data, batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores), self.crop_nms_thresh)
-            )
+            data = nms(data, 1 / box_area(data["crop_boxes"].float()), self.crop_nms_thresh)
         if self.min_mask_region_area > 0 and len(data["rles"]):
             data = self._clean_small_regions(data, height, width)
         return records(data, height, width)
+
+    @torch.no_grad()
+    def generate_from_boxes(self, image: np.ndarray, boxes: np.ndarray) -> dict:
+        """[H, W, 3] uint8 RGB and [N, 4] XYXY pixel boxes -> columns of the kept masks (see FIELDS; a
+        mask's point_coords are its box's two corners) plus `box_index`, the row of `boxes` it came from.
+
+        One mask per box (multimask off, as SamPredictor prompts boxes), then the filters of `generate`:
+        predicted IoU, stability, area, box NMS ranked by predicted IoU, small-region clean-up.
+        """
+        height, width = image.shape[:2]
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if len(boxes) == 0:
+            return {**records({}, height, width), "box_index": []}
+        crop_box = [0, 0, width, height]
+        ((_, embedding),) = self._embed_crops(image, [crop_box])
+        # Each mask carries its prompt row through the filters: the box corners and the box's index
+        prompts = np.concatenate([boxes, np.arange(len(boxes))[:, None]], axis=1)  # [N, 5]
+        data = concat(
+            [
+                self._box_batch(embedding, prompts[i : i + self.points_per_batch], crop_box)
+                for i in range(0, len(prompts), self.points_per_batch)
+            ]
+        )
+        if len(data["rles"]):
+            data = nms(data, data["iou_preds"], self.box_nms_thresh)
+            data["crop_boxes"] = torch.tensor([crop_box] * len(data["rles"]), device=self.device)
+        if self.min_mask_region_area > 0 and len(data["rles"]):
+            data = self._clean_small_regions(data, height, width)
+        if not len(data["rles"]):
+            return {**records({}, height, width), "box_index": []}
+        box_index = data["points"][:, 4].long().tolist()
+        data["points"] = data["points"][:, :4].reshape(-1, 2, 2)
+        return {**records(data, height, width), "box_index": box_index}
 
     def _embed_crops(self, image: np.ndarray, boxes: list[list[int]]):
         """Yield (crop box, image embedding) for each crop; crops are encoded in batches."""
@@ -146,12 +176,7 @@ class MaskGenerator:
         if len(data["rles"]) == 0:
             return data
         # Remove duplicates within this crop, ranked by predicted IoU
-        data = take(
-            data,
-            batched_nms(
-                data["boxes"].float(), data["iou_preds"], torch.zeros_like(data["iou_preds"]), self.box_nms_thresh
-            ),
-        )
+        data = nms(data, data["iou_preds"], self.box_nms_thresh)
         # Back to image coordinates
         data["boxes"] = uncrop_boxes_xyxy(data["boxes"], crop_box)
         data["points"] = uncrop_points(data["points"], crop_box)
@@ -162,6 +187,18 @@ class MaskGenerator:
         """Decode 3 masks per point and apply the per-mask filters."""
         low_res, iou_preds = self._decode(embedding, points, crop_size)  # [B*3, h, w], [B*3]
         points = torch.as_tensor(points.repeat(3, axis=0), device=self.device)
+        return self._filter_batch(low_res, iou_preds, points, crop_size, crop_box, image_size)
+
+    def _box_batch(self, embedding, prompts: np.ndarray, crop_box) -> dict:
+        """Decode one mask per box prompt ([B, 5]: XYXY and index) and apply the per-mask filters."""
+        crop_size = (crop_box[3] - crop_box[1], crop_box[2] - crop_box[0])
+        low_res, iou_preds = self._decode_boxes(embedding, prompts[:, :4], crop_size)  # [B, h, w], [B]
+        prompts = torch.as_tensor(prompts, device=self.device)
+        return self._filter_batch(low_res, iou_preds, prompts, crop_size, crop_box, crop_size)
+
+    def _filter_batch(self, low_res, iou_preds, points, crop_size, crop_box, image_size) -> dict:
+        """Predicted-IoU filter, then the full-resolution filters; `points` [B, ...] are the prompts, kept
+        row by row with their masks."""
         # Filter by predicted IoU before upsampling: only survivors are brought to full resolution
         if self.pred_iou_thresh > 0:  # 0 turns the filter off (as in SAM)
             keep = iou_preds > self.pred_iou_thresh if self.strict_iou_thresh else iou_preds >= self.pred_iou_thresh
@@ -219,6 +256,19 @@ class MaskGenerator:
         )
         return low_res.flatten(0, 1), iou_preds.flatten(0, 1)
 
+    def _decode_boxes(self, embedding, boxes: np.ndarray, crop_size) -> tuple[torch.Tensor, torch.Tensor]:
+        """Box prompts [B, 4] XYXY -> low-res logits [B, h, w] and predicted IoU [B], one mask per box."""
+        coords = torch.as_tensor(self.transform.apply_boxes(boxes, crop_size), dtype=torch.float, device=self.device)
+        sparse, dense = self.model.prompt_encoder(points=None, boxes=coords, masks=None)
+        low_res, iou_preds = self.model.mask_decoder(
+            image_embeddings=embedding[None],
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=False,
+        )
+        return low_res[:, 0], iou_preds[:, 0]
+
     def input_size(self, crop_size) -> tuple[int, int]:
         return self.transform.get_preprocess_shape(crop_size[0], crop_size[1], self.transform.target_length)
 
@@ -265,6 +315,11 @@ def concat(parts: list[dict]) -> dict:
     }
 
 
+def nms(data: dict, scores: torch.Tensor, thresh: float) -> dict:
+    """Rows kept by greedy box NMS at IoU `thresh`, ranked by `scores`."""
+    return take(data, batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores), thresh))
+
+
 def take(data: dict, idx: torch.Tensor) -> dict:
     """Rows `idx` of every column."""
     rows = idx.tolist()
@@ -283,6 +338,6 @@ def records(data: dict, height: int, width: int) -> dict:
         "bbox": rle.bbox(counts, height, width).tolist(),
         "predicted_iou": data["iou_preds"].float().cpu().tolist(),
         "stability_score": data["stability"].float().cpu().tolist(),
-        "point_coords": [[p] for p in data["points"].double().cpu().tolist()],
+        "point_coords": data["points"].double().cpu().reshape(len(counts), -1, 2).tolist(),  # [N, points, 2]
         "crop_box": np.concatenate([crop[:, :2], crop[:, 2:] - crop[:, :2]], axis=1).tolist(),
     }
