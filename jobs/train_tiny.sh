@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes the embedded tiny model, data_engine/model/weights/sam_tiny.pt: the synthetic training scenes, then
 # the thirteen training runs that made it, each from the previous run's weights.
-#   jobs/train_tiny.sh                     # about 12.7 hours on a 2-core CPU (README: "The embedded tiny model")
+#   jobs/train_tiny.sh                     # about 12.7 hours on a 2-core CPU (data_engine/model/weights/MODEL_CARD.md)
 #   OUT=/scratch/tiny jobs/train_tiny.sh   # another output folder
 # Safe to stop and rerun: the data stage resumes shard by shard, a stopped run continues from its last
 # checkpoint, and a finished run only writes its model.pt again.

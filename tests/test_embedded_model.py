@@ -12,7 +12,7 @@ from data_engine.train import evaluate as quality
 FRESH_SEED = 4242  # not the training seed (1), the samples' seed (2) nor the quality script's (1000)
 # Twenty scenes, not three: on three scenes one object moves the mean by about 0.01, as much as a
 # training cycle adds, so bounds tight enough to mean anything there also ranked checkpoints unreliably.
-# The bounds below sit 0.02 under what run 5's weights (committed when they were set) measure here.
+# The bounds below sit 0.02 under what the weights committed when they were set measure here.
 FRESH_SCENES = 20
 
 
@@ -51,8 +51,8 @@ def fresh_point_miou(fresh_scenes) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_single_point_prompts_segment_fresh_scenes(fresh_point_miou):
-    # The committed weights (hybrid, run 14) give 0.814 here, the seeded untrained model 0.06
-    # (earlier runs' figures: data_engine/model/weights/sam_tiny.md)
+    # The committed weights give 0.814 here, the seeded untrained model 0.06
+    # (the model card: data_engine/model/weights/MODEL_CARD.md)
     trained, untrained = fresh_point_miou
     assert trained > 0.75
     assert untrained < 0.3
@@ -71,7 +71,7 @@ def test_single_point_prompts_reach_the_target(fresh_point_miou):
 @pytest.mark.slow
 def test_correction_clicks_improve_the_mask(fresh_scenes):
     # Interactive sessions on the fresh scenes, the previous logits fed back with each correction
-    # click. Mean IoU after 1, 2, 3 clicks: committed weights (run 14) 0.722, 0.753, 0.764.
+    # click. Mean IoU after 1, 2, 3 clicks: committed weights 0.722, 0.753, 0.764.
     with torch.no_grad():
         after = quality.point_figures(build_sam("tiny", device="cpu"), fresh_scenes, min_area=200, clicks=3)[
             "click_miou"
@@ -89,8 +89,8 @@ def test_tiny_preset_recovers_objects_of_a_fresh_scene(make_cfg, fresh_scenes):
     scenes = fresh_scenes[:2]  # scenes 0 and 1 of the fresh seed, made once for the module
     with torch.no_grad():
         figures = quality.auto_figures(build_sam("tiny", device="cpu"), scenes, amg)
-    # Measured with the committed weights (run 14): 35.5 masks per image, 18 of the 19 objects of >= 400 px
-    # recovered at IoU 0.75 (with the filter at 0.5: 46.0 masks, 18 objects; run 4's weights: 9 objects,
-    # run 5's: 13). Two scenes are few, so the bound sits between run 4's and run 5's counts.
+    # Measured with the committed weights: 35.5 masks per image, 18 of the 19 objects of >= 400 px
+    # recovered at IoU 0.75 (with the filter at 0.5: 46.0 masks, 18 objects; two earlier, weaker checkpoints
+    # gave 9 and 13 objects). Two scenes are few, so the bound sits between those two counts.
     assert figures["masks_per_image"] >= 2
     assert figures["auto_recall_400px_iou75"] >= 0.6

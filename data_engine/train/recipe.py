@@ -8,7 +8,7 @@ the earlier clicks and the previous low-res logits are fed back as the mask prom
 output is trained on those. Mask loss: focal 20 : dice 1; the IoU head: mean-squared error against the
 true IoU of the trained (best) output, as SAM 2's training code does by default (to match SAM, its
 comment says), or of every output
-(`all_iou`, this project's recipe before run 12: it pulls predictions of ambiguous prompts down).
+(`all_iou`, the embedded model's earlier recipe: it pulls predictions of ambiguous prompts down).
 With the image's other masks given (`context`), a point prompt's IoU target is the best IoU with any
 mask that contains the point, the drawn one included: a point on a part is also a fair prompt for the
 subpart under it and the whole around it, which is the ambiguity the 3 outputs stand for.
