@@ -57,9 +57,18 @@ class SmallBackbone(nn.Sequential):
         super().__init__(OrderedDict(stages))
 
 
-def build_small(min_size: int = 320, max_size: int = 320, box_detections_per_img: int = 300, **kwargs) -> FasterRCNN:
+def build_small(
+    min_size: int = 320,
+    max_size: int = 320,
+    box_detections_per_img: int = 300,
+    box_batch_size_per_image: int = 128,
+    rpn_post_nms_top_n_test: int = 500,
+    **kwargs,
+) -> FasterRCNN:
     """A CPU-sized Faster R-CNN: the small GroupNorm backbone, a 64-channel FPN on strides 4-32 (+64),
-    anchors 16-256 px, and a GroupNorm conv box head."""
+    anchors 16-256 px, and a GroupNorm conv box head. Fewer sampled regions per training image (128,
+    torchvision: 512) and proposals at inference (500, torchvision: 1000) than torchvision's defaults
+    halve a CPU training step and the time per image."""
     body = SmallBackbone()
     widths = SmallBackbone.WIDTHS[1:]
     backbone = BackboneWithFPN(
@@ -79,6 +88,8 @@ def build_small(min_size: int = 320, max_size: int = 320, box_detections_per_img
         box_head=box_head,
         box_predictor=FastRCNNPredictor(256, NUM_CLASSES),  # num_classes, set here
         box_detections_per_img=box_detections_per_img,
+        box_batch_size_per_image=box_batch_size_per_image,
+        rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
         **kwargs,
     )
 
