@@ -93,13 +93,17 @@ class AutoWorker:
         try:
             image = load_rgb(resolve(self.root, name), self.cfg["input"]["max_pixels"])
             row.update(height=image.shape[0], width=image.shape[1])
-            masks = mask_rows(self.generator.generate(image), row, self.model_name)
+            masks = self.image_masks(image, row)
         except Exception as err:  # per-image boundary: one bad file never stops the shard
             log.warning("%s failed: %s", name, err)
             row.update(status="failed", error=f"{type(err).__name__}: {err}", seconds=time.time() - start)
             return row, []
         row.update(status="ok", error=None, num_masks=len(masks), seconds=time.time() - start)
         return row, masks
+
+    def image_masks(self, image, row: dict) -> list[dict]:
+        """The mask rows of one decoded image (a stage built on this worker prompts differently)."""
+        return mask_rows(self.generator.generate(image), row, self.model_name)
 
     def _maybe_crash(self, shard_id: str, index: int) -> None:
         """Fault injection (debug.crash_on_shard): the process exits mid-shard, once per output dir."""
