@@ -9,6 +9,7 @@ STAGES = {
     "audit": "data_engine.stages.audit",
     "detector": "data_engine.stages.detector",
     "export": "data_engine.stages.export",
+    "release": "data_engine.stages.release",
     "synth": "data_engine.stages.synth",
     "train": "data_engine.stages.train",
 }
