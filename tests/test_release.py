@@ -348,6 +348,25 @@ def test_stages_choose_the_masks(released, tmp_path):
     assert summary["masks"] == 7
 
 
+def test_a_missing_image_is_left_out_and_reported(tmp_path):
+    dataset, images_dir = make_dataset(tmp_path)
+    (images_dir / "face.png").unlink()
+    (tmp_path / ".sa_000000.0123.tmp.tar").write_bytes(b"left by a killed worker")
+    summary = release_stage.run(release_cfg(dataset, tmp_path))
+    assert summary["images"] == 1 and summary["images_failed"] == 1
+    assert summary["first_failure"]["file_name"] == "face.png" and "cannot read" in summary["first_failure"]["error"]
+    assert json.loads((tmp_path / "manifest.json").read_text())["images"] == 1
+    assert verify_release(tmp_path)["problems"] == []
+    assert not list(tmp_path.glob(".sa_*"))
+
+
+def test_a_dataset_given_twice_is_refused(tmp_path):
+    dataset, _ = make_dataset(tmp_path)
+    cfg = compose([*SMALL, "stage=release", f"release.data=[{dataset},{dataset}]", f"output.dir={tmp_path / 'r'}"])
+    with pytest.raises(UserError, match="mask ids occur more than once"):
+        release_stage.run(cfg)
+
+
 # ---------------------------------------------------------------------------------------------
 # Verifier
 # ---------------------------------------------------------------------------------------------

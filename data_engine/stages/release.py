@@ -107,11 +107,14 @@ STALE = re.compile(r"sa_\d{6}\.(tar|json)")
 
 
 def remove_stale(out_dir: Path, shards: list[dict], todo: list[dict]) -> None:
-    """Tars and sidecars of an earlier plan go; the manifest goes until every tar of this plan is written."""
+    """Tars and sidecars of an earlier plan go, and temporary files of a worker killed mid-tar; the manifest
+    goes until every tar of this plan is written."""
     keep = {s["shard_id"] for s in shards}
     for path in [*out_dir.glob("sa_*.tar"), *(out_dir / "blur").glob("sa_*.json")]:
         if STALE.fullmatch(path.name) and path.name.split(".")[0] not in keep:
             path.unlink()
+    for path in [*out_dir.glob(".sa_*.tmp.tar"), *(out_dir / "blur").glob(".sa_*.tmp.json")]:
+        path.unlink()
     if todo:
         (out_dir / "manifest.json").unlink(missing_ok=True)
 
