@@ -24,6 +24,10 @@ def run(cfg: dict) -> dict:
     start = time.time()
     a = check(cfg["annotate"])
     out_dir = Path(cfg["output"]["dir"])
+    if not (Path(a["source"]) / "masks").is_dir():
+        raise ConfigError(
+            f"annotate.source: {a['source']} has no masks/: give a data-engine output (e.g. a synth output)"
+        )
     runs.prepare_output(out_dir, cfg, {"input_root": input_root(a["source"])})
     images = source_images(a["source"], a["min_area"])
     clicked = clicks.click_images(sorted(images), a["click_fraction"], a["seed"])
@@ -53,10 +57,8 @@ def run(cfg: dict) -> dict:
 def check(a: dict) -> dict:
     """The annotate section, or a ConfigError naming the key."""
     source = Path(str(a["source"])).expanduser() if a["source"] else None
-    if source is None or not (source / "masks").is_dir():
-        raise ConfigError(
-            f"annotate.source: {a['source']} is not a data-engine output with masks/ (e.g. a synth output)"
-        )
+    if source is None or not source.is_dir():
+        raise ConfigError(f"annotate.source: {a['source']} is not a folder: give a data-engine output with exact masks")
     if not (isinstance(a["click_fraction"], (int, float)) and 0 <= a["click_fraction"] <= 1):
         raise ConfigError(f"annotate.click_fraction: must lie in [0, 1], got {a['click_fraction']!r}")
     for key, low in (("max_clicks", 1), ("min_area", 0), ("seed", 0)):
