@@ -500,6 +500,7 @@ def test_counts_parser_agrees_with_pycocotools():
         ("release.blur.scale_factor=1.0", "release.blur.scale_factor"),
         ("release.data=[]", "release.data"),
         ("release.data=[/no/such/dataset]", "release.data"),
+        ("release.blur.cascades.face=no_such.xml", "release.blur.cascades.face"),
     ],
 )
 def test_bad_settings_are_rejected(tmp_path, override, key):

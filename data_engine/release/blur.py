@@ -11,12 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data_engine.errors import UserError
+from data_engine.errors import ConfigError
 
 DETECTORS = ("haar", "none")
 
 
-class BlurError(UserError, ValueError):
+class BlurError(ConfigError):
     """A detector cannot be set up; the message names the key and what to do."""
 
 

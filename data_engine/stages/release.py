@@ -64,6 +64,10 @@ def check(r: dict) -> dict:
     for folder in [] if r["verify"] else r["data"]:
         if not Path(str(folder)).expanduser().is_dir():
             raise ConfigError(f"release.data: {folder} is not a folder; give the output.dir of a data-engine stage")
+    if not r["verify"]:
+        from data_engine.release.blur import PrivacyBlur
+
+        PrivacyBlur(**b)  # a cascade that cannot load fails here, before any worker starts
     return r
 
 
