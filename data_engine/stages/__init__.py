@@ -8,9 +8,10 @@ STAGES = {
     "assisted": "data_engine.stages.assisted",
     "audit": "data_engine.stages.audit",
     "detector": "data_engine.stages.detector",
-    "engine": "data_engine.stages.engine",
     "export": "data_engine.stages.export",
     "release": "data_engine.stages.release",
+    "semi": "data_engine.stages.semi",
+    "semi_merge": "data_engine.stages.semi_merge",
     "synth": "data_engine.stages.synth",
     "train": "data_engine.stages.train",
 }
