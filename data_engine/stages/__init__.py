@@ -8,6 +8,7 @@ STAGES = {
     "assisted": "data_engine.stages.assisted",
     "audit": "data_engine.stages.audit",
     "detector": "data_engine.stages.detector",
+    "engine": "data_engine.stages.engine",
     "export": "data_engine.stages.export",
     "release": "data_engine.stages.release",
     "semi": "data_engine.stages.semi",
