@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo audit test lint bench quality clean
+.PHONY: demo audit engine test lint bench quality clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ demo: $(STAMP)  ## fully-automatic stage, embedded tiny model (amg=tiny threshol
 
 audit: $(STAMP)  ## audit of the demo output against the sample scenes' exact masks -> out/audit
 	$(VENV)/bin/data-engine stage=audit audit.pred=out/auto audit.expert=data_engine/samples/instances.json
+
+engine: $(STAMP)  ## the data engine as one loop (engine=demo: synthetic scenes, embedded tiny model, CPU) -> out/engine
+	$(VENV)/bin/data-engine stage=engine engine=demo
 
 test: $(STAMP)  ## the whole test suite (CPU only)
 	$(VENV)/bin/pytest
