@@ -49,7 +49,11 @@ def run(cfg: dict) -> dict:
     runs.prepare_output(
         out_dir,
         cfg,
-        {"prefill_fingerprint": prefill_run["fingerprint"], "annotations_sha256": inputs_digest(m)},
+        {
+            "prefill_fingerprint": prefill_run["fingerprint"],
+            "annotations_sha256": inputs_digest(m),
+            "input_root": image_root,  # where the train stage finds this output's images
+        },
     )
     import_summary = write_report(out_dir, report)
     prefilled = group(read_masks(prefill).to_pylist())
