@@ -1,5 +1,7 @@
-"""Stage 2's human pass merged back: the annotators' export, read by stage 1's importers, matched to the
-prefill run's masks image by image (data_engine.semi.merge) and written in the dataset layout.
+"""Stage 2's human pass merged back: the annotators' export matched to the prefilled masks, image by image.
+
+The export is read by stage 1's importers, matched to the prefill run's masks (data_engine.semi.merge)
+and written in the dataset layout.
 
 Outputs in output.dir: masks/ and images/ (stage "semi"; source prefill_kept, prefill_edited or
 annotator), merge/ (one row per image: prefilled, kept, edited, deleted, added, masks before and
