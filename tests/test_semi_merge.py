@@ -298,3 +298,18 @@ def test_merge_settings_name_the_key(prefilled, tmp_path):
         validate(merge_cfg(tmp_path, "coco", path, tmp_path / "m"))
     with pytest.raises(ConfigError, match="semi_merge.format"):
         validate(merge_cfg(semi, "pdf", path, tmp_path / "m"))
+
+
+def test_merge_rerun_skips_done_shards_and_refuses_another_export(tmp_path):
+    image, (a, b, c) = constructed_prefill(tmp_path / "semi")
+    path = tmp_path / "result.json"
+    WRITERS["coco"]([image], {"pic.png": annotator_rows(image, [a])}, path, kind="annotations")
+    cfg = merge_cfg(tmp_path / "semi", "coco", path, tmp_path / "m")
+    first = run_stage(cfg)
+    stamp = (tmp_path / "m" / "masks" / "shard-00000.parquet").stat().st_mtime_ns
+    again = run_stage(cfg)
+    assert again["merge"] == first["merge"] and again["merge"]["kept"] == 1
+    assert (tmp_path / "m" / "masks" / "shard-00000.parquet").stat().st_mtime_ns == stamp
+    WRITERS["coco"]([image], {"pic.png": annotator_rows(image, [a, b])}, path, kind="annotations")
+    with pytest.raises(runs.OutputConflict):
+        run_stage(cfg)
