@@ -299,3 +299,20 @@ def test_bad_settings_fail_before_work_naming_the_key(make_cfg, scenes, tmp_path
 def test_no_data_is_a_config_error(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match="detector.data"):
         detector_stage.run(make_cfg(*SMALL_DETECTOR, f"output.dir={tmp_path / 'x'}"))
+
+
+def test_images_without_masks_or_files_are_listed_with_their_reason(scenes):
+    doc = json.loads((scenes / "instances.json").read_text())
+    doc["images"] += [
+        {"id": 10**6, "file_name": "no-masks.png", "height": 64, "width": 64},
+        {"id": 10**6 + 1, "file_name": "absent.png", "height": 64, "width": 64},
+    ]
+    square = {"segmentation": [[2, 2, 30, 2, 30, 30, 2, 30]], "bbox": [2, 2, 28, 28], "area": 784, "iscrowd": 0}
+    doc["annotations"].append({**doc["annotations"][0], **square, "id": 10**6, "image_id": 10**6 + 1})
+    (scenes / "more.json").write_text(json.dumps(doc))
+    examples, skipped = load_examples([str(scenes / "more.json")], None, 96)
+    reasons = {row["file_name"]: row["reason"] for row in skipped}
+    assert len(examples) == 6 and sorted(reasons) == ["absent.png", "no-masks.png"]
+    assert "no mask" in reasons["no-masks.png"]
+    # The shared reader's advice names this stage's keys
+    assert "is missing; pass detector.image_root" in reasons["absent.png"]
