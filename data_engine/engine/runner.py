@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from data_engine.engine import evaluate, report
-from data_engine.engine.steps import first_line, plan
+from data_engine.engine.steps import first_line, lookup, plan
 from data_engine.errors import UserError
 from data_engine.io.atomic import write_text_atomic
 
@@ -92,6 +92,9 @@ def run_step(step: dict, out_dir: Path, rerun: bool) -> bool:
     start = time.time()
     try:
         summary = run_checked(step, resuming)
+    except StepFailed as err:
+        write_record(out_dir, step, status="failed", error=str(err))
+        raise
     except Exception as err:
         message = f"engine step {step['folder']} ({step['stage']}) failed: {type(err).__name__}: {first_line(err)}"
         log.error("%s", message, exc_info=not isinstance(err, UserError))
@@ -109,6 +112,13 @@ def run_checked(step: dict, resuming: bool) -> dict:
     from data_engine.runtime.runs import OutputConflict
     from data_engine.stages import run_stage
 
+    for key in step["external"]:
+        path = lookup(step["cfg"], key)
+        if path and not Path(str(path)).expanduser().exists():
+            raise StepFailed(
+                f"engine step {step['folder']} waits for {key}={path}, written outside the loop (e.g. the "
+                "annotators' export); rerun the same command once it is there"
+            )
     validate(step["cfg"])
     try:
         summary = run_stage(step["cfg"])

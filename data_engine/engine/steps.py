@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 REFERENCE = re.compile(r"\{(?:(last|all):)?([A-Za-z][A-Za-z0-9_]*)\}")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-STEP_KEYS = {"name", "stage", "overrides"}
+STEP_KEYS = {"name", "stage", "overrides", "external"}
 BLOCK_KEYS = {"rounds", "steps"}
 # The sections a step takes from the engine command (the rest comes from its own stage and overrides).
 INHERITED = ("runtime", "model", "log_level")
@@ -117,7 +117,10 @@ def make_step(entry, where: str, round_: int | None, counts: dict, stages: dict)
         counts[base] = counts.get(base, 0) + 1
         name = f"{base}_{counts[base]}"
     overrides = override_list(entry.get("overrides"), name)
-    return {"name": name, "base": base, "stage": stage, "round": round_, "overrides": overrides}
+    external = entry.get("external") or []
+    if not isinstance(external, list) or not all(isinstance(k, str) and "." in k for k in external):
+        raise ConfigError(f"engine step {name}: external must list config keys, e.g. [semi_merge.annotations]")
+    return {"name": name, "base": base, "stage": stage, "round": round_, "overrides": overrides, "external": external}
 
 
 def override_list(overrides, name: str) -> list[str]:
@@ -308,8 +311,11 @@ def check_steps(planned: list[dict], out_dir: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="engine-check-") as tmp:
         for step in planned:
             dirs = [str(out_dir / s["folder"]) for s in planned if s["name"] in step["depends"]]
+            cfg = stand_ins(step["cfg"], dirs, out_dir, Path(tmp))
+            for key in step["external"]:
+                set_stand_in(cfg, key, Path(tmp) / "external" / step["name"])
             try:
-                validate(stand_ins(step["cfg"], dirs, out_dir, Path(tmp)))
+                validate(cfg)
             except ConfigError as err:
                 if tmp not in str(err):
                     raise ConfigError(f"engine step {step['name']}: {err}") from None
@@ -335,3 +341,29 @@ def stand_ins(value, dirs: list[str], out_dir: Path, tmp: Path):
                 path.mkdir(parents=True, exist_ok=True)
             return str(path)
     return value
+
+
+def lookup(cfg: dict, key: str):
+    """The value at a dotted key, or a ConfigError naming the step's external key."""
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"external: {key} is not a config key of the step")
+        node = node[part]
+    return node
+
+
+def set_stand_in(cfg: dict, key: str, tmp: Path) -> None:
+    """An external input (written outside the loop, e.g. annotators' export) stood in for by an empty
+    file (or folder, for a path without a suffix) named like it."""
+    value = lookup(cfg, key)
+    if not value or Path(str(value)).exists():
+        return
+    path = tmp / Path(str(value)).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch() if path.suffix else path.mkdir(exist_ok=True)
+    *parents, leaf = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[leaf] = str(path)

@@ -1,8 +1,12 @@
-"""The annotate stage: simulated stage-1 annotators' exports, drawn from a synth output's exact masks.
+"""The annotate stage: simulated annotators' exports, drawn from a synth output's exact masks.
 
-Writes output.dir/annotations.json (COCO: the masks of the images annotated in another tool) and
-output.dir/clicks.json (click sessions of the other images, `synth.clicks`), ready for
-`stage=assisted assisted.annotations=OUT/annotations.json assisted.clicks=OUT/clicks.json`.
+Stage 1 (annotate.prefill null): output.dir/annotations.json (COCO: the masks of the images annotated
+in another tool) and output.dir/clicks.json (click sessions of the other images, `synth.clicks`), ready
+for `stage=assisted assisted.annotations=OUT/annotations.json assisted.clicks=OUT/clicks.json`.
+
+Stage 2 (annotate.prefill=SEMI, a stage=semi output of the same images): the annotators' pass over the
+pre-annotations (`synth.annotator`: prefilled masks kept, deleted or redrawn, missing objects drawn)
+as output.dir/annotations.json, ready for `stage=semi_merge semi_merge.format=coco`.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ def run(cfg: dict) -> dict:
             f"annotate.source: {a['source']} has no masks/: give a data-engine output (e.g. a synth output)"
         )
     runs.prepare_output(out_dir, cfg, {"input_root": input_root(a["source"])})
+    if a["prefill"]:
+        return review_prefill(a, out_dir, start)
     images = source_images(a["source"], a["min_area"])
     clicked = clicks.click_images(sorted(images), a["click_fraction"], a["seed"])
     sessions = [
@@ -54,6 +60,23 @@ def run(cfg: dict) -> dict:
     return summary
 
 
+def review_prefill(a: dict, out_dir: Path, start: float) -> dict:
+    """Stage 2: the simulated annotators' pass over the prefill's COCO pre-annotations."""
+    from data_engine.synth.annotator import annotate
+
+    pre = Path(a["prefill"]) / "preannotations" / "coco_instances.json"
+    if not pre.is_file():
+        raise ConfigError(
+            f"annotate.prefill: {a['prefill']} has no {pre.name}: run stage=semi with coco in semi.export"
+        )
+    totals = annotate(
+        pre, Path(a["source"]) / "instances.json", out_dir / "annotations.json", a["keep_iou"], None, a["min_area"]
+    )
+    summary = {"output": str(out_dir), **totals, "seconds": round(time.time() - start, 2)}
+    write_text_atomic(json.dumps(summary, indent=2), out_dir / "summary.json")
+    return summary
+
+
 def check(a: dict) -> dict:
     """The annotate section, or a ConfigError naming the key."""
     source = Path(str(a["source"])).expanduser() if a["source"] else None
@@ -66,7 +89,12 @@ def check(a: dict) -> dict:
             raise ConfigError(f"annotate.{key}: must be an integer >= {low}, got {a[key]!r}")
     if not isinstance(a["final_mask"], bool):
         raise ConfigError(f"annotate.final_mask: must be true or false, got {a['final_mask']!r}")
-    return {**a, "source": str(source.resolve())}
+    if a["prefill"] and not Path(str(a["prefill"])).expanduser().is_dir():
+        raise ConfigError(f"annotate.prefill: {a['prefill']} is not a folder: give a stage=semi output.dir")
+    if not (isinstance(a["keep_iou"], (int, float)) and 0 < a["keep_iou"] <= 1):
+        raise ConfigError(f"annotate.keep_iou: must lie in (0, 1], got {a['keep_iou']!r}")
+    prefill = str(Path(a["prefill"]).expanduser().resolve()) if a["prefill"] else None
+    return {**a, "source": str(source.resolve()), "prefill": prefill}
 
 
 def input_root(source: str) -> str | None:
