@@ -316,3 +316,14 @@ def test_images_without_masks_or_files_are_listed_with_their_reason(scenes):
     assert "no mask" in reasons["no-masks.png"]
     # The shared reader's advice names this stage's keys
     assert "is missing; pass detector.image_root" in reasons["absent.png"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_stage_trains_on_the_gpu_and_the_model_detects_there(make_cfg, scenes, tmp_path):
+    out = tmp_path / "gpu"
+    summary = run_stage(detector_cfg(make_cfg, scenes, out, "detector.steps=2", "detector.device=cuda"))
+    assert summary["steps"] == 2 and 0.0 <= summary["metrics"]["ar100"] <= 1.0
+    model = load_detector(out / "model.pt", device="cuda")
+    boxes, scores = detect(model, np.zeros((64, 80, 3), dtype=np.uint8), 0.0)
+    assert boxes.shape == (len(scores), 4) and boxes.dtype == np.float32
