@@ -343,6 +343,18 @@ def test_rerun_changes_no_byte(released, tmp_path):
     assert release_files(tmp_path / "again") == before
 
 
+def test_resume_ignores_groups_that_do_not_change_a_release(released, tmp_path):
+    out = copy_release(released["out"], tmp_path / "rel")
+    before = release_files(out)
+    release_stage.run(release_cfg(released["dataset"], out))
+    (out / "sa_000000.tar").unlink()
+    (out / "_done" / "sa_000000.json").unlink()
+    release_stage.run(release_cfg(released["dataset"], out, "amg.points_per_side=3", "model=vit_b"))
+    assert release_files(out) == before
+    with pytest.raises(UserError, match="different settings"):
+        release_stage.run(release_cfg(released["dataset"], out, "release.jpeg_quality=80"))
+
+
 def test_stages_choose_the_masks(released, tmp_path):
     summary = release_stage.run(release_cfg(released["dataset"], tmp_path / "both", "release.stages=[auto,assisted]"))
     assert summary["masks"] == 7

@@ -79,7 +79,8 @@ def test_auto_output_releases_verifies_and_reruns_identically(tmp_path):
     again = cli("stage=release", f"release.data=[{auto}]", f"output.dir={tmp_path / 'again'}", "runtime=serial")
     assert again.returncode == 0, again.stderr[-2000:]
     assert digests(tmp_path / "again") == before
-    assert cli("stage=release", f"release.data=[{auto}]", f"output.dir={rel}").returncode == 0
+    rerun = cli("stage=release", f"release.data=[{auto}]", f"output.dir={rel}")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert digests(rel) == before
 
     # One changed byte: the verifier says so on one line and exits 2

@@ -27,7 +27,7 @@ def run(cfg: dict) -> dict:
     shards = plan.plan(r["data"], r["image_root"], r["stages"], r["images_per_tar"])
     if not shards:
         raise plan.ReleaseError(f"release.data={r['data']}: no image with status ok; nothing to release")
-    runs.prepare_output(out_dir, cfg, {"plan_sha256": plan.digest(shards)})
+    runs.prepare_output(out_dir, release_config(cfg), {"plan_sha256": plan.digest(shards)})
     todo = runs.pending(shards, out_dir)
     remove_stale(out_dir, shards, todo)
     log.info("%d images in %d tars; %d tars to do", sum(len(s["files"]) for s in shards), len(shards), len(todo))
@@ -69,6 +69,17 @@ def check(r: dict) -> dict:
 
         PrivacyBlur(**b)  # a cascade that cannot load fails here, before any worker starts
     return r
+
+
+def release_config(cfg: dict) -> dict:
+    """The settings that decide a release's bytes: run.json records them, and a resume must match them
+    (other groups, such as amg or model, may change between runs without touching a written release)."""
+    return {
+        "stage": cfg["stage"],
+        "release": cfg["release"],
+        "input": {"max_pixels": cfg["input"]["max_pixels"]},
+        "output": cfg["output"],
+    }
 
 
 def is_int(value) -> bool:
