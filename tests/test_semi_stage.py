@@ -216,3 +216,12 @@ def test_bad_settings_name_the_key(scenes, detector_file, tmp_path, override, ke
     cfg = semi_cfg(scenes / "pictures", detector_file, tmp_path / "semi", override)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(cfg)
+
+
+def test_min_box_iou_keeps_only_masks_that_fill_their_box(scenes, detector_file, oracle, tmp_path):
+    run_stage(semi_cfg(scenes / "pictures", detector_file, tmp_path / "all"))
+    run_stage(semi_cfg(scenes / "pictures", detector_file, tmp_path / "fit", "semi.min_box_iou=0.9"))
+    every, fitting = read_masks(tmp_path / "all").to_pylist(), read_masks(tmp_path / "fit").to_pylist()
+    fits = [prefill.box_iou_xywh([r["bbox"]], np.array([json.loads(r["extra"])["detector_box"]]))[0] for r in every]
+    assert 0 < len(fitting) == sum(f >= 0.9 for f in fits) < len(every)
+    assert {r["segmentation"] for r in fitting} == {r["segmentation"] for r, f in zip(every, fits) if f >= 0.9}

@@ -22,7 +22,7 @@ from data_engine.stages.auto import AutoWorker, model_record
 
 log = logging.getLogger(__name__)
 
-PREFILL_KEYS = ("box_score_thresh", "box_nms_thresh", "max_boxes", "points_fill", "fill_overlap")
+PREFILL_KEYS = ("box_score_thresh", "box_nms_thresh", "max_boxes", "min_box_iou", "points_fill", "fill_overlap")
 EXPORTS = ("labelstudio", "cvat_xml", "coco")
 # Keys that do not change the masks: a rerun may change them without starting over.
 NOT_IN_FINGERPRINT = ("export", "image_url")
@@ -64,6 +64,7 @@ def check(s: dict) -> dict:
     check_number(s, "semi.box_score_thresh", 0, 1)
     check_number(s, "semi.box_nms_thresh", 0, 1)
     check_int(s, "semi.max_boxes", 1)
+    check_number(s, "semi.min_box_iou", 0, 1)
     check_bool(s, "semi.points_fill")
     check_number(s, "semi.fill_overlap", 0, 1)
     export = s["export"]
