@@ -17,7 +17,7 @@ audit: $(STAMP)  ## audit of the demo output against the sample scenes' exact ma
 	$(VENV)/bin/data-engine stage=audit audit.pred=out/auto audit.expert=data_engine/samples/instances.json
 
 engine: $(STAMP)  ## the data engine as one loop (engine=demo: synthetic scenes, embedded tiny model, CPU) -> out/engine
-	$(VENV)/bin/data-engine stage=engine engine=demo
+	$(VENV)/bin/data-engine stage=engine engine=demo runtime=serial
 
 test: $(STAMP)  ## the whole test suite (CPU only)
 	$(VENV)/bin/pytest
