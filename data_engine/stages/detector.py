@@ -90,6 +90,7 @@ def check(d: dict) -> dict:
 def train(cfg: dict, d: dict, out_dir: Path, fingerprint: str) -> dict:
     """Load the data, build or resume the model, run the steps, measure; the stage's summary."""
     device = d["device"] or default_device()
+    model = initial_model(d, cfg["seed"], device)  # first: a bad detector.checkpoint fails before the data loads
     examples, skipped = load_examples(d["data"], d["image_root"], d["max_size"], d["max_images"])
     record_skipped(out_dir, skipped)
     train_set, held_out = split(examples, d["val_fraction"])
@@ -99,7 +100,6 @@ def train(cfg: dict, d: dict, out_dir: Path, fingerprint: str) -> dict:
         len(held_out),
         sum(len(e["boxes"]) for e in examples),
     )
-    model = initial_model(d, cfg["seed"], device)
     optimizer = make_optimizer(model, d)
     step = resume(out_dir, model, optimizer, fingerprint, device)
     step = train_loop(model, optimizer, train_set, d, cfg["seed"], step, out_dir, fingerprint, device, progress(cfg))
