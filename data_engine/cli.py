@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import logging
 import sys
@@ -10,11 +12,40 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from data_engine.config import CONF_DIR, register_configs
 from data_engine.errors import UserError
+
+USAGE = """usage: data-engine [stage=NAME] [GROUP=OPTION ...] [key=value ...]
+
+Stages (stage=NAME; default auto):
+{stages}
+
+Config groups (GROUP=OPTION):
+{groups}
+
+A stage's options, composed and printed without running anything:
+  data-engine stage=train --cfg job
+Any key can be set on the command line (train.steps=200, input.path=IMAGES, output.dir=OUT);
+unknown keys and bad values are refused before any work starts. Hydra's own help: --hydra-help.
+"""
+
+
+def main() -> None:
+    """Answer --help, refuse a mistyped group option in one line, then compose and run."""
+    args = sys.argv[1:]
+    if "--help" in args or "-h" in args:
+        print(usage())
+        return
+    bad = bad_group_option(args)
+    if bad:
+        print(f"data-engine: error: {bad}", file=sys.stderr)
+        sys.exit(2)
+    register_configs()
+    run_composed()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def run_composed(cfg: DictConfig) -> None:
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain["output"]["dir"] = str(Path(plain["output"]["dir"]).expanduser().resolve())
@@ -24,15 +55,61 @@ def main(cfg: DictConfig) -> None:
 
         validate(plain)
         summary = run_stage(plain)
-    except Exception as err:
-        if not isinstance(err, UserError):
-            raise
+    except UserError as err:
         print(f"data-engine: error: {err}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(summary, indent=2, default=str))
-    if summary.get("shards_failed"):
-        print(
-            f"data-engine: {len(summary['shards_failed'])} shards failed; rerun the same command to retry them",
-            file=sys.stderr,
-        )
+    problem = summary_problem(summary)
+    if problem:
+        print(f"data-engine: {problem}", file=sys.stderr)
         sys.exit(1)
+
+
+def summary_problem(summary: dict) -> str | None:
+    """Why a finished run still failed its purpose: failed shards, no image processed, nothing imported."""
+    if summary.get("shards_failed"):
+        return f"{len(summary['shards_failed'])} shards failed; rerun the same command to retry them"
+    if "images" in summary and "images_ok" in summary and summary["images_ok"] == 0:
+        if summary["images"] == 0:
+            return "no input image was found: check input.path and input.extensions"
+        return f"none of the {summary['images']} images was processed: see the error column of images/"
+    imported = summary.get("import") or {}
+    if imported.get("input_annotations") and not imported.get("imported"):
+        return "every annotation was rejected: see import_report.parquet for the reasons"
+    return None
+
+
+def groups() -> dict[str, list[str]]:
+    """Each config group and its options: the yaml files of conf/<group>/ (amg/sa1b is built in code)."""
+    found = {
+        d.name: sorted(p.stem for p in d.glob("*.yaml"))
+        for d in sorted(CONF_DIR.iterdir())
+        if d.is_dir() and any(d.glob("*.yaml"))
+    }
+    found["amg"] = sorted({*found.get("amg", []), "sa1b"})
+    return found
+
+
+def bad_group_option(args: list[str]) -> str | None:
+    """`stage=autoo` -> one line listing the valid choices (Hydra's own message spans many lines)."""
+    options = groups()
+    for arg in args:
+        group, sep, value = arg.lstrip("+~").partition("=")
+        if sep and group in options and value not in options[group] and value != "null":
+            return f"{group}={value}: no such option; choose from {', '.join(options[group])}"
+    return None
+
+
+def usage() -> str:
+    from data_engine.stages import STAGES
+
+    stages = "\n".join(f"  {name:<10} {first_line(module)}" for name, module in sorted(STAGES.items()))
+    group_lines = "\n".join(f"  {g:<10} {', '.join(opts)}" for g, opts in groups().items())
+    return USAGE.format(stages=stages, groups=group_lines)
+
+
+def first_line(module: str) -> str:
+    """A stage's one-line description: the first line of its module docstring (read, not imported)."""
+    source = Path(importlib.util.find_spec(module).origin).read_text()
+    doc = (ast.get_docstring(ast.parse(source)) or "").strip()
+    return doc.splitlines()[0].removeprefix("The ").rstrip(".") if doc else ""

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from maskdata import rect, write_coco, write_dataset
 
-from data_engine.audit.load import AuditError
 from data_engine.config import validate
+from data_engine.errors import UserError
 from data_engine.stages import run_stage
 
 H, W = 64, 80
@@ -88,5 +88,5 @@ def test_bad_input_says_what_to_do(case, message, sides, make_cfg, tmp_path):
         "no_common": [f"audit.expert={write_coco(tmp_path / 'other.json', {'z.png': [rect(H, W, 0, 0, 5, 5)]})}"],
         "bad_setting": [f"audit.expert={expert}", "audit.match_by=path"],
     }[case]
-    with pytest.raises(AuditError, match=re.escape(message)):
+    with pytest.raises(UserError, match=re.escape(message)):
         run_stage(make_cfg("stage=audit", f"audit.pred={pred}", *args))

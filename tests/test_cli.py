@@ -13,12 +13,26 @@ def cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "data_engine", *args], capture_output=True, text=True, cwd=cwd)
 
 
-def test_help_lists_the_config_groups():
+def test_help_says_what_each_stage_does_and_lists_the_config_groups():
+    from data_engine.stages import STAGES
+
     result = cli("--help")
-    assert result.returncode == 0
-    for group in ("stage:", "model:", "amg:", "runtime:"):
-        assert group in result.stdout
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for name in STAGES:  # one line per stage: its name and a description
+        line = next(ln for ln in lines if ln.split()[:1] == [name])
+        assert len(line.split()) > 3, line
+    for group in ("stage", "model", "amg", "runtime"):
+        assert any(ln.split()[:1] == [group] for ln in lines), group
     assert "sa1b_paper" in result.stdout and "ray_cluster" in result.stdout
+    assert "--cfg job" in result.stdout  # how to see a stage's options
+
+
+@pytest.mark.parametrize("arg, choices", [("stage=autoo", "auto, "), ("runtime=seriall", "local, ray_cluster, serial")])
+def test_mistyped_group_option_gets_one_line_with_the_choices(arg, choices):
+    result = cli(arg)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and arg in result.stderr and choices in result.stderr
 
 
 def test_cfg_job_prints_the_composed_config():
@@ -40,6 +54,13 @@ def test_cfg_job_prints_the_composed_config():
         (["model.checkpoint=/no/such/file.pth"], "model.checkpoint"),
         (["input.path=/no/such/folder"], "input.path"),
         (["stage=nope"], "stage"),
+        (["+input.foo=1"], "input.foo"),
+        (["+output.colour=red"], "output.colour"),
+        (["+runtime.gpu_type=a100"], "runtime.gpu_type"),
+        (["amg.crop_overlap_ratio=5"], "amg.crop_overlap_ratio"),
+        (["input.extensions=[png]"], "input.extensions"),
+        (["output.overlays=-1"], "output.overlays"),
+        (["amg.stability_score_offset=inf"], "amg.stability_score_offset"),
     ],
 )
 def test_bad_key_or_value_is_rejected_before_any_work(tmp_path, args, phrase):
@@ -52,7 +73,7 @@ def test_bad_key_or_value_is_rejected_before_any_work(tmp_path, args, phrase):
 
 
 GROUPS = {
-    "stage": ["auto", "synth", "train", "assisted", "audit", "export"],
+    "stage": ["auto", "synth", "train", "assisted", "audit", "export"],  # stage-specific sections: their own tests
     "model": ["tiny", "vit_b", "vit_l", "vit_h"],
     "amg": ["sa1b", "sa1b_paper", "reference", "tiny"],
     "runtime": ["local", "ray_cluster", "serial"],
@@ -64,6 +85,13 @@ def test_every_config_group_option_composes_and_validates(make_cfg, tmp_path, gr
     ckpt = tmp_path / "weights.pth"
     ckpt.write_bytes(b"x")
     extra = [f"model.checkpoint={ckpt}"] if group == "model" and option.startswith("vit") else []
+    needs = {  # the inputs a stage cannot run without
+        "train": [f"train.data=[{tmp_path}]"],
+        "assisted": [f"assisted.annotations={ckpt}"],
+        "audit": [f"audit.pred={tmp_path}", f"audit.expert={tmp_path}"],
+        "export": [f"export.dataset={tmp_path}"],
+    }
+    extra += needs.get(option, []) if group == "stage" else []
     cfg = make_cfg(f"{group}={option}", *extra, small=False)
     validate(cfg)
     assert cfg[group]["name" if group in ("stage", "runtime") else "variant"] == option if group != "amg" else True
@@ -76,6 +104,20 @@ def test_default_preset_is_the_sa1b_recipe(make_cfg):
     assert (amg["box_nms_thresh"], amg["crop_nms_thresh"], amg["max_mask_area_frac"]) == (0.7, 0.7, 0.95)
     assert amg["min_mask_region_area"] == 100 and not amg["keep_largest_small_region"]
     assert make_cfg("amg=sa1b_paper", small=False)["amg"]["stability_score_offset"] == 1.0
+
+
+def test_output_dir_that_is_a_file_is_rejected(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    result = cli(f"output.dir={target}", "runtime=serial")
+    assert result.returncode == 2 and "output.dir" in result.stderr and target.read_text() == "x"
+
+
+def test_run_with_no_image_found_exits_nonzero(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    result = cli(f"input.path={tmp_path / 'in'}", f"output.dir={tmp_path / 'out'}", "runtime=serial")
+    assert result.returncode == 1 and "no input image" in result.stderr
 
 
 def test_validate_names_the_key(make_cfg):

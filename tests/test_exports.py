@@ -8,6 +8,7 @@ import pytest
 from maskdata import rect, write_dataset
 
 from data_engine.config import validate
+from data_engine.errors import ConfigError
 from data_engine.exports.formats import ExportError, export, label_layers, read_sa1b
 from data_engine.io import rle
 from data_engine.io.dataset import read_masks
@@ -135,10 +136,10 @@ def test_export_stage_from_the_real_config(dataset, make_cfg, tmp_path):
     validate(cfg)
     summary = run_stage(cfg)
     assert summary["masks"] == 5 and (tmp_path / "out" / "coco" / "instances.json").is_file()
-    with pytest.raises(ExportError, match="export.dataset"):
-        run_stage(make_cfg("stage=export", f"export.dataset={tmp_path / 'missing'}"))
-    with pytest.raises(ExportError, match="choose one of"):
-        run_stage(make_cfg("stage=export", "export.format=tiff", f"export.dataset={ds}"))
+    with pytest.raises(ConfigError, match="export.dataset"):
+        validate(make_cfg("stage=export", f"export.dataset={tmp_path / 'missing'}"))
+    with pytest.raises(ConfigError, match="export.format: must be one of"):
+        validate(make_cfg("stage=export", "export.format=tiff", f"export.dataset={ds}"))
 
 
 def test_png_above_255_masks_is_16_bit_and_round_trips(tmp_path):

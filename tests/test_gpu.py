@@ -17,6 +17,7 @@ from test_auto_stage import write_images
 from test_generator_reference import assert_same_masks, reference_settings, run_both
 from test_train import fixed_batch, run_killed_at_step_3, scenes, train_cfg  # noqa: F401 (fixtures)
 
+from data_engine.config import compose
 from data_engine.io import rle
 from data_engine.io.dataset import read_masks
 from data_engine.model.build import build_sam, seeded_sam
@@ -82,7 +83,9 @@ def test_a_few_steps_lower_the_loss_on_cuda(fixed_batch):  # noqa: F811
 
     def loss_now():
         generator = torch.Generator(device="cuda").manual_seed(0)  # same prompts every time
-        return batch_loss(sam, images, masks, generator, T.RECIPE, train_encoder=True)
+        return batch_loss(
+            sam, images, masks, generator, T.recipe_of(compose(["stage=train"])["train"]), train_encoder=True
+        )
 
     initial = loss_now()[0].item()
     for _ in range(6):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from data_engine.config import compose
 from data_engine.errors import ConfigError
 from data_engine.io import rle
 from data_engine.io.dataset import write_shard
@@ -21,6 +22,7 @@ from data_engine.train import recipe as T
 from data_engine.train.data import TrainDataError, batch, load_sources
 from data_engine.train.recipe import batch_loss
 
+RECIPE = T.recipe_of(compose(["stage=train"])["train"])  # the train group's defaults
 SMALL_TRAIN = [
     "train.init=scratch",
     "train.images_per_step=1",
@@ -61,7 +63,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(fixed_batch):
 
     def loss_now():
         generator = torch.Generator().manual_seed(0)  # same prompts every time
-        return batch_loss(sam, images, masks, generator, T.RECIPE, train_encoder=True)
+        return batch_loss(sam, images, masks, generator, RECIPE, train_encoder=True)
 
     initial = loss_now()[0].item()
     for _ in range(6):
@@ -72,11 +74,13 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(fixed_batch):
     assert loss_now()[0].item() < 0.8 * initial
 
 
-def test_the_recipes_defaults_are_the_train_groups(make_cfg, tmp_path):
+def test_the_recipe_comes_from_the_train_group(make_cfg, tmp_path):
     t = train_cfg(make_cfg, tmp_path, tmp_path / "out")["train"]
-    assert train_stage.recipe_of(t) == T.RECIPE
+    assert RECIPE == dict(
+        box_prob=0.5, correction_clicks=1, coarse_mask_prob=0.0, weights=(20.0, 1.0), all_iou=False, iou_weight=1.0
+    )  # SAM's settings, as conf/stage/train.yaml gives them
     changed = {**t, "box_prob": 0.1, "focal_weight": 5.0, "supervise_all_iou": True}
-    assert train_stage.recipe_of(changed) == {**T.RECIPE, "box_prob": 0.1, "weights": (5.0, 1.0), "all_iou": True}
+    assert T.recipe_of(changed) == {**RECIPE, "box_prob": 0.1, "weights": (5.0, 1.0), "all_iou": True}
 
 
 @pytest.mark.parametrize("all_iou, outputs_trained", [(False, 1), (True, 3)])
@@ -90,7 +94,7 @@ def test_iou_head_learns_the_best_outputs_iou_unless_told_all_three(fixed_batch,
         predictions.append(output[1])
 
     sam.mask_decoder.register_forward_hook(keep)
-    recipe = {**T.RECIPE, "box_prob": 0.0, "correction_clicks": 0, "all_iou": all_iou}
+    recipe = {**RECIPE, "box_prob": 0.0, "correction_clicks": 0, "all_iou": all_iou}
     loss, _ = batch_loss(sam, images, masks, torch.Generator().manual_seed(0), recipe, train_encoder=False)
     loss.backward()
     first = predictions[0]  # the point prompts' 3 outputs: only the best one's IoU is trained unless all_iou
@@ -101,7 +105,7 @@ def test_iou_head_learns_the_best_outputs_iou_unless_told_all_three(fixed_batch,
 @pytest.mark.parametrize("iou_weight", [0.0, 1.0, 4.0])
 def test_iou_weight_scales_the_iou_heads_gradient(fixed_batch, iou_weight):
     images, masks = fixed_batch
-    recipe = {**T.RECIPE, "box_prob": 0.0}
+    recipe = {**RECIPE, "box_prob": 0.0}
 
     def head_grad_and_log(weight):
         sam = seeded_sam("tiny", 0).train()
@@ -479,9 +483,9 @@ def test_loss_is_zero_only_for_perfect_logits():
     target = torch.zeros(1, 32, 32, dtype=torch.bool)
     target[0, 8:24, 8:24] = True
     perfect = torch.where(target, 30.0, -30.0)[:, None].expand(1, 3, 32, 32)
-    mask_l, _, true_iou, _, _ = T.output_losses(perfect, torch.ones(1, 3), target)
+    mask_l, _, true_iou, _, _ = T.output_losses(perfect, torch.ones(1, 3), target, RECIPE["weights"])
     assert mask_l.max() < 1e-3 and torch.equal(true_iou, torch.ones(1, 3))
-    wrong, _, wrong_iou, _, _ = T.output_losses(-perfect, torch.ones(1, 3), target)
+    wrong, _, wrong_iou, _, _ = T.output_losses(-perfect, torch.ones(1, 3), target, RECIPE["weights"])
     assert wrong.min() > 1.0 and wrong_iou.max() == 0
 
 

@@ -15,8 +15,10 @@ class InputError(UserError, ValueError):
     """The input path or manifest cannot be used; the message says what to do."""
 
 
-def list_inputs(path: str | Path | None, extensions=IMAGE_EXTENSIONS) -> tuple[Path, list[str], list[str]]:
-    """(root, sorted relative file names, ignored names) for a folder or a manifest file."""
+def list_inputs(path: str | Path | None, extensions=None) -> tuple[Path, list[str], list[str]]:
+    """(root, sorted relative file names, ignored names) for a folder or a manifest file; extensions
+    None means IMAGE_EXTENSIONS."""
+    extensions = extensions or IMAGE_EXTENSIONS
     root = Path(path).expanduser().resolve() if path else SAMPLES
     if root.is_dir():
         return root, *scan_folder(root, extensions)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from data_engine.errors import ConfigError
+from data_engine.errors import check_choice, check_path, require
 from data_engine.importers import FORMATS, clicks, import_annotations
 from data_engine.importers.results import summarize as summarize_report
 from data_engine.io import inputs
@@ -44,7 +44,7 @@ REPORT_SCHEMA = pa.schema(
 def run(cfg: dict) -> dict:
     """Import, replay and write; resumes an interrupted run in the same output.dir."""
     start = time.time()
-    a = check_config(cfg["assisted"])
+    a = check(cfg["assisted"])
     rows, objects, report = import_inputs(a)
     out_dir = Path(cfg["output"]["dir"])
     runs.prepare_output(
@@ -77,19 +77,25 @@ def run(cfg: dict) -> dict:
     return summary
 
 
-def check_config(a: dict) -> dict:
+def check(a: dict) -> dict:
     """The assisted section with absolute paths; every error names the key and what to do."""
-    if a.get("format") not in FORMATS:
-        raise ConfigError(f"assisted.format: {a.get('format')!r} is not a format; choose from {sorted(FORMATS)}")
-    if not a.get("annotations") and not a.get("clicks"):
-        raise ConfigError("assisted.annotations: give an annotation file or folder, and/or assisted.clicks")
-    if a.get("clicks") and not a.get("image_root"):
-        raise ConfigError("assisted.clicks: replaying clicks needs the images: set assisted.image_root (or input.path)")
-    paths = {}
+    check_choice(a, "assisted.format", FORMATS)
+    require(
+        bool(a.get("annotations") or a.get("clicks")),
+        "assisted.annotations",
+        "give an annotation file or folder, and/or assisted.clicks",
+    )
+    require(
+        not a.get("clicks") or bool(a.get("image_root")),
+        "assisted.clicks",
+        "replaying clicks needs the images: set assisted.image_root (or input.path)",
+    )
     for key in ("annotations", "clicks", "image_root"):
-        paths[key] = str(Path(a[key]).expanduser().resolve()) if a.get(key) else None
-        if paths[key] and not Path(paths[key]).exists():
-            raise ConfigError(f"assisted.{key}: {a[key]} does not exist")
+        check_path(a, f"assisted.{key}", nullable=True)
+    paths = {
+        key: str(Path(a[key]).expanduser().resolve()) if a.get(key) else None
+        for key in ("annotations", "clicks", "image_root")
+    }
     return {**a, **paths}
 
 

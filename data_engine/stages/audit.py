@@ -9,8 +9,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from data_engine.audit.core import audit
-from data_engine.audit.load import AuditError, load_side
+from data_engine.audit.load import load_side
 from data_engine.audit.report import write_report
+from data_engine.errors import check_choice, check_int, check_number, check_path
 from data_engine.io.atomic import write_text_atomic
 from data_engine.io.dataset import write_atomic
 
@@ -68,20 +69,12 @@ def run(cfg: dict) -> dict:
 
 def check(a: dict) -> None:
     """Settings that cannot work fail before any file is read."""
-    rules = [
-        (a["match_by"] in ("file_name", "image_id"), "match_by", "must be file_name or image_id"),
-        (a["score"] in ("predicted_iou", "stability_score"), "score", "must be predicted_iou or stability_score"),
-        (isinstance(a["min_iou"], (int, float)) and 0 <= a["min_iou"] < 1, "min_iou", "must lie in [0, 1)"),
-        (
-            isinstance(a["boundary_ratio"], (int, float)) and 0 < a["boundary_ratio"] <= 1,
-            "boundary_ratio",
-            "must lie in (0, 1]",
-        ),
-        (isinstance(a["worst_k"], int) and a["worst_k"] >= 0, "worst_k", "must be an integer >= 0"),
-    ]
-    for ok, key, message in rules:
-        if not ok:
-            raise AuditError(f"audit.{key}={a[key]!r}: {message}")
+    check_choice(a, "audit.match_by", ("file_name", "image_id"))
+    check_choice(a, "audit.score", ("predicted_iou", "stability_score"))
+    check_number(a, "audit.min_iou", 0, 0.999)
+    check_number(a, "audit.boundary_ratio", 0.001, 1)
+    check_int(a, "audit.worst_k", 0)
+    check_path(a, "audit.image_root", nullable=True)
 
 
 def image_root(a: dict, pred: dict, expert: dict):

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from data_engine.errors import ConfigError
+from data_engine.errors import check_int, require
 from data_engine.io import coco, inputs, rle
 from data_engine.io.atomic import atomic_path
 from data_engine.io.dataset import mask_row, read_images, read_masks
@@ -46,13 +46,13 @@ def run(cfg: dict) -> dict:
 def check(s: dict) -> dict:
     """Stage settings, or a ConfigError naming the key."""
     for key in ("num_scenes", "min_size", "max_size", "max_objects", "shard_size", "seed"):
-        value = s[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if key == "seed" else 1):
-            raise ConfigError(f"synth.{key}: must be an integer >= {0 if key == 'seed' else 1}, got {value!r}")
-    if not 32 <= s["min_size"] <= s["max_size"]:
-        raise ConfigError(f"synth.min_size: need 32 <= min_size <= max_size, got {s['min_size']} and {s['max_size']}")
-    if s["max_objects"] < 3:
-        raise ConfigError(f"synth.max_objects: must be at least 3, got {s['max_objects']}")
+        check_int(s, f"synth.{key}", 0 if key == "seed" else 1)
+    require(
+        32 <= s["min_size"] <= s["max_size"],
+        "synth.min_size",
+        f"need 32 <= min_size <= max_size, got {s['min_size']} and {s['max_size']}",
+    )
+    require(s["max_objects"] >= 3, "synth.max_objects", f"must be at least 3, got {s['max_objects']}")
     return s
 
 

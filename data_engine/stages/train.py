@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from data_engine.errors import ConfigError
+from data_engine.errors import ConfigError, check_bool, check_choice, check_int, check_number, check_path, require
 from data_engine.io.atomic import atomic_path, write_text_atomic
 from data_engine.model.build import build_sam, default_device, read_state, seeded_sam
 from data_engine.runtime import runs
 from data_engine.train.data import batch, load_sources
-from data_engine.train.recipe import batch_loss
+from data_engine.train.recipe import batch_loss, recipe_of
 
 log = logging.getLogger(__name__)
 
@@ -111,35 +111,29 @@ def record_skipped(out_dir: Path, skipped: list[dict]) -> None:
 
 def check(t: dict) -> dict:
     """Stage settings, or a ConfigError naming the key and what to do."""
-    if not t["data"]:
-        raise ConfigError(
-            "train.data: give one or more data-engine output folders or COCO .json files, e.g. train.data=[out/synth]"
-        )
+    require(
+        bool(t["data"]),
+        "train.data",
+        "give one or more data-engine output folders or COCO .json files, e.g. train.data=[out/synth]",
+    )
     for path in t["data"]:
-        if not Path(path).expanduser().exists():
-            raise ConfigError(f"train.data: {path} does not exist")
+        require(Path(path).expanduser().exists(), "train.data", f"{path} does not exist")
     for key in POSITIVE_INTS:
-        if not isinstance(t[key], int) or isinstance(t[key], bool) or t[key] < 1:
-            raise ConfigError(f"train.{key}: must be a positive integer, got {t[key]!r}")
-    if not isinstance(t["correction_clicks"], int) or t["correction_clicks"] < 0:
-        raise ConfigError(f"train.correction_clicks: must be an integer >= 0, got {t['correction_clicks']!r}")
-    if t["init"] not in ("pretrained", "scratch", "partial"):
-        raise ConfigError(f"train.init: must be pretrained, scratch or partial, got {t['init']!r}")
+        check_int(t, f"train.{key}", 1)
+    check_int(t, "train.correction_clicks", 0)
+    check_int(t, "train.warmup_steps", 0)
+    check_int(t, "train.num_threads", 1, nullable=True)
+    check_int(t, "train.max_images", 1, nullable=True)
+    check_choice(t, "train.init", ("pretrained", "scratch", "partial"))
+    check_choice(t, "train.iou_target", ("drawn", "containing"))
     for key in ("box_prob", "coarse_mask_prob"):
-        if not isinstance(t[key], (int, float)) or not 0 <= t[key] <= 1:
-            raise ConfigError(f"train.{key}: must lie in [0, 1], got {t[key]!r}")
-    if not isinstance(t["area_power"], (int, float)) or not math.isfinite(t["area_power"]):
-        raise ConfigError(f"train.area_power: must be a finite number, got {t['area_power']!r}")
+        check_number(t, f"train.{key}", 0, 1)
+    check_number(t, "train.area_power")
     for key in ("lr", "weight_decay", "grad_clip", "focal_weight", "dice_weight", "iou_weight"):
-        if not isinstance(t[key], (int, float)) or t[key] < 0:
-            raise ConfigError(f"train.{key}: must be a number >= 0, got {t[key]!r}")
+        check_number(t, f"train.{key}", 0)
     for key in ("deterministic", "supervise_all_iou", "freeze_image_encoder"):
-        if not isinstance(t[key], bool):
-            raise ConfigError(f"train.{key}: must be true or false, got {t[key]!r}")
-    if t["iou_target"] not in ("drawn", "containing"):
-        raise ConfigError(f"train.iou_target: must be drawn or containing, got {t['iou_target']!r}")
-    if t["num_threads"] is not None and (not isinstance(t["num_threads"], int) or t["num_threads"] < 1):
-        raise ConfigError(f"train.num_threads: must be null or a positive integer, got {t['num_threads']!r}")
+        check_bool(t, f"train.{key}")
+    check_path(t, "train.image_root", nullable=True)
     return t
 
 
@@ -191,18 +185,6 @@ def make_optimizer(sam, t: dict) -> torch.optim.Optimizer:
     rest = [p for n, p in params if not (p.ndim >= 2 and "pos" not in n)]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": rest, "weight_decay": 0.0}], lr=t["lr"]
-    )
-
-
-def recipe_of(t: dict) -> dict:
-    """The training recipe's settings (training.RECIPE's keys) from the `train` config group."""
-    return dict(
-        box_prob=t["box_prob"],
-        correction_clicks=t["correction_clicks"],
-        coarse_mask_prob=t["coarse_mask_prob"],
-        weights=(t["focal_weight"], t["dice_weight"]),
-        all_iou=t["supervise_all_iou"],
-        iou_weight=t["iou_weight"],
     )
 
 

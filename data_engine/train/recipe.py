@@ -20,16 +20,6 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
-FOCAL_WEIGHT, DICE_WEIGHT = 20.0, 1.0  # SAM's ratio; the recipe's `weights` take others (see train.focal_weight)
-# The recipe's settings for a batch, at the `train` group's defaults; the train stage passes its own (recipe_of)
-RECIPE = dict(
-    box_prob=0.5,
-    correction_clicks=1,
-    coarse_mask_prob=0.0,
-    weights=(FOCAL_WEIGHT, DICE_WEIGHT),
-    all_iou=False,
-    iou_weight=1.0,
-)
 FOCAL_GAMMA = 2.0  # no alpha balancing: with tiny objects in the frame, alpha=0.25 collapsed to empty masks
 
 
@@ -113,7 +103,7 @@ def output_losses(
     logits: torch.Tensor,
     iou_pred: torch.Tensor,
     target: torch.Tensor,
-    weights: tuple[float, float] = (FOCAL_WEIGHT, DICE_WEIGHT),
+    weights: tuple[float, float],
     iou_target: torch.Tensor | None = None,
 ) -> tuple:
     """Per output: ([K, M] mask loss, [K, M] IoU-head MSE, [K, M] true IoU, focal, dice). The MSE is
@@ -248,7 +238,7 @@ def batch_loss(
     contexts: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Mean loss over a batch: one encoder pass for all images, then the prompts of each image
-    (`recipe`: RECIPE's keys; `contexts`: every mask of each image, for point prompts' IoU targets;
+    (`recipe`: recipe_of's keys; `contexts`: every mask of each image, for point prompts' IoU targets;
     see containing_iou)."""
     device = sam.device
     x = torch.cat([sam.preprocess(im.to(device).float()[None]) for im in images])  # [B, 3, S, S]
@@ -261,3 +251,15 @@ def batch_loss(
         losses.append(loss)
         stats.append(s)
     return torch.stack(losses).mean(), {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
+
+
+def recipe_of(t: dict) -> dict:
+    """The recipe's settings for a batch from the `train` config section (its defaults: conf/stage/train.yaml)."""
+    return dict(
+        box_prob=t["box_prob"],
+        correction_clicks=t["correction_clicks"],
+        coarse_mask_prob=t["coarse_mask_prob"],
+        weights=(t["focal_weight"], t["dice_weight"]),
+        all_iou=t["supervise_all_iou"],
+        iou_weight=t["iou_weight"],
+    )
