@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from data_engine.audit.load import mask_record
 from data_engine.io import coco, rle
-from data_engine.io.dataset import write_shard
+from data_engine.io.dataset import mask_id, write_shard
 from data_engine.io.inputs import image_id
 
 
@@ -95,14 +96,10 @@ def side(images: dict, size=(64, 80), stages=None, scores=None) -> dict:
     for name, ms in images.items():
         out["images"][name] = {"file_name": name, "image_id": image_id(name), "height": size[0], "width": size[1]}
         counts = rle.encode(np.stack(ms)) if ms else []
+        score = (scores or {}).get(name, [0.9] * len(ms))
+        stage = (stages or {}).get(name, ["auto"] * len(ms))
         out["masks"][name] = [
-            {
-                "counts": c,
-                "area": int(m.sum()),
-                "score": (scores or {}).get(name, [0.9] * len(ms))[i],
-                "stage": (stages or {}).get(name, ["auto"] * len(ms))[i],
-                "source": "auto",
-            }
+            mask_record(mask_id(image_id(name), stage[i], i), c, int(m.sum()), score[i], stage[i], "auto")
             for i, (c, m) in enumerate(zip(counts, ms))
         ]
     return out

@@ -11,6 +11,7 @@ from maskdata import rect, write_coco, write_dataset
 
 from data_engine.config import validate
 from data_engine.errors import UserError
+from data_engine.io.dataset import read_masks
 from data_engine.stages import run_stage
 
 H, W = 64, 80
@@ -58,6 +59,24 @@ def test_audit_writes_metrics_pairs_and_a_self_contained_report(sides, make_cfg,
     links = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]*)""", html)
     assert links and all(link.startswith("data:image/png;base64,") for link in links)
     assert html.count("<img") == 3 + 2  # three plots, two worst-image overlays
+
+
+def test_pairs_join_back_to_the_generated_masks_by_mask_id(sides, make_cfg, tmp_path):
+    pred, expert, _ = sides
+    run_stage(make_cfg("stage=audit", f"audit.pred={pred}", f"audit.expert={expert}"))
+    pairs = pq.read_table(tmp_path / "out" / "pairs.parquet").to_pylist()
+    masks = {m["mask_id"]: m for m in read_masks(pred).to_pylist()}
+    generated = [p for p in pairs if p["pred_index"] is not None]
+    assert len(generated) == len(masks) == 3  # every generated mask appears once, matched or not
+    for pair in generated:  # one join on mask_id finds the mask, on the dataset's own image_id
+        mask = masks[pair["pred_mask_id"]]
+        assert (mask["image_id"], mask["file_name"], mask["area"]) == (
+            pair["image_id"],
+            pair["file_name"],
+            pair["pred_area"],
+        )
+    expert_ids = {a["id"] for a in json.loads(expert.read_text())["annotations"]}
+    assert {p["expert_mask_id"] for p in pairs if p["expert_index"] is not None} == expert_ids
 
 
 def test_dataset_against_dataset_matched_by_image_id(sides, make_cfg, tmp_path):

@@ -78,9 +78,11 @@ def evaluate_image(key, pred: dict, expert: dict, min_iou: float) -> dict:
     """Both sides' masks of one image, their [P, E] IoU matrix and the one-to-one pairs."""
     img = expert["images"][key]
     p, e = pred["masks"].get(key, []), expert["masks"].get(key, [])
+    ids = {"image_id": pred["images"][key]["image_id"], "expert_image_id": img["image_id"]}
     iou, pairs = match([m["counts"] for m in p], [m["counts"] for m in e], img["height"], img["width"], min_iou)
     return {
         **img,
+        **ids,
         "key": key,
         "pred": p,
         "expert": e,
@@ -111,6 +113,9 @@ def row(img: dict, p, e, size: str, boundary_ratio: float) -> dict:
     return {
         "file_name": img["file_name"],
         "image_id": img["image_id"],
+        "expert_image_id": img["expert_image_id"],
+        "pred_mask_id": pm.get("mask_id"),
+        "expert_mask_id": img["expert"][e]["mask_id"] if e is not None else None,
         "pred_index": p,
         "expert_index": e,
         "iou": float(img["iou"][p, e]) if both else None,

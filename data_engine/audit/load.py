@@ -1,7 +1,8 @@
 """Read one side of an audit (a project Parquet dataset or a COCO instances JSON) into one shape.
 
 A side is {"images": {key: image}, "masks": {key: [mask]}, "failed": [key], "kind", "path"}, where
-an image is {file_name, image_id, height, width} and a mask is {counts, area, score, stage, source}.
+an image is {file_name, image_id, height, width} and a mask is {mask_id, counts, area, score, stage, source}
+(mask_id: the dataset's mask_id, or the COCO annotation's id).
 The key is the image's file_name (posix, relative to the image root) or its image_id.
 """
 
@@ -67,12 +68,12 @@ def load_dataset(path: Path, role: str, match_by: str, score: str) -> dict:
         else:
             images[key] = image_record(row)
     # Masks; an image that only appears in masks/ (some importers) joins the image set
-    columns = ["image_id", "file_name", "height", "width", "segmentation", "area", score, "stage", "source"]
+    columns = ["mask_id", "image_id", "file_name", "height", "width", "segmentation", "area", score, "stage", "source"]
     for row in read_masks(path, columns=columns).to_pylist():
         key = image_key(row, match_by)
         images.setdefault(key, image_record(row))
         masks.setdefault(key, []).append(
-            mask_record(row["segmentation"], row["area"], row.get(score), row["stage"], row["source"])
+            mask_record(row["mask_id"], row["segmentation"], row["area"], row.get(score), row["stage"], row["source"])
         )
     return {"images": images, "masks": masks, "failed": sorted(failed, key=str)}
 
@@ -111,7 +112,8 @@ def coco_mask(ann: dict, img: dict, path: Path, score: str) -> dict:
     except (ValueError, KeyError) as err:
         raise AuditError(f"{path}: annotation {ann.get('id')} of {img['file_name']}: {err}") from None
     value = ann.get(score, ann.get("score"))
-    return mask_record(counts, None, value, ann.get("stage", "coco"), ann.get("source", "coco"), h, w)
+    ann_id = ann.get("id") if isinstance(ann.get("id"), int) else None
+    return mask_record(ann_id, counts, None, value, ann.get("stage", "coco"), ann.get("source", "coco"), h, w)
 
 
 def image_record(row: dict) -> dict:
@@ -123,11 +125,12 @@ def image_record(row: dict) -> dict:
     }
 
 
-def mask_record(counts: str, area, score, stage, source, height: int = 0, width: int = 0) -> dict:
+def mask_record(mask_id, counts: str, area, score, stage, source, height: int = 0, width: int = 0) -> dict:
     """A mask as the audit uses it; area computed from the RLE where the source lacks it."""
     if area is None:
         area = int(rle.area([counts], height, width)[0])
     return {
+        "mask_id": mask_id,
         "counts": counts,
         "area": int(area),
         "score": None if score is None else float(score),

@@ -7,12 +7,12 @@ import html
 import io
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from data_engine.audit import metrics
 from data_engine.io import rle
 from data_engine.io.images import load_rgb
+from data_engine.io.overlays import draw, outline
 
 HEADLINE = [
     "images",
@@ -232,9 +232,9 @@ def pair_views(img: dict, picture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     colors = palette(max(len(img["expert"]), 1))
     expert = [rle.decode(m["counts"], h, w) for m in img["expert"]]
     matched = {e: p for p, e in img["pairs"]}
-    expert_view = paint(picture, expert, colors)
+    expert_view = draw(picture, expert, colors, alpha=0.6)
     pred = [rle.decode(img["pred"][matched[e]]["counts"], h, w) for e in sorted(matched)]
-    pred_view = paint(picture, pred, colors[sorted(matched)])
+    pred_view = draw(picture, pred, colors[sorted(matched)], alpha=0.6)
     missed = [expert[e] for e in range(len(expert)) if e not in matched]
     return expert_view, outline(pred_view, missed, (255, 0, 0), thickness=2)
 
@@ -245,20 +245,3 @@ def palette(n: int) -> np.ndarray:
 
     table = (np.asarray(colormaps["tab20"].colors) * 255).astype(int)
     return table[np.arange(n) % len(table)]
-
-
-def paint(picture: np.ndarray, masks: list[np.ndarray], colors: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """Masks blended over the picture, largest first, each outlined in its colour."""
-    out = picture.astype(np.float32)
-    for i in sorted(range(len(masks)), key=lambda i: -masks[i].sum()):
-        out[masks[i]] = (1 - alpha) * out[masks[i]] + alpha * colors[i]
-        out = outline(out, [masks[i]], tuple(int(c) for c in colors[i]))
-    return out.clip(0, 255).astype(np.uint8)
-
-
-def outline(picture: np.ndarray, masks: list[np.ndarray], color: tuple, thickness: int = 1) -> np.ndarray:
-    out = np.ascontiguousarray(picture)
-    for mask in masks:
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(out, contours, -1, color, thickness)
-    return out

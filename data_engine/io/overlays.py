@@ -12,16 +12,31 @@ from data_engine.io.dataset import read_masks
 from data_engine.io.images import load_rgb
 
 
-def draw(image: np.ndarray, masks: list[np.ndarray], seed: int = 0, alpha: float = 0.5) -> np.ndarray:
-    """Masks blended over the image, largest first so small masks stay visible, with outlines."""
-    rng = np.random.default_rng(seed)
+def draw(
+    image: np.ndarray, masks: list[np.ndarray], colors: np.ndarray | None = None, seed: int = 0, alpha: float = 0.5
+) -> np.ndarray:
+    """[H, W, 3] uint8 image, [H, W] bool masks -> the masks blended over the image, largest first so small
+    masks stay visible, each outlined in its colour; colors [N, 3] RGB, or random bright ones from `seed`."""
+    order = sorted(range(len(masks)), key=lambda i: -masks[i].sum())
+    if colors is None:
+        rng = np.random.default_rng(seed)
+        colors = np.zeros((len(masks), 3), np.float32)
+        for i in order:
+            colors[i] = rng.integers(40, 256, 3)
     out = image.astype(np.float32)
-    for mask in sorted(masks, key=lambda m: -m.sum()):
-        color = rng.integers(40, 256, 3).astype(np.float32)
-        out[mask] = (1 - alpha) * out[mask] + alpha * color
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(out, contours, -1, color.tolist(), 1)
+    for i in order:
+        out[masks[i]] = (1 - alpha) * out[masks[i]] + alpha * np.asarray(colors[i], np.float32)
+        out = outline(out, [masks[i]], tuple(float(c) for c in colors[i]))
     return out.clip(0, 255).astype(np.uint8)
+
+
+def outline(picture: np.ndarray, masks: list[np.ndarray], color: tuple, thickness: int = 1) -> np.ndarray:
+    """Each mask's outer contour drawn on the picture in `color`."""
+    out = np.ascontiguousarray(picture)
+    for mask in masks:
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, color, thickness)
+    return out
 
 
 def write_overlays(out_dir: Path, root: Path, limit: int) -> list[str]:

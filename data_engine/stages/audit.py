@@ -33,7 +33,10 @@ HEADLINE = (
 PAIRS_SCHEMA = pa.schema(
     [
         ("file_name", pa.string()),
-        ("image_id", pa.int64()),
+        ("image_id", pa.int64()),  # the generated dataset's image_id (joins to masks/ and images/)
+        ("expert_image_id", pa.int64()),  # the expert side's id of the same image
+        ("pred_mask_id", pa.int64()),  # the generated mask's mask_id; null: expert mask missed
+        ("expert_mask_id", pa.int64()),  # the expert mask's mask_id (COCO: annotation id); null: unmatched
         ("pred_index", pa.int64()),  # index among the image's generated masks; null: expert mask missed
         ("expert_index", pa.int64()),  # index among the image's expert masks; null: generated mask unmatched
         ("iou", pa.float64()),
