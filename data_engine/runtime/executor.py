@@ -9,6 +9,8 @@ from typing import Callable
 
 from tqdm import tqdm
 
+from data_engine.runtime.reasons import reason
+
 log = logging.getLogger(__name__)
 
 # worker(shard, on_image) -> stats {"images", "masks", "failed", "seconds"}; it calls
@@ -31,9 +33,19 @@ def run_shards(shards: list[dict], make_worker: Callable[[], Worker], runtime: d
 
 def run_serial(shards, make_worker, progress) -> dict:
     worker = make_worker()
-    for shard in shards:
-        progress.shard_done(shard, worker(shard, progress.image_done))
-    return {}
+    try:
+        for shard in shards:
+            progress.shard_done(shard, worker(shard, progress.image_done))
+    finally:
+        failed = close_worker(worker)
+    return failed
+
+
+def close_worker(worker) -> dict:
+    """Let a worker finish what it does in the background (e.g. its last shard's write); the shards
+    whose write failed, {shard_id: reason}."""
+    close = getattr(worker, "close", None)
+    return close() if close else {}
 
 
 def run_ray(shards, make_worker, runtime, progress) -> dict:
@@ -42,38 +54,76 @@ def run_ray(shards, make_worker, runtime, progress) -> dict:
 
     init_ray(runtime)
     events = Queue()  # per-image progress from the workers
-    actor_class = make_actor(ray, runtime)
-    actors = [actor_class.remote(make_worker, events) for _ in range(num_workers(ray, runtime, len(shards)))]
+    pool = ActorPool(ray, make_actor(ray, runtime), make_worker, events, num_workers(ray, runtime, len(shards)))
     queue, running, failed = list(shards), {}, {}  # running: result ref -> (actor, shard)
-    idle = list(actors)
-    # Keep every actor busy with one shard; an actor that dies is restarted and its shard retried by Ray
-    while queue or running:
-        while queue and idle:
-            actor, shard = idle.pop(), queue.pop(0)
+    # Keep every live actor busy with one shard; Ray restarts a dead actor and retries its shard
+    while queue and pool.alive() or running:
+        while queue and pool.idle:
+            actor, shard = pool.idle.pop(), queue.pop(0)
             running[actor.process.remote(shard)] = (actor, shard)
         ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
         drain(events, progress)
         for ref in ready:
             actor, shard = running.pop(ref)
-            idle.append(actor)
             try:
                 progress.shard_done(shard, ray.get(ref))
+                pool.idle.append(actor)
             except Exception as err:  # the shard boundary: record the failure, keep going
-                failed[shard["shard_id"]] = f"{type(err).__name__}: {first_line(err)}"
+                failed[shard["shard_id"]] = reason(err)
                 log.error("shard %s failed after retries: %s", shard["shard_id"], failed[shard["shard_id"]])
                 progress.fail(shard)
+                pool.after_failure(actor, err)
+    failed.update(pool.close())
+    for shard in queue:  # no worker could be started or kept
+        failed[shard["shard_id"]] = f"not run: no worker left ({pool.last_death})"
+        progress.fail(shard)
     return failed
+
+
+class ActorPool:
+    """The shard actors. One that can no longer run (it died, and Ray has used up its restarts) never
+    gets another shard: it is replaced by a fresh actor, unless it died while starting (that would
+    happen again)."""
+
+    def __init__(self, ray, actor_class, make_worker, events, size: int):
+        self.ray, self.new = ray, lambda: actor_class.remote(make_worker, events)
+        self.idle = [self.new() for _ in range(size)]
+        self.live, self.last_death = len(self.idle), None
+
+    def alive(self) -> bool:
+        return self.live > 0
+
+    def after_failure(self, actor, err: Exception) -> None:
+        if not isinstance(err, self.ray.exceptions.RayActorError):
+            self.idle.append(actor)  # the shard failed, the worker is fine
+            return
+        self.last_death = reason(err)
+        try:
+            self.ray.kill(actor, no_restart=True)
+        except Exception:  # already gone
+            pass
+        if getattr(err, "actor_init_failed", False):
+            self.live -= 1
+            log.error("a worker could not start and is dropped (%d left): %s", self.live, self.last_death)
+        else:
+            log.warning("a worker died; starting a fresh one in its place")
+            self.idle.append(self.new())
+
+    def close(self) -> dict:
+        """Each live actor's background work finished; {shard_id: reason} for shards it could not write."""
+        failed = {}
+        for actor in self.idle:
+            try:
+                failed.update(self.ray.get(actor.close.remote()))
+            except self.ray.exceptions.RayActorError as err:
+                log.warning("a worker died before closing: %s", reason(err))
+        return failed
 
 
 def drain(events, progress) -> None:
     size = events.qsize()
     for event in events.get_nowait_batch(size) if size else []:
         progress.image_done(*event)
-
-
-def first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
 
 
 def init_ray(runtime: dict) -> None:
@@ -122,6 +172,9 @@ class ShardActor:
 
     def process(self, shard: dict) -> dict:
         return self.worker(shard, lambda *event: self.events.put_nowait(event))
+
+    def close(self) -> dict:
+        return close_worker(self.worker)
 
 
 class Progress:

@@ -106,7 +106,10 @@ class AutoWorker:
         return mask_rows(self.generator.generate(image), row, self.model_name)
 
     def _maybe_crash(self, shard_id: str, index: int) -> None:
-        """Fault injection (debug.crash_on_shard): the process exits mid-shard, once per output dir."""
+        """Fault injection: the process exits mid-shard, once per output dir (debug.crash_on_shard) or on
+        every attempt (debug.kill_on_shard)."""
+        if self.cfg["debug"].get("kill_on_shard") == shard_id:
+            os._exit(18)
         if self.cfg["debug"]["crash_on_shard"] != shard_id or index != 1:
             return
         marker = self.out_dir / "_debug" / f"crashed-{shard_id}"
