@@ -1,9 +1,18 @@
 """Runtime faults: dead workers, failure reasons, a full disk, two drivers on one output (issue 42)."""
 
+import json
+import logging
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from test_auto_stage import write_images
 
 from data_engine.io.dataset import read_images
+from data_engine.runtime.lock import OutputLocked
+from data_engine.runtime.runs import OutputConflict
 from data_engine.stages import run_stage
 
 RAY = ["runtime=local", "runtime.cpus_per_worker=1", "runtime.progress=false"]
@@ -37,3 +46,49 @@ def test_a_dead_worker_fails_only_its_own_shard(ray_session, make_cfg, tmp_path,
     assert "\x1b[" not in summary["shards_failed"]["shard-00001"]
     names = sorted(r["file_name"] for r in read_images(cfg["output"]["dir"]).to_pylist())
     assert names == [f"img_{i:02d}.png" for i in range(12) if i not in (2, 3)]
+
+
+HOLD = """
+import sys, time
+from data_engine.runtime.lock import output_lock
+with output_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_run_on_the_same_output_refuses_while_the_first_holds_it(make_cfg, tmp_path):
+    write_images(tmp_path / "in", 1)
+    cfg = make_cfg(f"input.path={tmp_path / 'in'}")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, cfg["output"]["dir"]], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputLocked, match=f"pid {holder.pid}.*wait for it to finish or choose another output.dir"):
+            run_stage(cfg)
+        assert not (Path(cfg["output"]["dir"]) / "images").exists()  # refused before any work
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_a_dead_run_is_taken_over_and_released_after(make_cfg, tmp_path, caplog):
+    write_images(tmp_path / "in", 1)
+    cfg = make_cfg(f"input.path={tmp_path / 'in'}")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock = Path(cfg["output"]["dir"]) / ".lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": gone.pid, "started": "earlier"}))
+    with caplog.at_level(logging.WARNING):
+        summary = run_stage(cfg)
+    assert summary["images_ok"] == 1
+    assert f"pid {gone.pid}" in caplog.text and "gone" in caplog.text
+    assert not lock.exists()
+
+
+def test_the_lock_is_released_when_a_run_fails(make_cfg, tmp_path):
+    write_images(tmp_path / "in", 1)
+    run_stage(make_cfg(f"input.path={tmp_path / 'in'}"))
+    with pytest.raises(OutputConflict):
+        run_stage(make_cfg(f"input.path={tmp_path / 'in'}", "amg.box_nms_thresh=0.5"))
+    assert not (Path(make_cfg()["output"]["dir"]) / ".lock").exists()
