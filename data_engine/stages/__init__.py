@@ -19,4 +19,8 @@ STAGES = {
 
 
 def run_stage(cfg: dict) -> dict:
-    return importlib.import_module(STAGES[cfg["stage"]["name"]]).run(cfg)
+    """Run the stage holding output.dir's lock: a second run on the same folder refuses (runtime/lock.py)."""
+    from data_engine.runtime.lock import output_lock
+
+    with output_lock(cfg["output"]["dir"]):
+        return importlib.import_module(STAGES[cfg["stage"]["name"]]).run(cfg)
