@@ -28,51 +28,22 @@ OFFICIAL = {
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
 # Architectures: the three official ones (SAM's ViT encoders) and the tiny embedded one, whose encoder
-# has convolution stages before its ViT blocks (data_engine/hybrid.py) and whose decoder reads their
-# stride-2 and stride-4 features (data_engine/high_res.py).
+# has convolution stages before its ViT blocks (model/tiny_encoder.py) and whose decoder reads their
+# stride-2 and stride-4 features (model/tiny_decoder.py).
+OFFICIAL_SHARED = dict(
+    img_size=1024,
+    patch_size=16,
+    window=14,
+    prompt_dim=256,
+    decoder_depth=2,
+    decoder_mlp=2048,
+    decoder_heads=8,
+    iou_hidden=256,
+)
 ARCHS = {
-    "vit_h": dict(
-        img_size=1024,
-        patch_size=16,
-        embed_dim=1280,
-        depth=32,
-        heads=16,
-        global_attn=(7, 15, 23, 31),
-        window=14,
-        prompt_dim=256,
-        decoder_depth=2,
-        decoder_mlp=2048,
-        decoder_heads=8,
-        iou_hidden=256,
-    ),
-    "vit_l": dict(
-        img_size=1024,
-        patch_size=16,
-        embed_dim=1024,
-        depth=24,
-        heads=16,
-        global_attn=(5, 11, 17, 23),
-        window=14,
-        prompt_dim=256,
-        decoder_depth=2,
-        decoder_mlp=2048,
-        decoder_heads=8,
-        iou_hidden=256,
-    ),
-    "vit_b": dict(
-        img_size=1024,
-        patch_size=16,
-        embed_dim=768,
-        depth=12,
-        heads=12,
-        global_attn=(2, 5, 8, 11),
-        window=14,
-        prompt_dim=256,
-        decoder_depth=2,
-        decoder_mlp=2048,
-        decoder_heads=8,
-        iou_hidden=256,
-    ),
+    "vit_h": dict(**OFFICIAL_SHARED, embed_dim=1280, depth=32, heads=16, global_attn=(7, 15, 23, 31)),
+    "vit_l": dict(**OFFICIAL_SHARED, embed_dim=1024, depth=24, heads=16, global_attn=(5, 11, 17, 23)),
+    "vit_b": dict(**OFFICIAL_SHARED, embed_dim=768, depth=12, heads=12, global_attn=(2, 5, 8, 11)),
     # 256 px input, convolution stages of 32/64/128 channels at strides 2/4/8, 4 ViT blocks at width 192
     # on the 32x32 grid, 128x128 low-res masks; about 3.8M parameters.
     "tiny": dict(
@@ -225,7 +196,18 @@ def load_checkpoint(sam: Sam, variant: str, path: Path) -> None:
     """Load a state dict (or a training checkpoint holding one) with one clear error on failure."""
     state = read_state(path, variant)
     check_state_fits(sam, state, variant, path)
+    check_finite(state, path)
     sam.load_state_dict(state)
+
+
+def check_finite(state: dict, path: Path) -> None:
+    """Refuse weights holding NaN or infinity: such a model runs and finds nothing."""
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path} holds non-finite weights (NaN or infinity) in {len(bad)} of {len(state)} tensors, "
+            f"first {bad[0]}; the training run that wrote it diverged: use an earlier checkpoint"
+        )
 
 
 def read_state(path: Path, variant: str) -> dict:
