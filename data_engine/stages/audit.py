@@ -10,25 +10,10 @@ import pyarrow as pa
 
 from data_engine.audit.core import audit
 from data_engine.audit.load import load_side
-from data_engine.audit.report import write_report
+from data_engine.audit.report import GROUP_COLUMNS, write_report
 from data_engine.errors import check_choice, check_int, check_number, check_path
 from data_engine.io.atomic import write_text_atomic
 from data_engine.io.dataset import write_atomic
-
-HEADLINE = (
-    "images",
-    "expert_masks",
-    "pred_masks",
-    "matched_pairs",
-    "frac_iou_above_0.90",
-    "frac_iou_above_0.75",
-    "mean_iou",
-    "mean_boundary_iou",
-    "recall@0.5",
-    "recall@0.75",
-    "ar@100",
-    "ar@1000",
-)
 
 PAIRS_SCHEMA = pa.schema(
     [
@@ -66,7 +51,7 @@ def run(cfg: dict) -> dict:
         **{k: a[k] for k in ("match_by", "min_iou", "boundary_ratio", "score", "worst_k")},
     }
     paths = write_outputs(result, out_dir, settings, image_root(a, pred, expert))
-    summary = {k: result["metrics"].get(k) for k in HEADLINE}
+    summary = {k: result["metrics"].get(k) for k in ("images", *GROUP_COLUMNS)}
     return {**summary, **paths, "seconds": round(time.time() - start, 2)}
 
 
