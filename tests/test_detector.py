@@ -27,6 +27,7 @@ from data_engine.model.build import EMBEDDED_TINY
 from data_engine.stages import detector as detector_stage
 from data_engine.stages import run_stage
 from data_engine.stages import synth as synth_stage
+from data_engine.train import loop
 
 SMALL_DETECTOR = [
     "stage=detector",
@@ -223,17 +224,17 @@ def test_stage_trains_and_writes_model_and_metrics(make_cfg, scenes, tmp_path):
 
 def run_killed_at_step_3(cfg: dict, monkeypatch) -> dict:
     """Run the stage until it is killed while logging step 3; the checkpoint it leaves."""
-    real_append = detector_stage.append_log
+    real_append = loop.append_log
 
     def crash_at_step_3(out_dir, row):
         real_append(out_dir, row)
         if row["step"] == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(detector_stage, "append_log", crash_at_step_3)
+    monkeypatch.setattr(loop, "append_log", crash_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         detector_stage.run(cfg)
-    monkeypatch.setattr(detector_stage, "append_log", real_append)
+    monkeypatch.setattr(loop, "append_log", real_append)
     return torch.load(Path(cfg["output"]["dir"]) / "checkpoints" / "last.pt", weights_only=True)
 
 

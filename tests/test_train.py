@@ -18,6 +18,7 @@ from data_engine.io.inputs import InputError
 from data_engine.model.build import seeded_sam
 from data_engine.stages import synth as synth_stage
 from data_engine.stages import train as train_stage
+from data_engine.train import loop
 from data_engine.train import recipe as T
 from data_engine.train.data import TrainDataError, batch, load_sources
 from data_engine.train.recipe import batch_loss
@@ -195,17 +196,17 @@ def test_the_stage_passes_its_iou_target_setting(make_cfg, scenes, tmp_path, mon
 
 def run_killed_at_step_3(cfg: dict, monkeypatch) -> dict:
     """Run the train stage until it is killed while logging step 3; the checkpoint it leaves (on the CPU)."""
-    real_append = train_stage.append_log
+    real_append = loop.append_log
 
     def crash_at_step_3(out_dir, row):
         real_append(out_dir, row)
         if row["step"] == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_stage, "append_log", crash_at_step_3)
+    monkeypatch.setattr(loop, "append_log", crash_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         train_stage.run(cfg)
-    monkeypatch.setattr(train_stage, "append_log", real_append)
+    monkeypatch.setattr(loop, "append_log", real_append)
     return torch.load(Path(cfg["output"]["dir"]) / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
 
 

@@ -9,22 +9,16 @@ from seed (seed, n), so a resumed run follows the same data as an uninterrupted 
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import os
-import time
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from data_engine.errors import ConfigError, check_bool, check_choice, check_int, check_number, check_path, require
-from data_engine.io.atomic import atomic_path, write_text_atomic
 from data_engine.model.build import build_sam, default_device, read_state, seeded_sam
 from data_engine.runtime import runs
+from data_engine.train import loop
 from data_engine.train.data import batch, load_sources
 from data_engine.train.recipe import batch_loss, recipe_of
 
@@ -38,37 +32,8 @@ def run(cfg: dict) -> dict:
     t = check(cfg["train"])
     out_dir = Path(cfg["output"]["dir"])
     record = runs.prepare_output(out_dir, cfg, {"data": [str(Path(p).expanduser().resolve()) for p in t["data"]]})
-    with torch_settings(t["num_threads"], t["deterministic"]):
+    with loop.torch_settings(t["num_threads"], t["deterministic"]):
         return train(cfg, t, out_dir, record["fingerprint"])
-
-
-@contextmanager
-def torch_settings(num_threads: int | None, deterministic: bool):
-    """Torch's thread count, denormal flushing and deterministic kernels for the run; each is
-    process-wide, so each is restored afterwards."""
-    with ExitStack() as restore:
-        restore.callback(torch.set_num_threads, torch.get_num_threads())
-        if num_threads:
-            torch.set_num_threads(num_threads)
-        # Denormal floats slow CPU arithmetic (16% of a tiny-model step, measured); flushing them to zero
-        # changes no loss figure at training precision. Torch has no getter for it: restore its default (off)
-        restore.callback(torch.set_flush_denormal, False)
-        torch.set_flush_denormal(True)
-        if deterministic:
-            # With 2+ threads the backward of the relative-position lookup (an accumulating index_put)
-            # adds in a varying order, so two runs of one command drift apart; torch's deterministic
-            # kernels fix the order. cuBLAS needs a fixed workspace for it; ops without a deterministic
-            # GPU kernel warn instead of failing.
-            restore.callback(
-                torch.use_deterministic_algorithms,
-                torch.are_deterministic_algorithms_enabled(),
-                warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
-            )
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
-                restore.callback(os.environ.pop, "CUBLAS_WORKSPACE_CONFIG", None)
-                os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
-        yield
 
 
 def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:
@@ -76,15 +41,15 @@ def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:
     device = cfg["model"]["device"] or default_device()
     sam = initial_model(cfg, device)
     examples, skipped = load_sources(t["data"], t["image_root"], sam.image_encoder.img_size, t["max_images"])
-    record_skipped(out_dir, skipped)
+    loop.record_skipped(out_dir, skipped, "train.data")
     log.info("training on %d images with %d masks", len(examples), sum(len(e["masks"]) for e in examples))
     optimizer = make_optimizer(sam, t)
-    step = resume(out_dir, sam, optimizer, fingerprint)
+    step = loop.resume(out_dir, sam, optimizer, fingerprint, sam.device)
     step = train_loop(
         sam, optimizer, examples, t, cfg["seed"], step, out_dir, fingerprint, cfg["runtime"].get("progress", True)
     )
     final = out_dir / "model.pt"
-    save_atomic({k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}, final)
+    loop.save_checkpoint({k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}, final)
     return {
         "output": str(out_dir),
         "model": str(final),
@@ -94,19 +59,8 @@ def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:
         "images_skipped": sum("annotation" not in r for r in skipped),
         "annotations_skipped": sum("annotation" in r for r in skipped),
         "masks_too_small": sum(e["small_masks"] for e in examples),
-        "last_loss": last_logged(out_dir),
+        "last_loss": loop.last_logged(out_dir),
     }
-
-
-def record_skipped(out_dir: Path, skipped: list[dict]) -> None:
-    """skipped.jsonl: one row per image or annotation of train.data left out of training, with its reason."""
-    write_text_atomic("".join(json.dumps(row) + "\n" for row in skipped), out_dir / "skipped.jsonl")
-    if skipped:
-        log.warning(
-            "%d images or annotations of train.data left out of training; reasons in %s",
-            len(skipped),
-            out_dir / "skipped.jsonl",
-        )
 
 
 def check(t: dict) -> dict:
@@ -188,37 +142,20 @@ def make_optimizer(sam, t: dict) -> torch.optim.Optimizer:
     )
 
 
-def learning_rate(step: int, t: dict) -> float:
-    """Linear warmup to lr, then cosine decay to 1% of lr at the last step."""
-    if step < t["warmup_steps"]:
-        return t["lr"] * (step + 1) / t["warmup_steps"]
-    progress = (step - t["warmup_steps"]) / max(t["steps"] - t["warmup_steps"], 1)
-    return t["lr"] * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
-
-
 def train_loop(
     sam, optimizer, examples, t: dict, seed: int, step: int, out_dir: Path, fingerprint: str, progress: bool
 ) -> int:
-    """Optimizer steps from `step` to t['steps']; checkpoints and the loss log along the way."""
-    bar = tqdm(total=t["steps"], initial=step, desc="train", disable=not progress)
-    size = sam.image_encoder.img_size
-    recipe = recipe_of(t)
-    while step < t["steps"]:
-        start = time.time()
+    """Optimizer steps from `step` to t['steps'] (train.loop: checkpoints and the loss log along the way)."""
+    size, recipe = sam.image_encoder.img_size, recipe_of(t)
+
+    def one_step(step: int) -> dict:
         # Batch and prompts of this step come from (seed, step) only: resuming replays the same data
         rng = np.random.default_rng([seed, step])
         generator = torch.Generator(device=sam.device).manual_seed(int(rng.integers(1 << 62)))
+        context = t["iou_target"] == "containing"
         images, masks, *contexts = batch(
-            examples,
-            rng,
-            t["images_per_step"],
-            t["masks_per_image"],
-            size,
-            t["area_power"],
-            context=t["iou_target"] == "containing",
+            examples, rng, t["images_per_step"], t["masks_per_image"], size, t["area_power"], context=context
         )
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, t)
         loss, stats = batch_loss(
             sam, images, masks, generator, recipe, not t["freeze_image_encoder"], contexts[0] if contexts else None
         )
@@ -227,70 +164,7 @@ def train_loop(
         if t["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(sam.parameters(), t["grad_clip"])
         optimizer.step()
-        step += 1
-        append_log(
-            out_dir,
-            {
-                "step": step,
-                "lr": learning_rate(step - 1, t),
-                "seconds": round(time.time() - start, 3),
-                **{k: round(v, 5) for k, v in stats.items()},
-            },
-        )
-        bar.update(1)
-        bar.set_postfix(loss=f"{stats['loss']:.3f}", iou=f"{stats['iou']:.3f}")
-        if step % t["checkpoint_every"] == 0 or step == t["steps"]:
-            save_atomic(
-                {
-                    "model": sam.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": step,
-                    "fingerprint": fingerprint,
-                },
-                out_dir / "checkpoints" / "last.pt",
-            )
-    bar.close()
-    return step
+        return stats
 
-
-def resume(out_dir: Path, sam, optimizer, fingerprint: str) -> int:
-    """Load checkpoints/last.pt of this same run, if any; trim the loss log to its step."""
-    path = out_dir / "checkpoints" / "last.pt"
-    if not path.exists():
-        trim_log(out_dir, 0)
-        return 0
-    state = torch.load(path, map_location=sam.device, weights_only=True)
-    if state.get("fingerprint") != fingerprint:
-        log.warning("%s belongs to a run of other settings; starting afresh", path)
-        trim_log(out_dir, 0)
-        return 0
-    sam.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    trim_log(out_dir, state["step"])
-    log.info("resuming from %s at step %d", path, state["step"])
-    return int(state["step"])
-
-
-def save_atomic(obj, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def append_log(out_dir: Path, row: dict) -> None:
-    with open(out_dir / "loss_log.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def trim_log(out_dir: Path, step: int) -> None:
-    """Keep only the log rows of steps the checkpoint holds (a crash may have logged more)."""
-    path = out_dir / "loss_log.jsonl"
-    if not path.exists():
-        return
-    rows = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    write_text_atomic("".join(r + "\n" for r in rows), path)
-
-
-def last_logged(out_dir: Path) -> dict | None:
-    path = out_dir / "loss_log.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
-    return json.loads(lines[-1]) if lines else None
+    run = {"desc": "train", "progress": progress, "postfix": ("loss", "iou")}
+    return loop.run_steps(sam, optimizer, t, step, one_step, out_dir, fingerprint, run)
