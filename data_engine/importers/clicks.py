@@ -25,12 +25,14 @@ from data_engine.io.inputs import InputError
 OBJECT_KEYS = ("id", "clicks", "final_mask")
 
 
-def read(path: str | Path, image_root: str | Path | None) -> tuple[list[dict], list[dict]]:
+def read(
+    path: str | Path, image_root: str | Path | None, max_pixels: int | None = None
+) -> tuple[list[dict], list[dict]]:
     """(objects ready to replay, report rows)."""
     path = Path(path).expanduser()
     images = load(path)
     res = Results("clicks")
-    sizes = ImageSizes(Path(image_root).expanduser().resolve() if image_root else None)
+    sizes = ImageSizes(Path(image_root).expanduser().resolve() if image_root else None, max_pixels)
     seen: dict[str, Seen] = {}
     for index, entry in enumerate(images):
         read_image(res, path, index, entry, sizes, seen)

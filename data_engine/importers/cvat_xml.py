@@ -19,6 +19,7 @@ from data_engine.importers.validate import (
     ImageSizes,
     Rejected,
     Seen,
+    mask_box,
     mask_to_counts,
     or_none,
     paste,
@@ -30,11 +31,11 @@ from data_engine.io.inputs import InputError
 SHAPE_KEYS = ("label", "source", "occluded", "z_order", "group_id")
 
 
-def read(path: Path, image_root: Path | None) -> Results:
+def read(path: Path, image_root: Path | None, max_pixels: int | None = None) -> Results:
     """Import a CVAT for images 1.1 export; one report row per shape or tag."""
     root = load(path)
     meta = task_meta(root.find("meta"))
-    res, sizes, seen = Results("cvat_xml"), ImageSizes(image_root), Seen("image")
+    res, sizes, seen = Results("cvat_xml"), ImageSizes(image_root, max_pixels), Seen("image")
     for image in root.findall("image"):
         read_image(res, path, image, meta, sizes, seen)
     return res
@@ -142,8 +143,8 @@ def parse_points(text) -> list:
 
 
 def mask_counts(element: ET.Element, height: int, width: int) -> tuple[str, list[str]]:
-    """CVAT's mask RLE over its box -> full-image RLE counts."""
-    left, top, box_w, box_h = (int(number(element, k)) for k in ("left", "top", "width", "height"))
+    """CVAT's mask RLE over its box -> full-image RLE counts; the box is checked before the runs are decoded."""
+    left, top, box_w, box_h = mask_box(*(number(element, k) for k in ("left", "top", "width", "height")), height, width)
     crop = decode_rle(element.get("rle"), box_h, box_w)
     mask, clipped = paste(crop, left, top, height, width)
     return mask_to_counts(mask), ["clipped: mask reaches outside the image"] if clipped else []

@@ -20,10 +20,13 @@ from data_engine.importers.shapes import box_polygon, circle_polygon
 from data_engine.importers.validate import (
     ImageSizes,
     Rejected,
+    is_finite,
+    mask_box,
     mask_to_counts,
     paste,
     points_to_flat,
     polygons_to_counts,
+    read_mask,
     relative_to_root,
     safe_name,
 )
@@ -32,13 +35,13 @@ from data_engine.io.inputs import InputError
 FILE = "(file)"  # the report's annotation key for a whole file that could not be read
 
 
-def read(path: Path, image_root: Path | None) -> Results:
+def read(path: Path, image_root: Path | None, max_pixels: int | None = None) -> Results:
     """Import one LabelMe file or every *.json under a folder; one report row per shape."""
     files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
     if not files:
         raise InputError(f"{path} holds no *.json files: give a LabelMe JSON file or a folder of them")
     root = (image_root or (path if path.is_dir() else path.parent)).resolve()
-    res, sizes = Results("labelme"), ImageSizes(image_root)
+    res, sizes = Results("labelme"), ImageSizes(image_root, max_pixels)
     for file in files:
         read_file(res, file, root, sizes)
     return res
@@ -130,27 +133,32 @@ def two_points(points, kind: str):
     flat = points_to_flat(points)
     if len(flat) != 4:
         raise Rejected(f"degenerate {kind}: needs exactly 2 points, got {len(flat) // 2}")
+    if not all(is_finite(v) for v in flat):
+        raise Rejected(f"degenerate {kind}: points {str(flat)[:60]} are not finite numbers")
     return (float(flat[0]), float(flat[1])), (float(flat[2]), float(flat[3]))
 
 
 def mask_shape_counts(shape: dict, height: int, width: int) -> tuple[str, list[str]]:
-    """A 'mask' shape: a base64 PNG of the box from its first point (x1, y1) to (x2, y2), inclusive."""
-    (x1, y1), (x2, y2) = (tuple(int(v) for v in p) for p in two_points(shape.get("points"), "mask"))
-    crop = decode_png(shape.get("mask"))
-    if crop.shape != (y2 - y1 + 1, x2 - x1 + 1):
-        raise Rejected(f"bad mask: the PNG is {crop.shape[1]}x{crop.shape[0]}, its box is {x2 - x1 + 1}x{y2 - y1 + 1}")
-    mask, clipped = paste(crop, x1, y1, height, width)
+    """A 'mask' shape: a base64 PNG of the box from its first point (x1, y1) to (x2, y2), inclusive.
+    The box is checked against the image, and the PNG's header against the box, before it is decoded."""
+    (x1, y1), (x2, y2) = two_points(shape.get("points"), "mask")
+    left, top, box_w, box_h = mask_box(int(x1), int(y1), int(x2) - int(x1) + 1, int(y2) - int(y1) + 1, height, width)
+    crop = read_mask(base64_png(shape.get("mask")), (box_h, box_w), height * width, binary, ("bad mask",) * 3)
+    mask, clipped = paste(crop, left, top, height, width)
     return mask_to_counts(mask), ["clipped: mask reaches outside the image"] if clipped else []
 
 
-def decode_png(text) -> np.ndarray:
+def base64_png(text) -> io.BytesIO:
     if not isinstance(text, str) or not text:
         raise Rejected("bad mask: the mask shape has no base64 PNG")
     try:
-        with Image.open(io.BytesIO(base64.b64decode(text))) as img:
-            return np.asarray(img.convert("L")) > 0
-    except Exception as err:  # base64 or PIL errors of several types
-        raise Rejected(f"bad mask: the base64 PNG does not decode ({type(err).__name__})") from None
+        return io.BytesIO(base64.b64decode(text))
+    except ValueError:
+        raise Rejected("bad mask: the mask is not base64") from None
+
+
+def binary(img: Image.Image) -> np.ndarray:
+    return np.asarray(img.convert("L")) > 0
 
 
 def provenance(shape: dict, index: int) -> dict:

@@ -43,10 +43,10 @@ GEOMETRY = {
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")  # Label Studio prefixes uploaded file names with a hash
 
 
-def read(path: Path, image_root: Path | None) -> Results:
+def read(path: Path, image_root: Path | None, max_pixels: int | None = None) -> Results:
     """Import a Label Studio JSON export; one report row per region of every annotation."""
     tasks = load(path)
-    res, sizes, names = Results("labelstudio"), ImageSizes(image_root), BaseNames(image_root)
+    res, sizes, names = Results("labelstudio"), ImageSizes(image_root, max_pixels), BaseNames(image_root)
     seen = {"task": Seen("task"), "annotation": Seen("annotation")}
     for index, task in enumerate(tasks):
         read_task(res, path, index, task, sizes, names, seen)
@@ -177,7 +177,7 @@ def region_counts(item: dict, height: int, width: int) -> tuple[str, list[str]]:
             return polygons_to_counts(
                 [ellipse_polygon(cx * sx, cy * sy, rx * sx, ry * sy, float(v.get("rotation") or 0))], height, width
             )
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
         raise Rejected(f"bad annotation: {kind} value lacks or mangles {err}") from None
     return brush_counts(v, height, width), []
 

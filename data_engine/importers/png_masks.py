@@ -17,15 +17,15 @@ import numpy as np
 from PIL import Image
 
 from data_engine.importers.results import Results
-from data_engine.importers.validate import ImageSizes, Rejected, mask_to_counts
+from data_engine.importers.validate import ImageSizes, Rejected, mask_to_counts, read_mask
 from data_engine.io.inputs import IMAGE_EXTENSIONS, InputError, scan_folder
 
 VOC_VOID = 255
 
 
-def read_masks(path: Path, image_root: Path | None) -> Results:
+def read_masks(path: Path, image_root: Path | None, max_pixels: int | None = None) -> Results:
     """One binary PNG per mask; one report row per PNG file."""
-    files, stems, sizes = scan(path, image_root, "png_masks")
+    files, stems, sizes = scan(path, image_root, "png_masks", max_pixels)
     res = Results("png_masks")
     res.expect(len(files))
     for file in files:
@@ -33,8 +33,7 @@ def read_masks(path: Path, image_root: Path | None) -> Results:
         key, name = rel.as_posix(), None
         try:
             name = image_for(rel.parent.as_posix(), stems)
-            mask = read_png(file)
-            height, width = image_size(name, mask, stems, sizes)
+            mask, (height, width) = read_png(file, name, stems, sizes)
         except Rejected as err:
             res.rejected(file, key, name, str(err))
             continue
@@ -42,9 +41,9 @@ def read_masks(path: Path, image_root: Path | None) -> Results:
     return res
 
 
-def read_labels(path: Path, image_root: Path | None) -> Results:
+def read_labels(path: Path, image_root: Path | None, max_pixels: int | None = None) -> Results:
     """One label image per image; one report row per instance id (or per unreadable file)."""
-    files, stems, sizes = scan(path, image_root, "png_labels")
+    files, stems, sizes = scan(path, image_root, "png_labels", max_pixels)
     res = Results("png_labels")
     for file in files:
         rel = file.relative_to(path)
@@ -56,8 +55,7 @@ def read_label_file(res: Results, file: Path, stem: str, stems: dict, sizes: Ima
     name = None
     try:
         name = image_for(stem, stems)
-        labels = read_png(file, labels=True)
-        height, width = image_size(name, labels, stems, sizes)
+        labels, (height, width) = read_png(file, name, stems, sizes, labels=True)
     except Rejected as err:
         res.expect(1)
         res.rejected(file, "(file)", name, str(err))
@@ -69,7 +67,7 @@ def read_label_file(res: Results, file: Path, stem: str, stems: dict, sizes: Ima
         res.add_mask(file, f"label {value}", name, height, width, counts, {"original_id": value})
 
 
-def scan(path: Path, image_root: Path | None, fmt: str):
+def scan(path: Path, image_root: Path | None, fmt: str, max_pixels: int | None):
     """(PNG files under `path`, image stem -> names under the root or None without a root, ImageSizes)."""
     if not path.is_dir():
         raise InputError(f"{path} is not a folder: the {fmt} format takes a folder of PNG files")
@@ -80,7 +78,7 @@ def scan(path: Path, image_root: Path | None, fmt: str):
         and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(path).parts)
     ]
-    return files, image_stems(image_root, path) if image_root else None, ImageSizes(image_root)
+    return files, image_stems(image_root, path) if image_root else None, ImageSizes(image_root, max_pixels)
 
 
 def image_stems(image_root: Path, masks: Path) -> dict:
@@ -108,13 +106,17 @@ def image_for(stem: str, stems: dict | None) -> str:
     return found[0]
 
 
-def read_png(file: Path, labels: bool = False) -> np.ndarray:
+def read_png(file: Path, name: str, stems: dict | None, sizes: ImageSizes, labels: bool = False):
+    """([H, W] values, the image's (H, W)): the PNG must have the image's size (without a root it sets
+    it), checked from its header before it is decoded."""
+    size = sizes.check(name, None) if stems is not None else None
+    values = read_mask(file, size, sizes.max_pixels, lambda img: png_values(img, labels))
+    return values, size or sizes.check(name, values.shape[:2])
+
+
+def png_values(img: Image.Image, labels: bool) -> np.ndarray:
     """[H, W] values: non-zero test for masks, instance ids for label images."""
-    try:
-        with Image.open(file) as img:
-            mode, values = img.mode, np.asarray(img)
-    except Exception as err:  # PIL raises several types for unreadable files
-        raise Rejected(f"unreadable mask: {type(err).__name__}: {err}") from None
+    mode, values = img.mode, np.asarray(img)
     if values.ndim == 3 and labels:
         rgb = values[..., :3].astype(np.int64)
         return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
@@ -123,11 +125,3 @@ def read_png(file: Path, labels: bool = False) -> np.ndarray:
     if labels and mode == "P":
         return np.where(values == VOC_VOID, 0, values)
     return values
-
-
-def image_size(name: str, values: np.ndarray, stems: dict | None, sizes: ImageSizes) -> tuple[int, int]:
-    """The image's size (the PNG's own without a root); a PNG of another size is rejected."""
-    height, width = sizes.check(name, None if stems is not None else values.shape[:2])
-    if values.shape[:2] != (height, width):
-        raise Rejected(f"size mismatch: the PNG is {values.shape[1]}x{values.shape[0]}, the image is {width}x{height}")
-    return height, width

@@ -16,12 +16,12 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from data_engine.io import rle
+from data_engine.io import images, rle
 from data_engine.io.inputs import InputError
 
-EXIF_ORIENTATION = 0x0112
-ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:/")
+FRAME_MARGIN = 10  # polygons are clipped to the image grown by this many times its size on each side
+OUTLINE_LIMIT = 1 << 21  # pixels of polygon outline one annotation may rasterise (about 40 bytes each)
 
 
 class Rejected(Exception):
@@ -67,10 +67,13 @@ def relative_to_root(path: Path, root: Path, shown: str) -> str:
 
 
 class ImageSizes:
-    """Sizes of the images under `root` (read from headers, cached); None root: declared sizes are trusted."""
+    """Sizes of the images under `root` (read from headers, cached); None root: declared sizes are trusted.
 
-    def __init__(self, root: Path | None):
+    No image or mask above `max_pixels` (default: Pillow's decompression-bomb limit) is imported."""
+
+    def __init__(self, root: Path | None, max_pixels: int | None = None):
         self.root = root
+        self.max_pixels = max_pixels or Image.MAX_IMAGE_PIXELS
         self.cache: dict[str, tuple] = {}
 
     def check(self, name: str, declared: tuple[int, int] | None) -> tuple[int, int]:
@@ -80,10 +83,19 @@ class ImageSizes:
         if self.root is None:
             if declared is None:
                 raise Rejected(f"unknown image size: {name} declares no size and no image_root was given")
-            return declared
+            return self.check_pixels(name, declared)
         size, raw = self.read(name)
         if declared is not None and declared != size:
             raise Rejected(size_mismatch(declared, size, raw))
+        return self.check_pixels(name, size)
+
+    def check_pixels(self, name: str, size: tuple[int, int]) -> tuple[int, int]:
+        """`size`, or a rejection when an image of that size is above the pixel limit."""
+        if size[0] * size[1] > self.max_pixels:
+            raise Rejected(
+                f"image too large: {name} is {size[1]}x{size[0]} = {size[0] * size[1]} pixels, above the "
+                f"limit of {self.max_pixels} (input.max_pixels)"
+            )
         return size
 
     def read(self, name: str) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -97,12 +109,16 @@ class ImageSizes:
 
 def check_declared(declared) -> tuple[int, int]:
     h, w = declared
-    if not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v == int(v) and v > 0
-        for v in (h, w)
-    ):
+    if not all(is_count(v) and v > 0 for v in (h, w)):
         raise Rejected(f"bad image size: height and width must be positive integers, got {h!r} x {w!r}")
     return int(h), int(w)
+
+
+def is_count(value) -> bool:
+    """An integer (or a float holding one) that fits a float: JSON's 1e999 and 10**400 are not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) < 2**53 and float(value) == int(value)
 
 
 def oriented_size(path: Path, name: str):
@@ -110,12 +126,9 @@ def oriented_size(path: Path, name: str):
     if not path.is_file():
         return f"unknown image: {name} not found under the image root"
     try:
-        with Image.open(path) as img:
-            w, h = img.size
-            orientation = img.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception as err:  # PIL raises many types for unreadable files
-        return f"unreadable image: {name} ({type(err).__name__})"
-    return ((w, h) if orientation in ROTATED else (h, w)), (h, w)
+        return images.image_size(path)
+    except images.ImageError as err:
+        return f"unreadable image: {name} ({err})"
 
 
 def size_mismatch(declared, size, raw) -> str:
@@ -132,7 +145,9 @@ def polygons_to_counts(polygons, height: int, width: int) -> tuple[str, list[str
     """COCO polygons [[x0, y0, x1, y1, ...], ...] -> (RLE counts, notes). Rasterised by pycocotools.
 
     Degenerate rings (under 3 points, odd or non-finite coordinates, zero area) are dropped and
-    noted; none left is a rejection. Parts outside the image are clipped by the rasterisation.
+    noted; none left is a rejection. Parts outside the image are clipped by the rasterisation, after
+    rings reaching far outside are cut to a frame around the image (the rasteriser's memory grows
+    with the outline's length, and coordinates beyond its integer range crash it).
     """
     if not isinstance(polygons, list) or not polygons:
         raise Rejected("degenerate polygon: empty polygon list")
@@ -149,7 +164,11 @@ def polygons_to_counts(polygons, height: int, width: int) -> tuple[str, list[str
     clipped = any(outside(ring, height, width) for ring in rings)
     if clipped:
         notes.append("clipped: polygon reaches outside the image")
-    merged = mask_utils.merge(mask_utils.frPyObjects(rings, height, width))
+    rings = [ring for ring in (clip_to_frame(ring, height, width) for ring in rings) if ring is not None]
+    if not rings:
+        raise Rejected("outside image: polygon lies outside the image")
+    check_outline(rings)
+    merged = mask_utils.merge(mask_utils.frPyObjects([ring.tolist() for ring in rings], height, width))
     counts = merged["counts"].decode("ascii")
     if rle.area([counts], height, width)[0] == 0:
         raise Rejected(
@@ -164,7 +183,7 @@ def check_ring(ring) -> tuple[list | None, str | None]:
         return None, f"a polygon part is {type(ring).__name__}, not a coordinate list"
     try:
         xy = np.asarray(ring, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None, "non-numeric coordinates"
     if xy.ndim != 1 or not np.isfinite(xy).all():
         return None, "non-numeric or non-finite coordinates"
@@ -174,11 +193,55 @@ def check_ring(ring) -> tuple[list | None, str | None]:
         return None, f"{len(xy) // 2} point(s), a polygon needs 3"
     if shoelace_area(xy[0::2], xy[1::2]) == 0:
         return None, "zero area (all points on one line)"
-    return xy.tolist(), None
+    return xy, None
 
 
 def shoelace_area(x: np.ndarray, y: np.ndarray) -> float:
     return abs(float(x[:-1] @ y[1:] - x[1:] @ y[:-1] + x[-1] * y[0] - x[0] * y[-1])) / 2
+
+
+def clip_to_frame(ring: np.ndarray, height: int, width: int) -> np.ndarray | None:
+    """The flat ring cut to the frame around the image (None when nothing of it is left); a ring inside
+    the frame is returned unchanged. Cutting keeps the region inside the frame, so the mask is the same."""
+    low = -FRAME_MARGIN * np.array([width, height], dtype=np.float64)
+    high = (1 + FRAME_MARGIN) * np.array([width, height], dtype=np.float64)
+    points = ring.reshape(-1, 2)  # [N, 2] x, y
+    if ((points >= low) & (points <= high)).all():
+        return ring
+    for axis in (0, 1):
+        points = clip_half_plane(points, axis, low[axis], keep_above=True)
+        points = clip_half_plane(points, axis, high[axis], keep_above=False)
+    return points.ravel() if len(points) >= 3 and shoelace_area(points[:, 0], points[:, 1]) > 0 else None
+
+
+def clip_half_plane(points: np.ndarray, axis: int, bound: float, keep_above: bool) -> np.ndarray:
+    """One Sutherland-Hodgman step: the closed ring `points` [N, 2] cut to one side of a frame line."""
+    if len(points) == 0:
+        return points
+    inside = points[:, axis] >= bound if keep_above else points[:, axis] <= bound
+    prev, prev_inside = np.roll(points, 1, axis=0), np.roll(inside, 1)
+    # Where the edge from the previous point crosses the line
+    step = points[:, axis] - prev[:, axis]
+    t = np.divide(bound - prev[:, axis], step, out=np.zeros_like(step), where=step != 0)
+    crossing = prev + t[:, None] * (points - prev)
+    crossing[:, axis] = bound
+    # Each edge gives its crossing (when it crosses) then its end point (when inside)
+    candidates = np.stack([crossing, points], axis=1)  # [N, 2, 2]
+    keep = np.stack([inside != prev_inside, inside], axis=1)  # [N, 2]
+    return candidates[keep]
+
+
+def check_outline(rings: list[np.ndarray]) -> None:
+    """Refuse rings whose outline (in the rasteriser's steps, the longer side of each edge) is too long."""
+    length = 0.0
+    for ring in rings:
+        points = ring.reshape(-1, 2)
+        length += float(np.abs(points - np.roll(points, 1, axis=0)).max(axis=1).sum())
+    if length > OUTLINE_LIMIT:
+        raise Rejected(
+            f"bad polygon: its outline is {length:.0f} pixels long, above the {OUTLINE_LIMIT} pixels one "
+            "annotation may rasterise"
+        )
 
 
 def outside(ring, height: int, width: int) -> bool:
@@ -199,7 +262,9 @@ def points_to_flat(points) -> list:
 def rle_to_counts(segmentation: dict, height: int, width: int) -> str:
     """COCO RLE (compressed counts string, or uncompressed counts list) -> compressed counts string."""
     size = segmentation.get("size")
-    if not isinstance(size, (list, tuple)) or [int(v) for v in size] != [height, width]:
+    if not isinstance(size, (list, tuple)) or len(size) != 2 or not all(is_count(v) for v in size):
+        raise Rejected(f"bad RLE: size {str(size)[:40]} is not [height, width]")
+    if [int(v) for v in size] != [height, width]:
         raise Rejected(f"size mismatch: RLE size {size} differs from the image size {[height, width]}")
     counts = segmentation.get("counts")
     if isinstance(counts, list):
@@ -244,6 +309,50 @@ def parse_counts(text: str) -> list[int] | None:
         runs.append(value + (runs[-2] if len(runs) > 2 else 0))
         value, shift = 0, 0
     return runs if shift == 0 else None
+
+
+def read_mask(
+    source, size, max_pixels: int, decode, kinds=("unreadable mask", "size mismatch", "image too large")
+) -> np.ndarray:
+    """decode(image) of a mask image file (a path or a file object), refused from its header, before any
+    pixel is decoded, unless it is `size` (h, w) or, with no size to match, at most `max_pixels`.
+    `kinds`: the reasons' kinds for data that does not decode, another size, too many pixels."""
+    unreadable, mismatch, too_large = kinds
+    try:
+        img = images.open_image(source)
+    except images.ImageError as err:
+        raise Rejected(f"{unreadable}: {err}") from None
+    with img:
+        w, h = img.size
+        if size is not None and (h, w) != tuple(size):
+            raise Rejected(f"{mismatch}: the mask is {w}x{h}, it should be {size[1]}x{size[0]}")
+        if w * h > max_pixels:
+            raise Rejected(f"{too_large}: the mask is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
+        try:
+            return decode(img)
+        except Exception as err:  # PIL raises several types for corrupt data
+            raise Rejected(f"{unreadable}: {type(err).__name__}: {err}") from None
+
+
+def mask_box(left, top, box_w, box_h, height: int, width: int) -> tuple[int, int, int, int]:
+    """(left, top, box width, box height) of a mask stored over a box (CVAT, LabelMe) as integers, checked
+    before its data is decoded: finite numbers, and no more pixels than the image holds."""
+    box = [int(v) if is_finite(v) else None for v in (left, top, box_w, box_h)]
+    if None in box:
+        raise Rejected(f"bad mask: its box {[left, top, box_w, box_h]} is not in pixels")
+    left, top, box_w, box_h = box
+    if box_w <= 0 or box_h <= 0:
+        raise Rejected(f"bad mask: its box is {box_w}x{box_h} pixels")
+    if box_w * box_h > height * width:
+        raise Rejected(f"bad mask: its box of {box_w}x{box_h} pixels is larger than the {width}x{height} image")
+    return left, top, box_w, box_h
+
+
+def is_finite(value) -> bool:
+    """A real number a float can hold (not bool, inf, nan or an integer beyond float range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) < 2**53 if isinstance(value, int) else math.isfinite(value)
 
 
 def mask_to_counts(mask: np.ndarray) -> str:
