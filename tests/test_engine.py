@@ -223,3 +223,17 @@ def test_the_engine_commands_runtime_and_model_reach_every_step(tmp_path):
     assert a["cfg"]["model"]["device"] == "cpu" and b["cfg"]["model"]["device"] == "cuda"
     assert c["cfg"]["model"]["variant"] == "vit_b" and c["cfg"]["model"]["device"] is None
     assert a["cfg"]["output"]["dir"] == str(tmp_path / "out" / "01_a")
+
+
+def test_the_engine_commands_model_is_measured_on_the_expert_set_and_reported(tmp_path):
+    steps = [{"name": "experts", "stage": "synth", "overrides": SCENES + ["synth.num_scenes=1"]}]
+    evaluate = {"experts": "experts", "max_images": 1, "min_area": 30, "amg": {"points_per_side": 4}}
+    runner.run_engine(engine_cfg(tmp_path, steps, evaluate))
+    report = json.loads((tmp_path / "out" / "engine_report.json").read_text())
+    (initial,) = report["models"]
+    figures = initial["figures"]
+    assert initial["model"] == "initial" and figures["images"] == 1 and figures["point_prompts"] >= 1
+    assert 0 < figures["point_miou"] <= 1 and 0 <= figures["recall@0.5"] <= 1
+    assert figures["expert_masks"] == report["steps"][0]["dataset"]["masks"]
+    with pytest.raises(ConfigError, match="engine.evaluate.experts: 'nope' is not a step"):
+        runner.run_engine(engine_cfg(tmp_path, steps, {**evaluate, "experts": "nope"}))

@@ -90,6 +90,10 @@ def figures_hash(model: dict, settings: dict, amg: dict, experts: dict) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def forget(out_dir: Path, name: str) -> None:
+    (out_dir / "_engine" / "eval" / f"{name}.json").unlink(missing_ok=True)
+
+
 def read(out_dir: Path, name: str) -> dict | None:
     path = out_dir / "_engine" / "eval" / f"{name}.json"
     return json.loads(path.read_text())["figures"] if path.is_file() else None
@@ -129,8 +133,8 @@ def automatic_figures(sam, scenes: list[dict], expert_side: dict, amg: dict) -> 
     for scene in scenes:
         out = generator.generate(scene["image"])
         masks[scene["key"]] = [
-            mask_record(counts, area, score, "auto", "auto")
-            for counts, area, score in zip(out["segmentation"], out["area"], out["predicted_iou"])
+            mask_record(mask_id=k, counts=counts, area=area, score=score, stage="auto", source="auto")
+            for k, (counts, area, score) in enumerate(zip(out["segmentation"], out["area"], out["predicted_iou"]))
         ]
     pred_side = {"images": expert_side["images"], "masks": masks, "failed": [], "path": "generated"}
     m = audit(pred_side, expert_side, worst_k=0)["metrics"]

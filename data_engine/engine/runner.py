@@ -89,6 +89,7 @@ def run_step(step: dict, out_dir: Path, rerun: bool) -> bool:
     else:
         log.info("engine: %s (%s) starting", step["folder"], step["stage"])
     write_record(out_dir, step, status="running")
+    evaluate.forget(out_dir, step["name"])  # a model made again is measured again
     start = time.time()
     try:
         summary = run_checked(step, resuming)
