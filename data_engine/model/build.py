@@ -30,16 +30,8 @@ OFFICIAL_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 # Architectures: the three official ones (SAM's ViT encoders) and the tiny embedded one, whose encoder
 # has convolution stages before its ViT blocks (model/tiny_encoder.py) and whose decoder reads their
 # stride-2 and stride-4 features (model/tiny_decoder.py).
-OFFICIAL_SHARED = dict(
-    img_size=1024,
-    patch_size=16,
-    window=14,
-    prompt_dim=256,
-    decoder_depth=2,
-    decoder_mlp=2048,
-    decoder_heads=8,
-    iou_hidden=256,
-)
+OFFICIAL_SHARED = dict(img_size=1024, patch_size=16, window=14, prompt_dim=256, decoder_depth=2, decoder_mlp=2048,
+                       decoder_heads=8, iou_hidden=256)  # fmt: skip
 ARCHS = {
     "vit_h": dict(**OFFICIAL_SHARED, embed_dim=1280, depth=32, heads=16, global_attn=(7, 15, 23, 31)),
     "vit_l": dict(**OFFICIAL_SHARED, embed_dim=1024, depth=24, heads=16, global_attn=(5, 11, 17, 23)),
@@ -61,7 +53,7 @@ ARCHS = {
         iou_hidden=128,
         conv_widths=(32, 64, 128),
         conv_blocks=(1, 2, 2),
-    ),
+    ),  # fmt: skip
 }
 
 
@@ -120,6 +112,8 @@ def make_sam(
     conv_blocks=None,
 ) -> Sam:
     embedding_size = img_size // patch_size
+    vit_args = dict(img_size=img_size, embed_dim=embed_dim, depth=depth, num_heads=heads, out_chans=prompt_dim,
+                    global_attn_indexes=global_attn, window_size=window)  # fmt: skip
     if conv_widths:
         # The hybrid encoder's stride is fixed by its three stride-2 stages; the prompt encoder's grid must match it
         if patch_size != HYBRID_PATCH:
@@ -127,32 +121,11 @@ def make_sam(
                 f"an architecture with conv_widths has stride {HYBRID_PATCH}: "
                 f"set patch_size={HYBRID_PATCH}, not {patch_size}"
             )
-        encoder = HybridEncoder(
-            img_size=img_size,
-            conv_widths=conv_widths,
-            conv_blocks=conv_blocks,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=heads,
-            global_attn_indexes=global_attn,
-            window_size=window,
-            out_chans=prompt_dim,
-        )
+        encoder = HybridEncoder(conv_widths=conv_widths, conv_blocks=conv_blocks, **vit_args)
     else:
-        encoder = ImageEncoderViT(
-            img_size=img_size,
-            patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=heads,
-            mlp_ratio=4,
-            out_chans=prompt_dim,
-            qkv_bias=True,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            use_rel_pos=True,
-            global_attn_indexes=global_attn,
-            window_size=window,
-        )
+        norm = partial(torch.nn.LayerNorm, eps=1e-6)
+        encoder = ImageEncoderViT(patch_size=patch_size, mlp_ratio=4, qkv_bias=True, norm_layer=norm, use_rel_pos=True,
+                                  **vit_args)  # fmt: skip
     prompt_encoder = PromptEncoder(
         embed_dim=prompt_dim,
         image_embedding_size=(embedding_size, embedding_size),
