@@ -4,6 +4,9 @@ Same order of work as segment_anything's SamAutomaticMaskGenerator (crops, point
 stability filters, crop-edge filter, NMS within and across crops, small-region clean-up), with these
 differences in how the work is done:
 - the crops of one layer go through the image encoder as one batch;
+- the mask decoder shares the image side of its first layer across the prompts of a crop and upscales
+  only prompts with a mask that can pass the predicted-IoU filter (data_engine/amg/decoder.py: the
+  same arithmetic, bit-identical logits), in batches of `decoder_batch` prompts;
 - only masks that pass the predicted-IoU filter are upsampled to full resolution;
 - masks are encoded once, straight to COCO compressed RLE with pycocotools.
 """
@@ -24,6 +27,7 @@ from segment_anything.utils.amg import (
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops.boxes import batched_nms, box_area
 
+from data_engine.amg.decoder import SharedImageDecoder, supports
 from data_engine.amg.postprocess import clean_small_regions, stability_score, stability_thresholds
 from data_engine.io import rle
 
@@ -51,6 +55,7 @@ class MaskGenerator:
         max_mask_area_frac: float | None = 0.95,
         crops_per_batch: int = 4,
         max_upsample_pixels: int = 2**27,
+        decoder_batch: int | None = None,
     ) -> None:
         """
         model: the SAM to prompt.
@@ -71,6 +76,10 @@ class MaskGenerator:
         crops_per_batch: crops sent through the image encoder together.
         max_upsample_pixels: masks are brought to full resolution in chunks of at most this many
             pixels in all (bounds memory on large images; results do not depend on it).
+        decoder_batch: point prompts through the mask decoder at once (None: 16 on a CPU, where the
+            decoder is bound by memory traffic, else points_per_batch). A remainder under it joins the
+            previous batch. From 16 up the masks do not depend on it (below, BLAS may pick kernels
+            that round differently: tests/test_generator_fast_paths.py).
         """
         self.model = model
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
@@ -91,6 +100,7 @@ class MaskGenerator:
         self.max_mask_area_frac = max_mask_area_frac
         self.crops_per_batch = crops_per_batch
         self.max_upsample_pixels = max_upsample_pixels
+        self.decoder_batch = decoder_batch or (16 if self.device.type == "cpu" else points_per_batch)
 
     @property
     def device(self) -> torch.device:
@@ -168,8 +178,9 @@ class MaskGenerator:
         x0, y0, x1, y1 = crop_box
         crop_size = (y1 - y0, x1 - x0)
         points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
+        decode = self._point_decoder(embedding, crop_size)
         batches = [
-            self._point_batch(embedding, points[i : i + self.points_per_batch], crop_size, crop_box, image.shape[:2])
+            self._point_batch(decode, points[i : i + self.points_per_batch], crop_size, crop_box, image.shape[:2])
             for i in range(0, len(points), self.points_per_batch)
         ]
         data = concat(batches)
@@ -183,10 +194,10 @@ class MaskGenerator:
         data["crop_boxes"] = torch.tensor([crop_box] * len(data["rles"]), device=self.device)
         return data
 
-    def _point_batch(self, embedding, points: np.ndarray, crop_size, crop_box, image_size) -> dict:
+    def _point_batch(self, decode, points: np.ndarray, crop_size, crop_box, image_size) -> dict:
         """Decode 3 masks per point and apply the per-mask filters."""
-        low_res, iou_preds = self._decode(embedding, points, crop_size)  # [B*3, h, w], [B*3]
-        points = torch.as_tensor(points.repeat(3, axis=0), device=self.device)
+        low_res, iou_preds, rows = decode(points)  # [K*3, h, w], [K*3] of the K prompts decoded in full
+        points = torch.as_tensor(points[rows.cpu().numpy()].repeat(3, axis=0), device=self.device)
         return self._filter_batch(low_res, iou_preds, points, crop_size, crop_box, image_size)
 
     def _box_batch(self, embedding, prompts: np.ndarray, crop_box) -> dict:
@@ -242,11 +253,43 @@ class MaskGenerator:
             "stability": stability[keep],
         }
 
-    def _decode(self, embedding, points: np.ndarray, crop_size) -> tuple[torch.Tensor, torch.Tensor]:
-        """Point prompts -> low-res logits [B*3, h, w] and predicted IoU [B*3]."""
+    def _point_decoder(self, embedding, crop_size):
+        """A function: point prompts [B, 2] (crop px) -> low-res logits [K*3, h, w] and predicted IoU
+        [K*3] of the K prompts with a mask that can pass the predicted-IoU filter, and their rows [K]."""
+        decoder = self.model.mask_decoder
+        if not supports(decoder):  # another decoder (a test's scripted one): call it as it is
+            return lambda points: self._decode(embedding, points, crop_size)
+        shared = None
+
+        def decode(points: np.ndarray):
+            nonlocal shared
+            sparse, dense = self._embed_points(points, crop_size)
+            if shared is None:  # the image side, once per crop
+                shared = SharedImageDecoder(decoder, embedding, self.model.prompt_encoder.get_dense_pe(), dense[:1])
+            parts = [shared(sparse[i:j], self._may_pass) for i, j in batch_bounds(len(points), self.decoder_batch)]
+            low_res = torch.cat([p[0][:, 1:] for p in parts])  # the 3 multimask outputs
+            iou_preds = torch.cat([p[1][p[2], 1:] for p in parts])
+            rows = torch.cat([p[2] + i for p, (i, _) in zip(parts, batch_bounds(len(points), self.decoder_batch))])
+            return low_res.flatten(0, 1), iou_preds.flatten(0, 1), rows
+
+        return decode
+
+    def _may_pass(self, iou_preds: torch.Tensor) -> torch.Tensor | None:
+        """Predicted IoU [B, 4] -> prompts [B] with a multimask output passing the IoU filter."""
+        if self.pred_iou_thresh <= 0:
+            return torch.ones(len(iou_preds), dtype=torch.bool, device=iou_preds.device)
+        iou = iou_preds[:, 1:]
+        return (iou > self.pred_iou_thresh if self.strict_iou_thresh else iou >= self.pred_iou_thresh).any(1)
+
+    def _embed_points(self, points: np.ndarray, crop_size) -> tuple[torch.Tensor, torch.Tensor]:
         coords = torch.as_tensor(self.transform.apply_coords(points, crop_size), device=self.device)
         labels = torch.ones(len(points), dtype=torch.int, device=self.device)
-        sparse, dense = self.model.prompt_encoder(points=(coords[:, None], labels[:, None]), boxes=None, masks=None)
+        return self.model.prompt_encoder(points=(coords[:, None], labels[:, None]), boxes=None, masks=None)
+
+    def _decode(self, embedding, points: np.ndarray, crop_size):
+        """Point prompts -> low-res logits [B*3, h, w], predicted IoU [B*3] and rows [B], with the model's
+        own decoder."""
+        sparse, dense = self._embed_points(points, crop_size)
         low_res, iou_preds = self.model.mask_decoder(
             image_embeddings=embedding[None],
             image_pe=self.model.prompt_encoder.get_dense_pe(),
@@ -254,7 +297,7 @@ class MaskGenerator:
             dense_prompt_embeddings=dense,
             multimask_output=True,
         )
-        return low_res.flatten(0, 1), iou_preds.flatten(0, 1)
+        return low_res.flatten(0, 1), iou_preds.flatten(0, 1), torch.arange(len(points), device=self.device)
 
     def _decode_boxes(self, embedding, boxes: np.ndarray, crop_size) -> tuple[torch.Tensor, torch.Tensor]:
         """Box prompts [B, 4] XYXY -> low-res logits [B, h, w] and predicted IoU [B], one mask per box."""
@@ -302,6 +345,14 @@ def encode_uncropped(masks: torch.Tensor, crop_box, height: int, width: int) -> 
     full = torch.zeros(len(masks), width, height, dtype=torch.bool, device=masks.device)
     full[:, x0:x1, y0:y1] = masks.transpose(1, 2)
     return rle.encode_transposed(full.cpu().numpy())
+
+
+def batch_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    """[start, end) of batches of `size`; a remainder under `size` joins the last full batch."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] < size:
+        starts.pop()
+    return [(i, starts[k + 1] if k + 1 < len(starts) else n) for k, i in enumerate(starts)]
 
 
 def concat(parts: list[dict]) -> dict:

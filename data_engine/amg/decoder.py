@@ -1,0 +1,142 @@
+"""SAM's mask decoder for many point prompts on one image embedding, without the work that repeats.
+
+segment_anything's MaskDecoder copies the image embedding once per prompt and runs the whole two-way
+transformer and the upscaling on every copy. Two parts of that work do not depend on the prompt, or
+are not needed:
+- in the first two-way layer the image side (image embedding + dense prompt, its key, value and query
+  projections) is the same for every prompt: it is computed once per image embedding;
+- the predicted-IoU head reads only the IoU token, so prompts none of whose masks can pass the
+  predicted-IoU filter skip the upscaling and the hypernetwork product.
+The arithmetic is segment_anything's, op for op in the same order, so the logits are bit-identical
+(tests/test_fast_decoder.py checks that with torch.equal).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from segment_anything.modeling import MaskDecoder, TwoWayTransformer
+
+from data_engine.model.tiny_decoder import HighResMaskDecoder
+
+
+def supports(decoder: torch.nn.Module) -> bool:
+    """Whether `decoder` is one whose arithmetic this module reproduces (else: call the module itself)."""
+    return type(decoder) in (MaskDecoder, HighResMaskDecoder) and type(decoder.transformer) is TwoWayTransformer
+
+
+class SharedImageDecoder:
+    """The decoder bound to one image embedding: the prompt-independent work is done here, once."""
+
+    def __init__(self, decoder: MaskDecoder, embedding: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor):
+        """embedding [D', h, w] (the encoder's output for one crop), image_pe [1, D, h, w], dense [1, D, h, w]."""
+        self.decoder = decoder
+        embedding = embedding[None]
+        self.high_res = None
+        if isinstance(decoder, HighResMaskDecoder):
+            embedding, f1, f0 = decoder.unpack(embedding)
+            self.high_res = (f1, f0)
+        first = decoder.transformer.layers[0]
+        # Image tokens as the transformer sees them: [1, HW, D]
+        src = embedding + dense
+        self.shape = src.shape
+        self.keys = src.flatten(2).permute(0, 2, 1)
+        self.key_pe = image_pe.flatten(2).permute(0, 2, 1)
+        # First layer, image side: the key and value of token->image attention, the query of image->token
+        k = self.keys + self.key_pe
+        self.first_k = first.cross_attn_token_to_image.k_proj(k)
+        self.first_v = first.cross_attn_token_to_image.v_proj(self.keys)
+        self.first_q = first.cross_attn_image_to_token.q_proj(k)
+
+    def __call__(
+        self, sparse: torch.Tensor, keep: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """sparse prompt embeddings [B, T, D] -> (low-res logits [K, 4, H, W] of the prompts kept,
+        predicted IoU [B, 4] of all prompts, indices [K] of the kept prompts). `keep` maps the predicted
+        IoU [B, 4] to the prompts [B] bool worth upscaling (None: all)."""
+        d = self.decoder
+        # Output tokens (IoU, masks) then the prompt tokens, one row per prompt
+        output_tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight], dim=0)
+        output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
+        tokens = torch.cat((output_tokens, sparse), dim=1)
+        queries, keys = self.transformer(tokens)
+        # The hypernetwork and IoU heads run on every prompt: small matrix products give other bits on
+        # fewer rows (BLAS picks another kernel), so they keep the row count segment_anything uses
+        mask_tokens = queries[:, 1 : 1 + d.num_mask_tokens, :]
+        hyper = torch.stack([mlp(mask_tokens[:, i, :]) for i, mlp in enumerate(d.output_hypernetworks_mlps)], dim=1)
+        iou_pred = d.iou_prediction_head(queries[:, 0, :])
+        rows = torch.arange(len(tokens), device=tokens.device)
+        if keep is not None:
+            rows = rows[keep(iou_pred)]
+            hyper, keys = hyper[rows], keys[rows]
+        return self.upscale(hyper, keys), iou_pred, rows
+
+    def transformer(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """segment_anything's TwoWayTransformer.forward, with the first layer's image side shared."""
+        t = self.decoder.transformer
+        queries, keys = self.first_layer(tokens)
+        for layer in t.layers[1:]:
+            queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=self.key_pe)
+        q = queries + tokens
+        k = keys + self.key_pe
+        attn_out = t.final_attn_token_to_image(q=q, k=k, v=keys)
+        queries = queries + attn_out
+        queries = t.norm_final_attn(queries)
+        return queries, keys
+
+    def first_layer(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """TwoWayAttentionBlock.forward (skip_first_layer_pe) with the precomputed image projections."""
+        layer = self.decoder.transformer.layers[0]
+        # Self attention block (no positional encoding in the first layer)
+        queries = layer.self_attn(q=tokens, k=tokens, v=tokens)
+        queries = layer.norm1(queries)
+        # Cross attention block, tokens attending to the image embedding
+        m = layer.cross_attn_token_to_image
+        attn_out = attend(m, m.q_proj(queries + tokens), self.first_k, self.first_v)
+        queries = queries + attn_out
+        queries = layer.norm2(queries)
+        # MLP block
+        queries = queries + layer.mlp(queries)
+        queries = layer.norm3(queries)
+        # Cross attention block, image embedding attending to the tokens
+        m = layer.cross_attn_image_to_token
+        q = queries + tokens
+        attn_out = attend(m, self.first_q, m.k_proj(q), m.v_proj(queries))
+        keys = self.keys + attn_out
+        keys = layer.norm4(keys)
+        return queries, keys
+
+    def upscale(self, hyper: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """MaskDecoder.predict_masks after the transformer and hypernetworks: [K, 4, 4h, 4w] logits."""
+        d = self.decoder
+        _, c, h, w = self.shape
+        b = len(keys)
+        if b == 0:  # two stride-2 upscalings
+            return keys.new_zeros(0, d.num_mask_tokens, 4 * h, 4 * w)
+        src = keys.transpose(1, 2).view(b, c, h, w)
+        if self.high_res is None:
+            upscaled = d.output_upscaling(src)
+        else:
+            f1, f0 = self.high_res
+            deconv1, norm1, act1, deconv2, act2 = d.output_upscaling
+            upscaled = act1(norm1(deconv1(src) + f1))
+            upscaled = act2(deconv2(upscaled) + f0)
+        b, c, h, w = upscaled.shape
+        return (hyper @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+
+
+def attend(m: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """segment_anything's decoder Attention.forward after its input projections (q, k, v projected;
+    a batch of 1 broadcasts over the prompts)."""
+    q = m._separate_heads(q, m.num_heads)
+    k = m._separate_heads(k, m.num_heads)
+    v = m._separate_heads(v, m.num_heads)
+    _, _, _, c_per_head = q.shape
+    attn = q @ k.permute(0, 1, 3, 2)  # [B, heads, Nq, Nk]
+    attn = attn / math.sqrt(c_per_head)
+    attn = torch.softmax(attn, dim=-1)
+    out = attn @ v
+    out = m._recombine_heads(out)
+    return m.out_proj(out)
