@@ -173,7 +173,7 @@ def html_page(doc: dict) -> str:
     counted = [s for s in doc["steps"] if s["dataset"]]
     if counted:
         parts.append(img_tag(masks_plot(counted), alt="masks per image"))
-    for stage in ("assisted", "detector", "semi", "audit"):
+    for stage in ("annotate", "assisted", "detector", "semi", "semi_merge", "audit"):
         rows = [s for s in doc["steps"] if s["stage"] == stage and s["status"] == "done"]
         if rows:
             parts += [f"<h2>{esc(stage)} steps</h2>", figures_table(rows)]
