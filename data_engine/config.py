@@ -14,6 +14,7 @@ from pathlib import Path
 from data_engine.errors import check_bool, check_int, check_number, check_path, is_number, require
 
 CONF_DIR = Path(__file__).parent / "conf"
+PILLOW_LIMIT = 2 * 89_478_485  # Pillow refuses images above twice Image.MAX_IMAGE_PIXELS as decompression bombs
 # Sections whose keys are checked elsewhere (amg against the generator's signature) or not at all.
 FREE_SECTIONS = ("amg", "hydra")
 
@@ -139,6 +140,10 @@ def check_runtime(r: dict) -> None:
 def check_input(i: dict) -> None:
     check_int(i, "input.shard_size", 1)
     check_int(i, "input.max_pixels", 1)
+    require(i["max_pixels"] <= PILLOW_LIMIT, "input.max_pixels", f"at most {PILLOW_LIMIT} (Pillow's own limit)")
+    check_number(i, "input.image_timeout_s", 0, nullable=True)
+    require(i["image_timeout_s"] != 0, "input.image_timeout_s", "must be above 0 seconds, or null for no limit")
+    check_bool(i, "input.follow_symlinks")
     check_path(i, "input.path", nullable=True, hint=": give a folder of images or a manifest file")
     ext = i["extensions"]
     require(

@@ -16,17 +16,11 @@ NOISE = ("Traceback (most recent call last)", 'File "', "class_name:", "actor_id
 
 
 def root_cause(err: BaseException) -> BaseException:
-    """Follow Ray's `.cause` (and an explicit `raise ... from`) to the exception that started it."""
+    """Follow Ray's `.cause` (a task error wrapping the worker's exception) to the exception itself."""
     seen = set()
-    while id(err) not in seen:
+    while id(err) not in seen and isinstance(getattr(err, "cause", None), BaseException):
         seen.add(id(err))
-        inner = getattr(err, "cause", None)
-        if isinstance(inner, BaseException):
-            err = inner
-        elif isinstance(err.__cause__, BaseException):
-            err = err.__cause__
-        else:
-            break
+        err = err.cause
     return err
 
 

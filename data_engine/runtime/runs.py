@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
 import socket
+import threading
 import time
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
 from data_engine.errors import UserError
 from data_engine.io.atomic import write_text_atomic
 from data_engine.io.dataset import read_images, write_shard
+from data_engine.runtime.reasons import reason
+
+log = logging.getLogger(__name__)
 
 PACKAGES = (
     "data-engine",
@@ -30,10 +37,40 @@ PACKAGES = (
 )
 # Config sections that do not change what a run writes (so they may differ on resume).
 NOT_IN_FINGERPRINT = ("runtime", "log_level", "debug", "hydra")
+# Free space a shard needs before its worker has written one (then: twice its largest shard).
+SHARD_BYTES = 16 << 20
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class OutputConflict(UserError, RuntimeError):
     """output.dir holds a run made with different settings."""
+
+
+class OutputFull(UserError, OSError):
+    """The disk of output.dir is full (or the user's quota is used up)."""
+
+
+@contextmanager
+def disk_errors(path: Path):
+    """A full disk while writing under `path` becomes one line saying what to do."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        raise OutputFull(
+            f"no space left for {path} ({err.strerror}): free space on that disk or choose another output.dir"
+        ) from None
+
+
+def check_free_space(out_dir: Path, need: int) -> None:
+    """Refuse to start a shard whose output cannot fit, before its work is done."""
+    free = shutil.disk_usage(out_dir if out_dir.exists() else out_dir.parent).free
+    if free < need:
+        raise OutputFull(
+            f"only {free / 2**20:.1f} MiB free on the disk of {out_dir}, a shard needs about {need / 2**20:.1f} MiB: "
+            "free space on that disk or choose another output.dir"
+        )
 
 
 def fingerprint(cfg: dict, extra: dict) -> str:
@@ -53,9 +90,11 @@ def versions() -> dict:
     return found
 
 
-def prepare_output(out_dir: Path, cfg: dict, extra: dict) -> dict:
-    """Create or resume `out_dir`; refuse (or with output.overwrite wipe) a run of other settings."""
-    record = {"fingerprint": fingerprint(cfg, extra), "config": cfg, "versions": versions(), **extra}
+def prepare_output(out_dir: Path, cfg: dict, extra: dict, info: dict | None = None) -> dict:
+    """Create or resume `out_dir`; refuse (or with output.overwrite wipe) a run of other settings.
+    `extra` is fingerprinted with the config; `info` is only recorded (e.g. the input count: which files
+    changed is checked shard by shard, see `pending`)."""
+    record = {"fingerprint": fingerprint(cfg, extra), "config": cfg, "versions": versions(), **extra, **(info or {})}
     existing = out_dir / "run.json"
     if existing.exists():
         old = json.loads(existing.read_text())
@@ -66,8 +105,9 @@ def prepare_output(out_dir: Path, cfg: dict, extra: dict) -> dict:
                     "choose another output.dir, or pass output.overwrite=true to replace it"
                 )
             clear(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(json.dumps(record, indent=2, default=str), existing)
+    with disk_errors(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(json.dumps(record, indent=2, default=str), existing)
     return record
 
 
@@ -90,22 +130,68 @@ def mark_done(out_dir: Path, shard_id: str, stats: dict) -> None:
 
 
 def complete_shard(
-    out_dir: Path, shard_id: str, results: list[tuple[dict, list[dict]]], start: float, device=None
+    out_dir: Path,
+    shard_id: str,
+    results: list[tuple[dict, list[dict]]],
+    start: float,
+    device=None,
+    extra: dict | None = None,
 ) -> dict:
     """Write a shard's (image row, mask rows) results, mark it done with where it ran (`device`: the
-    model's, None without a model), and return its stats."""
+    model's, None without a model) and `extra` (e.g. its inputs digest, timings), and return its stats."""
     images = [image for image, _ in results]
     masks = [mask for _, rows in results for mask in rows]
-    write_shard(out_dir, shard_id, masks, images)
-    stats = {
-        "images": len(images),
-        "masks": len(masks),
-        "seconds": round(time.time() - start, 3),
-        "failed": sum(r["status"] == "failed" for r in images),
-        "worker": worker_info(device),
-    }
-    mark_done(out_dir, shard_id, stats)
+    with disk_errors(out_dir):
+        write_shard(out_dir, shard_id, masks, images)
+        stats = {
+            "images": len(images),
+            "masks": len(masks),
+            "seconds": round(time.time() - start, 3),
+            "failed": sum(r["status"] == "failed" for r in images),
+            "bytes": sum((out_dir / part / f"{shard_id}.parquet").stat().st_size for part in ("masks", "images")),
+            "worker": worker_info(device),
+            **(extra or {}),
+        }
+        mark_done(out_dir, shard_id, stats)
     return stats
+
+
+class ShardWriter:
+    """Writes finished shards (complete_shard) in a background thread, one at a time, so the next shard's
+    compute overlaps the write. A failed write is kept; close() waits for the last one and returns the
+    failures as {shard_id: reason}."""
+
+    def __init__(self, out_dir: Path, device=None):
+        self.out_dir, self.device = Path(out_dir), device
+        self.thread, self.failures, self.largest = None, {}, 0
+
+    def submit(self, shard_id: str, results: list, start: float, extra: dict) -> None:
+        self.wait()
+        args = (shard_id, results, start, extra)
+        self.thread = threading.Thread(target=self.write, args=args, name=f"write-{shard_id}")
+        self.thread.start()
+
+    def write(self, shard_id: str, results: list, start: float, extra: dict) -> None:
+        try:
+            stats = complete_shard(self.out_dir, shard_id, results, start, self.device, extra)
+            self.largest = max(self.largest, stats["bytes"])
+        except Exception as err:  # the shard boundary, reported by close()
+            self.failures[shard_id] = reason(err)
+            log.error("shard %s could not be written: %s", shard_id, self.failures[shard_id])
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+
+    def check_space(self) -> None:
+        """Enough free space for the next shard: twice the largest written so far, SHARD_BYTES before any."""
+        check_free_space(self.out_dir, 2 * self.largest if self.largest else SHARD_BYTES)
+
+    def close(self) -> dict:
+        self.wait()
+        failures, self.failures = self.failures, {}
+        return failures
 
 
 def worker_info(device=None) -> dict:
@@ -114,11 +200,42 @@ def worker_info(device=None) -> dict:
 
 
 def pending(shards: list[dict], out_dir: Path) -> list[dict]:
-    return [s for s in shards if not done_path(out_dir, s["shard_id"]).exists()]
+    """Shards to run: not done, or done from input files that have changed since (a shard's `inputs`
+    digest differs from the one its _done record holds)."""
+    return [s for s in shards if not is_done(out_dir, s)]
+
+
+def is_done(out_dir: Path, shard: dict) -> bool:
+    path = done_path(out_dir, shard["shard_id"])
+    if "inputs" not in shard or not path.exists():
+        return path.exists()
+    try:
+        return json.loads(path.read_text()).get("inputs") == shard["inputs"]
+    except (OSError, ValueError):
+        return False
+
+
+def drop_stale_shards(out_dir: Path, shards: list[dict], todo: list[dict]) -> None:
+    """Before a run: the Parquet files and _done records of shards about to be redone, and of shards no
+    longer in the plan (their input files are gone or renamed), are removed, so no row of an old input
+    stays in the dataset."""
+    planned = {s["shard_id"] for s in shards}
+    redo = {s["shard_id"] for s in todo if done_path(out_dir, s["shard_id"]).exists()}
+    gone = {p.stem for part in ("masks", "images", "_done") for p in (out_dir / part).glob("shard-*.*")} - planned
+    if redo:
+        log.warning("%d shards are redone: their input files changed since the last run", len(redo))
+    if gone:
+        log.warning("%d shards of input files no longer listed are removed", len(gone))
+    for shard_id in redo | gone:
+        for path in (out_dir / "masks" / f"{shard_id}.parquet", out_dir / "images" / f"{shard_id}.parquet"):
+            path.unlink(missing_ok=True)
+        done_path(out_dir, shard_id).unlink(missing_ok=True)
 
 
 def summarize(out_dir: Path, shards: list[dict], failed_shards: dict, seconds: float) -> dict:
-    """Totals from the written images/ tables plus shards that did not finish."""
+    """Totals from the written images/ tables plus shards that did not finish (also those that ended
+    without a _done record and without a reported failure: a worker killed while writing)."""
+    failed_shards = {**unfinished(out_dir, shards), **failed_shards}
     images = read_images(out_dir, columns=["status", "num_masks"]).to_pylist()
     ok = [r for r in images if r["status"] == "ok"]
     summary = {
@@ -130,6 +247,27 @@ def summarize(out_dir: Path, shards: list[dict], failed_shards: dict, seconds: f
         "images_failed": len(images) - len(ok),
         "masks": sum(r["num_masks"] or 0 for r in ok),
         "seconds": round(seconds, 2),
+        **model_share(out_dir, shards),
     }
-    write_text_atomic(json.dumps(summary, indent=2), out_dir / "summary.json")
+    with disk_errors(out_dir):
+        write_text_atomic(json.dumps(summary, indent=2), out_dir / "summary.json")
     return summary
+
+
+def unfinished(out_dir: Path, shards: list[dict]) -> dict:
+    return {
+        s["shard_id"]: "not written: its worker stopped before the shard's _done record; rerun to redo it"
+        for s in shards
+        if not done_path(out_dir, s["shard_id"]).exists()
+    }
+
+
+def model_share(out_dir: Path, shards: list[dict]) -> dict:
+    """The share of the workers' time on the shards spent in the model (the rest: waiting on image
+    reads and writes), over the shards whose _done record has the timings."""
+    model = busy = 0.0
+    for s in shards:
+        path = done_path(out_dir, s["shard_id"])
+        stats = json.loads(path.read_text()) if path.exists() else {}
+        model, busy = model + stats.get("model_seconds", 0.0), busy + stats.get("busy_seconds", 0.0)
+    return {"model_share": round(model / busy, 3)} if busy > 0 else {}

@@ -11,28 +11,33 @@ from pathlib import Path
 from data_engine.io import inputs
 from data_engine.io.dataset import mask_row
 from data_engine.io.images import load_rgb
+from data_engine.io.prefetch import prefetch
 from data_engine.runtime import runs
 from data_engine.runtime.executor import run_shards
+from data_engine.runtime.reasons import reason
 
 log = logging.getLogger(__name__)
+
+AHEAD = 2  # images read and decoded ahead of the model
 
 
 def run(cfg: dict) -> dict:
     """Generate masks for every input image; resumes an interrupted run in the same output.dir."""
     start = time.time()
-    root, names, ignored = inputs.list_inputs(cfg["input"]["path"], cfg["input"]["extensions"])
+    i = cfg["input"]
+    root, names, ignored = inputs.list_inputs(i["path"], i["extensions"], i["follow_symlinks"])
     if ignored:
-        log.warning(
-            "%d files under %s are not images by extension and were ignored (first: %s)", len(ignored), root, ignored[0]
-        )
+        log.warning("%d files under %s were ignored (first: %s)", len(ignored), root, next(iter(ignored.items())))
     out_dir = Path(cfg["output"]["dir"])
-    shards = inputs.make_shards(names, cfg["input"]["shard_size"])
+    shards = inputs.make_shards(names, i["shard_size"], root)
     runs.prepare_output(
         out_dir,
         cfg,
-        {"model": model_record(cfg), "input_root": str(root), "inputs": len(names), "ignored_files": ignored},
+        {"model": model_record(cfg), "input_root": str(root)},
+        {"inputs": len(names), "ignored_files": ignored},
     )
     todo = runs.pending(shards, out_dir)
+    runs.drop_stale_shards(out_dir, shards, todo)
     log.info("%d images in %d shards; %d shards to do", len(names), len(shards), len(todo))
     failed = run_shards(todo, partial(AutoWorker, cfg, str(root)), cfg["runtime"])
     summary = runs.summarize(out_dir, shards, failed, time.time() - start)
@@ -77,27 +82,49 @@ class AutoWorker:
         self.model_name = cfg["model"]["variant"]
         sam = build_sam(**model_args(cfg), device=cfg["model"]["device"])
         self.generator = MaskGenerator(sam, **cfg["amg"])
+        self.writer = runs.ShardWriter(self.out_dir, self.generator.device)
 
     def __call__(self, shard: dict, on_image=lambda *event: None) -> dict:
-        start, results = time.time(), []
-        for i, name in enumerate(shard["files"]):
+        """Images are read AHEAD of the model and the finished shard is written in the background, so
+        the worker waits on neither; its _done record has the seconds spent in the model and busy."""
+        start, results, self.model_seconds = time.time(), [], 0.0
+        self.writer.check_space()  # a full disk fails the shard before its work is done
+        loaded = prefetch(self.load, shard["files"], AHEAD, self.cfg["input"]["image_timeout_s"])
+        for i, (name, image) in enumerate(loaded):
             self._maybe_crash(shard["shard_id"], i)
-            results.append(self.process_image(name))
+            results.append(self.process_image(name, image))
             on_image(shard["shard_id"], i, len(results[-1][1]), results[-1][0]["status"] == "failed")
-        return runs.complete_shard(self.out_dir, shard["shard_id"], results, start, self.generator.device)
+        timings = {"model_seconds": round(self.model_seconds, 3), "busy_seconds": round(time.time() - start, 3)}
+        self.writer.submit(shard["shard_id"], results, start, {"inputs": shard.get("inputs"), **timings})
+        images = [row for row, _ in results]
+        failed = sum(row["status"] == "failed" for row in images)
+        return {"images": len(images), "masks": sum(len(m) for _, m in results), "failed": failed, **timings}
 
-    def process_image(self, name: str) -> tuple[dict, list[dict]]:
-        """One image row (ok or failed with its reason) and its mask rows."""
+    def close(self) -> dict:
+        """The last shard written; {shard_id: reason} for shards whose write failed."""
+        return self.writer.close()
+
+    def load(self, name: str):
+        """[H, W, 3] uint8 of one input file; only a regular file is opened."""
+        path = inputs.resolve(self.root, name)
+        inputs.check_regular(path)
+        return load_rgb(path, self.cfg["input"]["max_pixels"])
+
+    def process_image(self, name: str, image) -> tuple[dict, list[dict]]:
+        """One image row (ok or failed with its reason) and its mask rows; `image` is the decoded
+        image or the exception its load raised."""
         start = time.time()
         row = {"image_id": inputs.image_id(name), "file_name": name, "num_masks": 0}
         try:
-            image = load_rgb(resolve(self.root, name), self.cfg["input"]["max_pixels"])
+            if isinstance(image, BaseException):
+                raise image
             row.update(height=image.shape[0], width=image.shape[1])
             masks = self.image_masks(image, row)
         except Exception as err:  # per-image boundary: one bad file never stops the shard
-            log.warning("%s failed: %s", name, err)
-            row.update(status="failed", error=f"{type(err).__name__}: {err}", seconds=time.time() - start)
+            log.warning("%s failed: %s", name, reason(err))
+            row.update(status="failed", error=reason(err), seconds=time.time() - start)
             return row, []
+        self.model_seconds += time.time() - start
         row.update(status="ok", error=None, num_masks=len(masks), seconds=time.time() - start)
         return row, masks
 
@@ -116,12 +143,8 @@ class AutoWorker:
         if not marker.exists():
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
+            self.writer.wait()  # exit at a known point: the previous shard's background write finished
             os._exit(17)
-
-
-def resolve(root: Path, name: str) -> Path:
-    path = Path(name)
-    return path if path.is_absolute() else root / path
 
 
 def mask_rows(generated: dict, image: dict, model: str) -> list[dict]:

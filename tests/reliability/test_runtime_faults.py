@@ -1,7 +1,9 @@
 """Runtime faults: dead workers, failure reasons, a full disk, two drivers on one output (issue 42)."""
 
+import errno
 import json
 import logging
+import shutil
 import socket
 import subprocess
 import sys
@@ -10,9 +12,12 @@ from pathlib import Path
 import pytest
 from test_auto_stage import write_images
 
+from data_engine.amg.generator import MaskGenerator
 from data_engine.io.dataset import read_images
+from data_engine.runtime import runs
 from data_engine.runtime.lock import OutputLocked
-from data_engine.runtime.runs import OutputConflict
+from data_engine.runtime.reasons import reason
+from data_engine.runtime.runs import OutputConflict, OutputFull
 from data_engine.stages import run_stage
 
 RAY = ["runtime=local", "runtime.cpus_per_worker=1", "runtime.progress=false"]
@@ -92,3 +97,57 @@ def test_the_lock_is_released_when_a_run_fails(make_cfg, tmp_path):
     with pytest.raises(OutputConflict):
         run_stage(make_cfg(f"input.path={tmp_path / 'in'}", "amg.box_nms_thresh=0.5"))
     assert not (Path(make_cfg()["output"]["dir"]) / ".lock").exists()
+
+
+def test_a_ray_task_error_is_recorded_as_its_root_cause_on_one_plain_line():
+    from ray.exceptions import RayTaskError
+
+    cause = OSError(errno.ENOSPC, "No space left on device")
+    trace = 'Traceback (most recent call last):\n  File "x.py", line 1\nOSError: [Errno 28] No space left on device'
+    err = RayTaskError("ShardActor.process", trace, cause, proctitle="ray::ShardActor.process()").as_instanceof_cause()
+    assert "\x1b[" in str(err)  # what Ray gives: a coloured header line
+    assert reason(err) == "OSError: [Errno 28] No space left on device"
+
+
+def test_a_nearly_full_disk_fails_before_the_shard_is_computed(make_cfg, tmp_path, monkeypatch):
+    write_images(tmp_path / "in", 2)
+    cfg = make_cfg(f"input.path={tmp_path / 'in'}")
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
+    generated = []
+    monkeypatch.setattr(MaskGenerator, "generate", lambda self, image: generated.append(1))
+    with pytest.raises(OutputFull, match=r"only 1.0 MiB free .* choose another output.dir"):
+        run_stage(cfg)
+    assert generated == []
+
+
+def test_no_space_while_writing_a_shard_is_its_recorded_reason(make_cfg, tmp_path, monkeypatch):
+    write_images(tmp_path / "in", 2)
+    cfg = make_cfg(f"input.path={tmp_path / 'in'}")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs, "write_shard", full)
+    summary = run_stage(cfg)
+    why = summary["shards_failed"]["shard-00000"]
+    assert why.startswith("OutputFull: ") and "No space left on device" in why and "\n" not in why
+    assert json.loads((Path(cfg["output"]["dir"]) / "summary.json").read_text())["shards_failed"] == {
+        "shard-00000": why
+    }
+
+
+def test_no_space_for_the_run_record_is_one_line_and_leaves_no_temporary_file(make_cfg, tmp_path, monkeypatch):
+    write_images(tmp_path / "in", 1)
+    cfg = make_cfg(f"input.path={tmp_path / 'in'}")
+    real_write = Path.write_bytes
+
+    def half_then_full(self, data):
+        real_write(self, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_full)
+    with pytest.raises(OutputFull, match="No space left on device"):
+        run_stage(cfg)
+    monkeypatch.undo()
+    out = Path(cfg["output"]["dir"])
+    assert sorted(p.name for p in out.iterdir()) == []  # no run.json, no .run.json.<uuid>.tmp, lock released
