@@ -54,7 +54,7 @@ def test_every_bad_input_file_has_exactly_one_row(make_cfg, tmp_path):
             )
     assert summary["images"] == len(expected) and summary["images_failed"] == 6
     run = json.loads((Path(cfg["output"]["dir"]) / "run.json").read_text())
-    assert run["ignored_files"] == ["notes.txt"]
+    assert run["ignored_files"] == {"notes.txt": "not an image by extension"}
 
 
 def test_each_finished_shard_records_where_it_ran(make_cfg, tmp_path):
