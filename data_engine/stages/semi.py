@@ -32,20 +32,16 @@ def run(cfg: dict) -> dict:
     """Prefill every input image; resumes an interrupted run in the same output.dir."""
     start = time.time()
     s = check(cfg["semi"])
-    root, names, ignored = inputs.list_inputs(cfg["input"]["path"], cfg["input"]["extensions"])
+    i = cfg["input"]
+    root, names, ignored = inputs.list_inputs(i["path"], i["extensions"], i["follow_symlinks"])
     if ignored:
-        log.warning("%d files under %s are not images by extension and were ignored", len(ignored), root)
+        log.warning("%d files under %s were ignored (see run.json's ignored_files)", len(ignored), root)
     out_dir = Path(cfg["output"]["dir"])
-    shards = inputs.make_shards(names, cfg["input"]["shard_size"])
-    record = {
-        "model": model_record(cfg),
-        "detector": detector_record(cfg["detector"]),
-        "input_root": str(root),
-        "inputs": len(names),
-        "ignored_files": ignored,
-    }
-    runs.prepare_output(out_dir, fingerprinted(cfg), record)
+    shards = inputs.make_shards(names, i["shard_size"], root)
+    record = {"model": model_record(cfg), "detector": detector_record(cfg["detector"]), "input_root": str(root)}
+    runs.prepare_output(out_dir, fingerprinted(cfg), record, {"inputs": len(names), "ignored_files": ignored})
     todo = runs.pending(shards, out_dir)
+    runs.drop_stale_shards(out_dir, shards, todo)
     log.info("%d images in %d shards; %d shards to do", len(names), len(shards), len(todo))
     failed = run_shards(todo, partial(SemiWorker, cfg, str(root)), cfg["runtime"])
     summary = {**runs.summarize(out_dir, shards, failed, time.time() - start), **prefill_counts(out_dir)}
