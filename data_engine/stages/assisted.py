@@ -45,7 +45,7 @@ def run(cfg: dict) -> dict:
     """Import, replay and write; resumes an interrupted run in the same output.dir."""
     start = time.time()
     a = check(cfg["assisted"])
-    rows, objects, report = import_inputs(a)
+    rows, objects, report = import_inputs(a, cfg["input"]["max_pixels"])
     out_dir = Path(cfg["output"]["dir"])
     runs.prepare_output(
         out_dir,
@@ -99,10 +99,11 @@ def check(a: dict) -> dict:
     return {**a, **paths}
 
 
-def import_inputs(a: dict) -> tuple[list[dict], list[dict], list[dict]]:
-    """(human mask rows, click objects, report rows of both)."""
-    rows, report = import_annotations(a["format"], a["annotations"], a["image_root"]) if a["annotations"] else ([], [])
-    objects, click_report = clicks.read(a["clicks"], a["image_root"]) if a["clicks"] else ([], [])
+def import_inputs(a: dict, max_pixels: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """(human mask rows, click objects, report rows of both); images above max_pixels are rejected."""
+    fmt, root = a["format"], a["image_root"]
+    rows, report = import_annotations(fmt, a["annotations"], root, max_pixels) if a["annotations"] else ([], [])
+    objects, click_report = clicks.read(a["clicks"], root, max_pixels) if a["clicks"] else ([], [])
     return rows, objects, report + click_report
 
 

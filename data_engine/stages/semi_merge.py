@@ -44,7 +44,7 @@ def run(cfg: dict) -> dict:
     prefill = Path(m["prefill"])
     prefill_run = json.loads((prefill / "run.json").read_text())
     image_root = m["image_root"] or prefill_run.get("input_root")
-    rows, report = import_annotations(m["format"], m["annotations"], image_root)
+    rows, report = import_annotations(m["format"], m["annotations"], image_root, cfg["input"]["max_pixels"])
     images = sorted(read_images(prefill).to_pylist(), key=lambda r: r["file_name"])
     drawn = assign(rows, report, images)
     out_dir = Path(cfg["output"]["dir"])
