@@ -2,8 +2,8 @@
 
 - sa1b: `<out>/sa1b/<file_name stem>.json` per image with SA-1B's released fields; `read_sa1b` reads
   such a folder back into mask rows.
-- coco: `<out>/coco/instances.json`, one "object" category, RLE segmentations; image ids 1..N in
-  file-name order (the dataset's 63-bit ids are kept as `dataset_image_id`).
+- coco: `<out>/coco/instances.json`, one "object" category, RLE segmentations; image and annotation
+  ids are the dataset's image_id and mask_id.
 - png: `<out>/png/layer0/<file_name stem>.png`, pixel value = instance number (0 = background;
   8-bit, or 16-bit above 255 instances). A label image cannot hold overlapping masks, so masks that
   overlap one already placed go to `layer1/`, `layer2/`, ...; every layer folder is a complete

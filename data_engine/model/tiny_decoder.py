@@ -2,7 +2,7 @@
 
 SAM's decoder draws masks by upscaling a 1/patch-size image embedding; a small encoder cannot carry
 every edge in that grid. As SAM 2 does, stride-2 and stride-4 image features (from the convolution
-stages of data_engine/hybrid.py) are added to the decoder's two upscaling steps. They travel inside
+stages of model/tiny_encoder.py) are added to the decoder's two upscaling steps. They travel inside
 the image embedding: pixel-unshuffled to the embedding's grid and appended as extra channels. So
 SamPredictor, the generator's embedding batches and the training code carry them without knowing.
 """
