@@ -32,8 +32,8 @@ from data_engine.io import rle
 from data_engine.io.dataset import read_images, read_masks
 from data_engine.io.images import load_rgb
 from data_engine.semi import prefill as prefill_module
+from data_engine.semi.annotator import annotate, load, review
 from data_engine.stages import run_stage
-from data_engine.synth.annotator import annotate, load, review
 
 BASE = ["runtime=serial", "runtime.progress=false", "output.overlays=0", "model.device=cpu", "output.overwrite=true"]
 

@@ -20,9 +20,9 @@ from data_engine.io.dataset import mask_row, read_images, read_masks, write_shar
 from data_engine.io.inputs import image_id
 from data_engine.runtime import runs
 from data_engine.semi import merge, prefill
+from data_engine.semi.annotator import annotate, review
 from data_engine.semi.preannotations import FILES, WRITERS, load_dataset
 from data_engine.stages import run_stage
-from data_engine.synth.annotator import annotate, review
 
 IMPORT_FORMAT = {"labelstudio": "labelstudio", "cvat_xml": "cvat_xml", "coco": "coco"}
 

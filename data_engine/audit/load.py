@@ -13,9 +13,10 @@ import posixpath
 from pathlib import Path
 
 from data_engine.errors import UserError
+from data_engine.importers.coco import segmentation_counts
+from data_engine.importers.validate import Rejected
 from data_engine.io import rle
 from data_engine.io.coco import load as load_coco_file
-from data_engine.io.coco import segmentation_to_counts
 from data_engine.io.dataset import read_images, read_masks
 
 
@@ -108,8 +109,8 @@ def load_coco(path: Path, role: str, match_by: str, score: str) -> dict:
 def coco_mask(ann: dict, img: dict, path: Path, score: str) -> dict:
     h, w = int(img["height"]), int(img["width"])
     try:
-        counts = segmentation_to_counts(ann["segmentation"], h, w)
-    except (ValueError, KeyError) as err:
+        counts, _ = segmentation_counts(ann.get("segmentation"), h, w)
+    except Rejected as err:
         raise AuditError(f"{path}: annotation {ann.get('id')} of {img['file_name']}: {err}") from None
     value = ann.get(score, ann.get("score"))
     ann_id = ann.get("id") if isinstance(ann.get("id"), int) else None

@@ -47,7 +47,8 @@ def load(path: Path) -> list:
         raise InputError(f"click-session file {path} is not readable JSON ({type(err).__name__}: {err})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
         raise InputError(
-            f"click-session file {path} needs an 'images' list; see docs/stages/assisted.md (click sessions) for the format"
+            f"click-session file {path} needs an 'images' list; see docs/stages/assisted.md (click sessions) "
+            "for the format"
         )
     return doc["images"]
 

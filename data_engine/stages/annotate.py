@@ -5,7 +5,7 @@ in another tool) and output.dir/clicks.json (click sessions of the other images,
 for `stage=assisted assisted.annotations=OUT/annotations.json assisted.clicks=OUT/clicks.json`.
 
 Stage 2 (annotate.prefill=SEMI, a stage=semi output of the same images): the annotators' pass over the
-pre-annotations (`synth.annotator`: prefilled masks kept, deleted or redrawn, missing objects drawn)
+pre-annotations (`semi.annotator`: prefilled masks kept, deleted or redrawn, missing objects drawn)
 as output.dir/annotations.json, ready for `stage=semi_merge semi_merge.format=coco`.
 """
 
@@ -62,7 +62,7 @@ def run(cfg: dict) -> dict:
 
 def review_prefill(a: dict, out_dir: Path, start: float) -> dict:
     """Stage 2: the simulated annotators' pass over the prefill's COCO pre-annotations."""
-    from data_engine.synth.annotator import annotate
+    from data_engine.semi.annotator import annotate
 
     pre = Path(a["prefill"]) / "preannotations" / "coco_instances.json"
     if not pre.is_file():

@@ -11,7 +11,7 @@ preannotations/coco_instances.json; e.g. the synth stage's instances.json) and w
 a COCO instances file, as an annotation tool exports it, so the merge reads it through the real
 importer. Images are paired by file_name.
 
-    python -m data_engine.synth.annotator SEMI/preannotations/coco_instances.json SYNTH/instances.json OUT.json
+    python -m data_engine.semi.annotator SEMI/preannotations/coco_instances.json SYNTH/instances.json OUT.json
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from data_engine.errors import UserError
+from data_engine.importers.coco import segmentation_counts
+from data_engine.importers.validate import Rejected
 from data_engine.io import coco, rle
 
 
@@ -131,7 +133,11 @@ def load(path: str | Path) -> dict[str, tuple[dict, list[str]]]:
                 f"{path}: annotation {ann.get('id')} refers to image {ann.get('image_id')!r}, not listed"
             )
         img = images[ann["image_id"]]
-        masks[ann["image_id"]].append(coco.segmentation_to_counts(ann["segmentation"], img["height"], img["width"]))
+        try:
+            counts, _ = segmentation_counts(ann["segmentation"], img["height"], img["width"])
+        except Rejected as err:
+            raise AnnotatorError(f"{path}: annotation {ann.get('id')}: {err}") from None
+        masks[ann["image_id"]].append(counts)
     return {img["file_name"]: (img, masks[img_id]) for img_id, img in images.items()}
 
 
