@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from data_engine.amg.postprocess import clean_small_regions, largest_component, stability_score, stability_thresholds
+from data_engine.amg.postprocess import (
+    clean_small_regions,
+    clean_small_regions_in_box,
+    largest_component,
+    stability_score,
+    stability_thresholds,
+)
 
 
 def test_probability_levels_become_logit_thresholds():
@@ -63,3 +69,35 @@ def test_untouched_mask_reports_no_change():
     mask[5:30, 5:30] = True
     cleaned, changed = clean_small_regions(mask, 100, keep_largest=False)
     assert not changed and np.array_equal(cleaned, mask)
+
+
+def random_mask(rng, height, width) -> np.ndarray:
+    """Blobs with holes and specks, sometimes at the image edge, sometimes tiny."""
+    mask = np.zeros((height, width), bool)
+    for _ in range(rng.integers(1, 4)):
+        h, w = rng.integers(1, height + 1), rng.integers(1, width + 1)
+        y, x = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+        mask[y : y + h, x : x + w] = True
+    mask ^= rng.random((height, width)) < 0.02  # specks: small holes and islands
+    return mask
+
+
+@pytest.mark.parametrize("keep_largest", [False, True])
+def test_cleaning_inside_the_box_is_the_full_image_result(keep_largest):
+    rng = np.random.default_rng(0)
+    cases = [random_mask(rng, *rng.integers(8, 90, 2)) for _ in range(150)]
+    # A ring whose outside, in a small image, is itself a small region; a mask spanning the full width
+    ring = np.ones((12, 12), bool)
+    ring[3:6, 3:6] = False
+    band = np.zeros((60, 40), bool)
+    band[20:30] = True
+    band[25, 10] = False
+    empty = np.zeros((30, 30), bool)
+    for mask in cases + [ring, ~ring, band, empty]:
+        for min_area in (1, 5, 30, 100):
+            full, full_changed = clean_small_regions(mask, min_area, keep_largest)
+            boxed, boxed_changed = clean_small_regions_in_box(mask, min_area, keep_largest)
+            assert boxed_changed == full_changed
+            assert (boxed is None) == (full is None)
+            if full is not None:
+                assert np.array_equal(boxed, full)

@@ -28,7 +28,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops.boxes import batched_nms, box_area
 
 from data_engine.amg.decoder import SharedImageDecoder, supports
-from data_engine.amg.postprocess import clean_small_regions, stability_score, stability_thresholds
+from data_engine.amg.postprocess import clean_small_regions_in_box, stability_score, stability_thresholds
 from data_engine.io import rle
 
 FIELDS = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords", "crop_box")
@@ -316,26 +316,32 @@ class MaskGenerator:
         return self.transform.get_preprocess_shape(crop_size[0], crop_size[1], self.transform.target_length)
 
     def _clean_small_regions(self, data: dict, height: int, width: int) -> dict:
-        """Fill small holes, remove small islands, then NMS again preferring untouched masks."""
-        masks, scores, kept = [], [], []
-        for i, counts in enumerate(data["rles"]):
-            mask, changed = clean_small_regions(
-                rle.decode(counts, height, width), self.min_mask_region_area, self.keep_largest_small_region
+        """Fill small holes, remove small islands, then NMS again preferring untouched masks. Each mask is
+        cleaned inside its box (clean_small_regions_in_box); an untouched mask keeps its RLE."""
+        counts, boxes, scores, kept = [], [], [], []
+        for i, old in enumerate(data["rles"]):
+            mask, changed = clean_small_regions_in_box(
+                rle.decode(old, height, width), self.min_mask_region_area, self.keep_largest_small_region
             )
             if mask is not None:
-                masks.append(mask)
+                counts.append(rle.encode(mask[None])[0] if changed else old)
+                boxes.append(mask_box(mask))
                 scores.append(0.0 if changed else 1.0)
                 kept.append(i)
         if not kept:
             return take(data, torch.zeros(0, dtype=torch.long))
         data = take(data, torch.as_tensor(kept))
-        mask_t = torch.as_tensor(np.stack(masks))
-        data["boxes"] = batched_mask_to_box(mask_t).to(self.device)
+        data["rles"] = counts
+        data["boxes"] = torch.as_tensor(np.array(boxes), device=self.device)
         scores = torch.as_tensor(scores, device=self.device)
         keep = batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores), self.box_nms_thresh)
-        data = take(data, keep)
-        data["rles"] = rle.encode(mask_t[keep.cpu()].numpy())
-        return data
+        return take(data, keep)
+
+
+def mask_box(mask: np.ndarray) -> list[int]:
+    """XYXY box of a [H, W] mask, max inclusive, [0, 0, 0, 0] when empty (as batched_mask_to_box)."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])] if len(rows) else [0, 0, 0, 0]
 
 
 def encode_uncropped(masks: torch.Tensor, crop_box, height: int, width: int) -> list[str]:
