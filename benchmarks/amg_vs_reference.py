@@ -1,33 +1,49 @@
-"""Seconds per image: segment_anything's SamAutomaticMaskGenerator vs data_engine's generator.
+"""Seconds per image, per step: segment_anything's SamAutomaticMaskGenerator vs data_engine's generator.
 
-Same model, same images, same settings, one process. Settings come from the project's `amg=reference`
-preset (SAM's defaults), optionally with SA-1B's crop layers, so both generators must give the same
-masks; the script checks that before it prints any timing.
+Same model, same images, same settings, one process, the two generators alternating image by image.
+Settings come from the project's `amg=reference` preset (SAM's semantics), optionally with SA-1B's
+crop layers (`sa1b`), so both generators must give the same masks: the script checks that and says so
+next to every timing. Per step (encoder, decoder, upsampling, filters, clean-up, RLE, rest) the time
+is summed over the images; peak memory is the rise of the process's resident memory during a call
+(CPU) or torch.cuda.max_memory_allocated (GPU).
 
-    python benchmarks/amg_vs_reference.py                    # embedded tiny model, bundled samples, CPU
-    python benchmarks/amg_vs_reference.py --variant vit_h --checkpoint sam_vit_h_4b8939.pth --input IMAGES
+Images: `samples` (the bundled ones, about 300-600 px) and `1500` (synthetic scenes with SA-1B's
+release size: shortest side 1500 px). Models: the embedded `tiny`, or an official architecture
+(`vit_b`, `vit_l`, `vit_h`) with its checkpoint or, without one, seeded random weights: speed only.
+
+    python benchmarks/amg_vs_reference.py                       # tiny, 2 samples + one 1500-px scene, reduced grid
+    python benchmarks/amg_vs_reference.py --variant vit_b --images 1500 --limit 1
+    python benchmarks/amg_vs_reference.py --points-per-side 32 --crop-layers 2   # the full SA-1B recipe
+    python benchmarks/amg_vs_reference.py --fast --device cuda  # also amg=sa1b_fast against the exact preset
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
+import segment_anything.automatic_mask_generator as sam_amg
 import torch
 from segment_anything import SamAutomaticMaskGenerator
 
+import data_engine.amg.generator as our_amg
+from data_engine.amg import decoder as our_decoder
+from data_engine.amg.agreement import agreement
 from data_engine.amg.generator import MaskGenerator
 from data_engine.config import compose
 from data_engine.io import rle
 from data_engine.io.images import load_rgb
 from data_engine.io.inputs import list_inputs
-from data_engine.model.build import build_sam
+from data_engine.model.build import build_sam, seeded_sam
+from data_engine.synth.scenes import make_scene
 
 SAM_KEYS = (
     "points_per_side",
-    "points_per_batch",
     "pred_iou_thresh",
     "stability_score_thresh",
     "stability_score_offset",
@@ -40,36 +56,171 @@ SAM_KEYS = (
 )
 SETTINGS = {
     "sam-defaults": {},
-    "sa1b-crops": {"crop_n_layers": 2, "crop_n_points_downscale_factor": 2, "min_mask_region_area": 100},
+    # The SA-1B recipe in SAM's semantics (crop layers, small-region clean-up)
+    "sa1b": {"crop_n_layers": 2, "crop_n_points_downscale_factor": 2, "min_mask_region_area": 100},
     # Every candidate passes the score filters: the most upsampling and encoding work per prompt
     "open-filters": {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "min_mask_region_area": 100},
+}
+STEPS = ("encoder", "decoder", "upsampling", "filters", "clean-up", "RLE", "rest")
+# What each step is made of: (module, attribute) for both generators; methods of instances are added at run time
+PATCHES = {
+    "decoder": [(our_decoder.SharedImageDecoder, "__init__"), (our_decoder.SharedImageDecoder, "__call__")],
+    "filters": [
+        (sam_amg, "calculate_stability_score"),
+        (sam_amg, "batched_mask_to_box"),
+        (sam_amg, "is_box_near_crop_edge"),
+        (sam_amg, "batched_nms"),
+        (our_amg, "stability_score"),
+        (our_amg, "batched_mask_to_box"),
+        (our_amg, "is_box_near_crop_edge"),
+        (our_amg, "batched_nms"),
+    ],
+    "clean-up": [(sam_amg, "remove_small_regions"), (our_amg, "clean_small_regions")],
+    "RLE": [
+        (sam_amg, "uncrop_masks"),
+        (sam_amg, "mask_to_rle_pytorch"),
+        (sam_amg, "rle_to_mask"),
+        (sam_amg, "coco_encode_rle"),
+        (sam_amg, "area_from_rle"),
+        (our_amg, "encode_uncropped"),
+        (rle, "encode"),
+        (rle, "decode"),
+        (rle, "area"),
+        (rle, "bbox"),
+    ],
 }
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--input", default=None, help="folder of images (default: bundled samples)")
-    p.add_argument("--limit", type=int, default=6, help="number of images")
-    p.add_argument("--variant", default="tiny")
-    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--images", default="samples,1500", help="comma list of: samples, 1500")
+    p.add_argument("--input", default=None, help="folder of images instead of the bundled samples")
+    p.add_argument("--limit", type=int, default=2, help="bundled samples (or images of --input)")
+    p.add_argument("--limit-1500", type=int, default=1, help="1500-px scenes")
+    p.add_argument("--variant", default="tiny", help="tiny, vit_b, vit_l, vit_h")
+    p.add_argument("--checkpoint", default=None, help="official weights (default for vit_*: seeded random ones)")
     p.add_argument("--device", default=None)
-    p.add_argument("--settings", default="sam-defaults,open-filters,sa1b-crops", help=f"comma list of {list(SETTINGS)}")
-    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--settings", default="sa1b", help=f"comma list of {list(SETTINGS)}")
+    p.add_argument("--points-per-side", type=int, default=16, help="grid on the full image (SA-1B: 32)")
+    p.add_argument("--crop-layers", type=int, default=1, help="crop layers for sa1b (SA-1B: 2)")
+    p.add_argument("--no-reference", action="store_true", help="skip segment_anything's generator")
+    p.add_argument("--fast", action="store_true", help="also run amg=sa1b_fast and compare it with the exact preset")
     return p.parse_args()
 
 
-def timed(fn, image, repeats):
-    """Best of `repeats` wall-clock seconds, and the last output (None if it raised)."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        if torch.cuda.is_available():
+def load_images(args) -> list[tuple[str, np.ndarray]]:
+    images = []
+    for kind in args.images.split(","):
+        if kind == "samples":
+            root, names, _ = list_inputs(args.input)
+            images += [(n, load_rgb(root / n, max_pixels=1 << 40)) for n in names[: args.limit]]
+        elif kind == "1500":
+            images += [(f"scene-{i} (synthetic)", sa1b_sized_scene(i)) for i in range(args.limit_1500)]
+        else:
+            raise SystemExit(f"--images: unknown set {kind!r}")
+    return images
+
+
+def sa1b_sized_scene(index: int) -> np.ndarray:
+    """A synthetic scene of SA-1B's release size: both sides drawn in [1500, 2250] px, the shorter cut to 1500."""
+    image = make_scene(7, index, 1500, 2250)["image"]
+    return np.ascontiguousarray(image[:1500] if image.shape[0] <= image.shape[1] else image[:, :1500])
+
+
+class StepTimer:
+    """Exclusive wall time per step: a call inside another step's call counts for the inner step only."""
+
+    def __init__(self, sam, device):
+        self.sam, self.cuda = sam, device.type == "cuda"
+        self.totals = dict.fromkeys(STEPS, 0.0)
+        self.stack = []
+
+    def wrap(self, step, fn):
+        def timed(*args, **kwargs):
+            self.sync()
+            self.stack.append([step, time.perf_counter(), 0.0])
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.sync()
+                _, start, inner = self.stack.pop()
+                spent = time.perf_counter() - start
+                self.totals[step] += spent - inner
+                if self.stack:
+                    self.stack[-1][2] += spent
+
+        return timed
+
+    def sync(self):
+        if self.cuda:
             torch.cuda.synchronize()
-        start = time.perf_counter()
-        out = call(fn, image)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+
+    @contextmanager
+    def installed(self):
+        targets = [(step, obj, name) for step, pairs in PATCHES.items() for obj, name in pairs]
+        targets += [
+            ("encoder", self.sam.image_encoder, "forward"),
+            ("decoder", self.sam.mask_decoder, "forward"),
+            ("upsampling", self.sam, "postprocess_masks"),
+        ]
+        saved = [(obj, name, obj.__dict__.get(name)) for _, obj, name in targets]
+        for step, obj, name in targets:
+            setattr(obj, name, self.wrap(step, getattr(obj, name)))
+        try:
+            yield self
+        finally:
+            for obj, name, old in saved:
+                if old is None:
+                    delattr(obj, name)
+                else:
+                    setattr(obj, name, old)
+
+    def run(self, fn, image):
+        """(seconds, output, peak memory in bytes) of fn(image), its steps added to the totals."""
+        before = sum(self.totals.values())
+        with self.installed(), PeakMemory(self.cuda) as peak:
+            self.sync()
+            start = time.perf_counter()
+            out = call(fn, image)
+            self.sync()
+            seconds = time.perf_counter() - start
+        self.totals["rest"] += seconds - (sum(self.totals.values()) - before)
+        return seconds, out, peak.bytes
+
+
+class PeakMemory:
+    """Peak memory during a block: CUDA's allocator peak, or the rise of resident memory (sampled)."""
+
+    def __init__(self, cuda: bool):
+        self.cuda, self.bytes = cuda, 0
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        self.base, self.peak, self.done = rss(), rss(), False
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def sample(self):
+        while not self.done:
+            self.peak = max(self.peak, rss())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            self.bytes = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self.done = True
+            self.thread.join()
+            self.bytes = max(self.peak, rss()) - self.base
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def call(fn, image):
@@ -80,9 +231,13 @@ def call(fn, image):
         return None
 
 
+def reference_counts(out: list[dict] | None) -> list[str]:
+    return [] if out is None else [r["segmentation"]["counts"] for r in out]
+
+
 def agree(ref: list[dict] | None, ours: dict, height: int, width: int) -> tuple[bool, float]:
     """Same number of masks (and of empty ones) and every non-empty reference mask matched at IoU >= 0.99
-    (returns the worst IoU)."""
+    (returns the worst IoU): the check tests/test_generator_reference.py makes."""
     if ref is None:  # the reference crashed on an empty result: agreement means we found none either
         return len(ours["segmentation"]) == 0, 1.0
     if len(ref) != len(ours["segmentation"]):
@@ -99,45 +254,106 @@ def agree(ref: list[dict] | None, ours: dict, height: int, width: int) -> tuple[
     return worst >= 0.99, worst
 
 
-def bench(sam, images, amg: dict, repeats: int) -> dict:
-    reference = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **{k: amg[k] for k in SAM_KEYS})
+def build_model(args):
+    if args.variant == "tiny" or args.checkpoint:
+        return build_sam(args.variant, checkpoint=args.checkpoint, device=args.device)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return seeded_sam(args.variant).to(device).eval()  # speed only: random weights
+
+
+def print_steps(label: str, totals: dict, n: int):
+    cells = "".join(f"{totals[s] / n:>11.3f}" for s in STEPS)
+    print(f"  {label:<22}{cells}")
+
+
+def bench(sam, images, amg: dict, args) -> bool:
+    """Both generators on every image, alternating; prints per image and per step; True if all agree."""
     ours = MaskGenerator(sam, **amg)
-    # Warm-up (allocators, first-call overheads) on the first image, untimed
-    call(reference.generate, images[0][1])
-    ours.generate(images[0][1])
-    rows = []
+    reference = None
+    if not args.no_reference:
+        # SAM's own batch size (its default): points_per_batch is a speed setting and ours may differ
+        reference = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **{k: amg[k] for k in SAM_KEYS})
+    # Warm-up (allocators, first-call overheads) on a small image, untimed
+    warm = images[0][1][:64, :64]
+    call(ours.generate, warm)
+    if reference:
+        call(reference.generate, warm)
+    t_ours, t_ref = StepTimer(sam, ours.device), StepTimer(sam, ours.device)
+    print(
+        f"{'image':<26}{'size':>13}{'masks':>7}{'reference s':>13}{'ours s':>9}{'speed-up':>10}"
+        f"{'ref peak MB':>13}{'ours peak MB':>14}  masks identical"
+    )
+    ok_all, rows = True, []
     for name, image in images:
-        t_ref, out_ref = timed(reference.generate, image, repeats)
-        t_ours, out_ours = timed(ours.generate, image, repeats)
-        ok, worst = agree(out_ref, out_ours, *image.shape[:2])
-        rows.append((name, image.shape[:2], len(out_ours["segmentation"]), t_ref, t_ours, ok, worst))
-    return rows
+        ref_s, ref_out, ref_mem = t_ref.run(reference.generate, image) if reference else (float("nan"), None, 0)
+        ours_s, ours_out, ours_mem = t_ours.run(ours.generate, image)
+        ok, worst = agree(ref_out, ours_out, *image.shape[:2]) if reference else (True, float("nan"))
+        ok_all &= ok
+        rows.append((ref_s, ours_s))
+        print(
+            f"{name[-26:]:<26}{str(image.shape[:2]):>13}{len(ours_out['segmentation']):>7}{ref_s:>13.2f}"
+            f"{ours_s:>9.2f}{ref_s / ours_s:>9.2f}x{ref_mem / 2**20:>13.0f}{ours_mem / 2**20:>14.0f}  "
+            f"{'yes' if ok else 'NO'} (worst IoU {worst:.3f})"
+        )
+    ref_mean, ours_mean = np.mean([r[0] for r in rows]), np.mean([r[1] for r in rows])
+    print(f"{'mean seconds per image':<46}{ref_mean:>13.2f}{ours_mean:>9.2f}{ref_mean / ours_mean:>9.2f}x")
+    print(f"  seconds per image by step {''.join(f'{s:>11}' for s in STEPS)}")
+    if reference:
+        print_steps("reference", t_ref.totals, len(images))
+    print_steps("data_engine", t_ours.totals, len(images))
+    return ok_all
+
+
+def bench_fast(sam, images, exact: dict, fast: dict) -> None:
+    """The fast preset against the exact one on the same images: time and agreement."""
+    gens = {"exact": MaskGenerator(sam, **exact), "fast": MaskGenerator(sam, **fast)}
+    for g in gens.values():
+        g.generate(images[0][1][:64, :64])
+    seconds, outs = {k: [] for k in gens}, {k: [] for k in gens}
+    for _, image in images:
+        for key, g in gens.items():
+            timer = StepTimer(sam, g.device)
+            s, out, _ = timer.run(g.generate, image)
+            seconds[key].append(s)
+            outs[key].append(out["segmentation"])
+    figures = agreement([(e, f, *img.shape[:2]) for e, f, (_, img) in zip(outs["exact"], outs["fast"], images)])
+    exact_s, fast_s = np.mean(seconds["exact"]), np.mean(seconds["fast"])
+    print(
+        f"  exact {exact_s:.3f} s/img, fast {fast_s:.3f} s/img, {exact_s / fast_s:.2f}x; "
+        f"mean IoU of matched masks {figures['mean_matched_iou']:.4f} ({figures['matched']} matched at IoU >= 0.5), "
+        f"images whose mask count differs {figures['count_differs']:.0%}, masks only in exact "
+        f"{figures['only_a']}, only in fast {figures['only_b']}"
+    )
 
 
 def main() -> int:
     args = parse_args()
     torch.manual_seed(0)
-    root, names, _ = list_inputs(args.input)
-    images = [(n, load_rgb(root / n, max_pixels=1 << 40)) for n in names[: args.limit]]
-    sam = build_sam(args.variant, checkpoint=args.checkpoint, device=args.device)
+    images = load_images(args)
+    sam = build_model(args)
     base = compose(["amg=reference"])["amg"]
+    grid = {"points_per_side": args.points_per_side}
     print(
-        f"model={args.variant} device={sam.device} threads={torch.get_num_threads()} images={len(images)} from {root}"
+        f"model={args.variant}{'' if args.checkpoint or args.variant == 'tiny' else ' (seeded random weights)'} "
+        f"device={sam.device} threads={torch.get_num_threads()} images={len(images)} "
+        f"points_per_side={args.points_per_side} crop layers (sa1b)={args.crop_layers}"
     )
     failed = False
     for setting in args.settings.split(","):
-        rows = bench(sam, images, {**base, **SETTINGS[setting]}, args.repeats)
-        print(f"\n[{setting}] {SETTINGS[setting] or 'SamAutomaticMaskGenerator defaults'}")
-        print(f"{'image':<28}{'size':>12}{'masks':>7}{'reference s':>13}{'ours s':>9}{'speed-up':>10}  agree")
-        for name, size, n, t_ref, t_ours, ok, worst in rows:
-            print(
-                f"{name[-28:]:<28}{str(size):>12}{n:>7}{t_ref:>13.3f}{t_ours:>9.3f}{t_ref / t_ours:>9.2f}x  "
-                f"{'yes' if ok else 'NO'} (worst IoU {worst:.3f})"
-            )
-        t_ref = np.mean([r[3] for r in rows])
-        t_ours = np.mean([r[4] for r in rows])
-        print(f"{'mean seconds per image':<47}{t_ref:>13.3f}{t_ours:>9.3f}{t_ref / t_ours:>9.2f}x")
-        failed |= not all(r[5] for r in rows)
+        amg = {**base, **SETTINGS[setting], **grid}
+        if setting == "sa1b":
+            amg["crop_n_layers"] = args.crop_layers
+        print(f"\n[{setting}] { ({k: amg[k] for k in SETTINGS[setting] if k in amg} | grid) }")
+        failed |= not bench(sam, images, amg, args)
+    if args.fast:
+        exact = compose(
+            ["amg=sa1b", f"amg.points_per_side={args.points_per_side}", f"amg.crop_n_layers={args.crop_layers}"]
+        )["amg"]
+        fast = compose(
+            ["amg=sa1b_fast", f"amg.points_per_side={args.points_per_side}", f"amg.crop_n_layers={args.crop_layers}"]
+        )["amg"]
+        print(f"\n[amg=sa1b_fast against amg=sa1b] { ({k: v for k, v in fast.items() if exact[k] != v}) }")
+        bench_fast(sam, images, exact, fast)
     if failed:
         print("\nOUTPUTS DISAGREE: the timings above do not compare like with like", file=sys.stderr)
     return 1 if failed else 0
