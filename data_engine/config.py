@@ -180,6 +180,7 @@ def check_amg(a: dict) -> None:
     check_number(a, "amg.max_mask_area_frac", 0, 1, nullable=True)
     for key in ("points_per_side", "points_per_batch", "crops_per_batch", "crop_n_points_downscale_factor"):
         check_int(a, f"amg.{key}", 1)
+    check_int(a, "amg.decoder_batch", 1, nullable=True)
     levels = a["stability_levels"]
     require(
         isinstance(levels, (list, tuple))
