@@ -11,6 +11,7 @@ checkpoints/last.pt; step `n` draws its batch from (seed, n), so a resumed run r
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -22,7 +23,6 @@ from data_engine.detector.train import build_settings, initial_model, make_optim
 from data_engine.errors import check_bool, check_choice, check_int, check_number, require
 from data_engine.io.atomic import write_json_atomic
 from data_engine.model.build import default_device
-from data_engine.runtime import runs
 from data_engine.train import loop
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,7 @@ POSITIVE_INTS = ("steps", "images_per_step", "checkpoint_every", "min_size", "ma
 def run(cfg: dict) -> dict:
     """Train for detector.steps optimizer steps (continuing an earlier run in the same output.dir)."""
     d = check(cfg["detector"])
-    out_dir = Path(cfg["output"]["dir"])
-    record = runs.prepare_output(out_dir, cfg, {"data": [str(Path(p).expanduser().resolve()) for p in d["data"]]})
-    with loop.torch_settings(d["num_threads"], d["deterministic"]):
-        return train(cfg, d, out_dir, record["fingerprint"])
+    return loop.run_training(cfg, d, partial(train, cfg, d))
 
 
 def check(d: dict) -> dict:

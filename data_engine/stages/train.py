@@ -10,6 +10,7 @@ from seed (seed, n), so a resumed run follows the same data as an uninterrupted 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,6 @@ import torch
 
 from data_engine.errors import ConfigError, check_bool, check_choice, check_int, check_number, check_path, require
 from data_engine.model.build import build_sam, default_device, read_state, seeded_sam
-from data_engine.runtime import runs
 from data_engine.train import loop
 from data_engine.train.data import batch, load_sources
 from data_engine.train.recipe import batch_loss, recipe_of
@@ -30,10 +30,7 @@ POSITIVE_INTS = ("steps", "images_per_step", "masks_per_image", "checkpoint_ever
 def run(cfg: dict) -> dict:
     """Train for train.steps optimizer steps (continuing an earlier run in the same output.dir)."""
     t = check(cfg["train"])
-    out_dir = Path(cfg["output"]["dir"])
-    record = runs.prepare_output(out_dir, cfg, {"data": [str(Path(p).expanduser().resolve()) for p in t["data"]]})
-    with loop.torch_settings(t["num_threads"], t["deterministic"]):
-        return train(cfg, t, out_dir, record["fingerprint"])
+    return loop.run_training(cfg, t, partial(train, cfg, t))
 
 
 def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:

@@ -21,8 +21,18 @@ import torch
 from tqdm import tqdm
 
 from data_engine.io.atomic import atomic_path, write_text_atomic
+from data_engine.runtime import runs
 
 log = logging.getLogger(__name__)
+
+
+def run_training(cfg: dict, t: dict, train: Callable[[Path, str], dict]) -> dict:
+    """Create or resume output.dir (its run record keyed on the data paths), then `train(out_dir,
+    fingerprint)` under the section's torch settings; the trainer's summary."""
+    out_dir = Path(cfg["output"]["dir"])
+    record = runs.prepare_output(out_dir, cfg, {"data": [str(Path(p).expanduser().resolve()) for p in t["data"]]})
+    with torch_settings(t["num_threads"], t["deterministic"]):
+        return train(out_dir, record["fingerprint"])
 
 
 @contextmanager
