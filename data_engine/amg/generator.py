@@ -30,6 +30,7 @@ from torchvision.ops.boxes import batched_nms, box_area
 from data_engine.amg.decoder import SharedImageDecoder, supports
 from data_engine.amg.postprocess import clean_small_regions_in_box, stability_score, stability_thresholds
 from data_engine.io import rle
+from data_engine.model.sdpa_attention import with_sdpa
 
 FIELDS = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords", "crop_box")
 
@@ -56,6 +57,9 @@ class MaskGenerator:
         crops_per_batch: int = 4,
         max_upsample_pixels: int = 2**27,
         decoder_batch: int | None = None,
+        bf16_autocast: bool = False,
+        sdpa_attention: bool = False,
+        compile_encoder: bool = False,
     ) -> None:
         """
         model: the SAM to prompt.
@@ -80,6 +84,11 @@ class MaskGenerator:
             decoder is bound by memory traffic, else points_per_batch). A remainder under it joins the
             previous batch. From 16 up the masks do not depend on it (below, BLAS may pick kernels
             that round differently: tests/test_generator_fast_paths.py).
+        bf16_autocast: run the image encoder and mask decoder under bfloat16 autocast (GPUs; masks change
+            slightly: benchmarks/amg_vs_reference.py --fast measures how much).
+        sdpa_attention: the image encoder's attention through scaled_dot_product_attention, its relative
+            position bias as an additive mask (data_engine/model/sdpa_attention.py; float rounding only).
+        compile_encoder: torch.compile the image encoder (slow first call; then faster on a GPU).
         """
         self.model = model
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
@@ -101,6 +110,10 @@ class MaskGenerator:
         self.crops_per_batch = crops_per_batch
         self.max_upsample_pixels = max_upsample_pixels
         self.decoder_batch = decoder_batch or (16 if self.device.type == "cpu" else points_per_batch)
+        self.bf16_autocast = bf16_autocast
+        self.encoder = with_sdpa(model.image_encoder) if sdpa_attention else model.image_encoder
+        if compile_encoder:
+            self.encoder = torch.compile(self.encoder)
 
     @property
     def device(self) -> torch.device:
@@ -165,7 +178,8 @@ class MaskGenerator:
         for start in range(0, len(boxes), self.crops_per_batch):
             chunk = boxes[start : start + self.crops_per_batch]
             batch = torch.cat([self._preprocess(image[y0:y1, x0:x1]) for x0, y0, x1, y1 in chunk])
-            embeddings = self.model.image_encoder(batch)  # [C, D, h, w]
+            with self.autocast():
+                embeddings = self.encoder(batch)  # [C, D, h, w]
             yield from zip(chunk, embeddings)
 
     def _preprocess(self, crop: np.ndarray) -> torch.Tensor:
@@ -264,12 +278,15 @@ class MaskGenerator:
         def decode(points: np.ndarray):
             nonlocal shared
             sparse, dense = self._embed_points(points, crop_size)
-            if shared is None:  # the image side, once per crop
-                shared = SharedImageDecoder(decoder, embedding, self.model.prompt_encoder.get_dense_pe(), dense[:1])
-            parts = [shared(sparse[i:j], self._may_pass) for i, j in batch_bounds(len(points), self.decoder_batch)]
-            low_res = torch.cat([p[0][:, 1:] for p in parts])  # the 3 multimask outputs
-            iou_preds = torch.cat([p[1][p[2], 1:] for p in parts])
-            rows = torch.cat([p[2] + i for p, (i, _) in zip(parts, batch_bounds(len(points), self.decoder_batch))])
+            with self.autocast():
+                if shared is None:  # the image side, once per crop
+                    pe = self.model.prompt_encoder.get_dense_pe()
+                    shared = SharedImageDecoder(decoder, embedding, pe, dense[:1])
+                bounds = batch_bounds(len(points), self.decoder_batch)
+                parts = [shared(sparse[i:j], self._may_pass) for i, j in bounds]
+            low_res = torch.cat([p[0][:, 1:] for p in parts]).float()  # the 3 multimask outputs
+            iou_preds = torch.cat([p[1][p[2], 1:] for p in parts]).float()
+            rows = torch.cat([p[2] + i for p, (i, _) in zip(parts, bounds)])
             return low_res.flatten(0, 1), iou_preds.flatten(0, 1), rows
 
         return decode
@@ -290,27 +307,34 @@ class MaskGenerator:
         """Point prompts -> low-res logits [B*3, h, w], predicted IoU [B*3] and rows [B], with the model's
         own decoder."""
         sparse, dense = self._embed_points(points, crop_size)
-        low_res, iou_preds = self.model.mask_decoder(
-            image_embeddings=embedding[None],
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=True,
-        )
-        return low_res.flatten(0, 1), iou_preds.flatten(0, 1), torch.arange(len(points), device=self.device)
+        with self.autocast():
+            low_res, iou_preds = self.model.mask_decoder(
+                image_embeddings=embedding[None],
+                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+            )
+        rows = torch.arange(len(points), device=self.device)
+        return low_res.flatten(0, 1).float(), iou_preds.flatten(0, 1).float(), rows
 
     def _decode_boxes(self, embedding, boxes: np.ndarray, crop_size) -> tuple[torch.Tensor, torch.Tensor]:
         """Box prompts [B, 4] XYXY -> low-res logits [B, h, w] and predicted IoU [B], one mask per box."""
         coords = torch.as_tensor(self.transform.apply_boxes(boxes, crop_size), dtype=torch.float, device=self.device)
         sparse, dense = self.model.prompt_encoder(points=None, boxes=coords, masks=None)
-        low_res, iou_preds = self.model.mask_decoder(
-            image_embeddings=embedding[None],
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=False,
-        )
-        return low_res[:, 0], iou_preds[:, 0]
+        with self.autocast():
+            low_res, iou_preds = self.model.mask_decoder(
+                image_embeddings=embedding[None],
+                image_pe=self.model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+        return low_res[:, 0].float(), iou_preds[:, 0].float()
+
+    def autocast(self):
+        """bfloat16 autocast when bf16_autocast is set, else a no-op context."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16_autocast)
 
     def input_size(self, crop_size) -> tuple[int, int]:
         return self.transform.get_preprocess_shape(crop_size[0], crop_size[1], self.transform.target_length)
