@@ -75,7 +75,7 @@ PATCHES = {
         (our_amg, "is_box_near_crop_edge"),
         (our_amg, "batched_nms"),
     ],
-    "clean-up": [(sam_amg, "remove_small_regions"), (our_amg, "clean_small_regions")],
+    "clean-up": [(sam_amg, "remove_small_regions"), (our_amg, "clean_small_regions_in_box")],
     "RLE": [
         (sam_amg, "uncrop_masks"),
         (sam_amg, "mask_to_rle_pytorch"),
