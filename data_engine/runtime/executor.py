@@ -32,12 +32,14 @@ def run_shards(shards: list[dict], make_worker: Callable[[], Worker], runtime: d
 
 
 def run_serial(shards, make_worker, progress) -> dict:
-    worker = make_worker()
+    worker, failed = make_worker(), {}
     try:
         for shard in shards:
-            progress.shard_done(shard, worker(shard, progress.image_done))
+            stats = worker(shard, progress.image_done)
+            progress.shard_done(shard, stats)
+            failed.update(stats.get("write_failed", {}))
     finally:
-        failed = close_worker(worker)
+        failed.update(close_worker(worker))
     return failed
 
 
@@ -66,13 +68,15 @@ def run_ray(shards, make_worker, runtime, progress) -> dict:
         for ref in ready:
             actor, shard = running.pop(ref)
             try:
-                progress.shard_done(shard, ray.get(ref))
-                pool.idle.append(actor)
+                stats = ray.get(ref)
+                progress.shard_done(shard, stats)
+                failed.update(stats.get("write_failed", {}))
+                queue.extend(pool.returned(actor, shard, stats))
             except Exception as err:  # the shard boundary: record the failure, keep going
                 failed[shard["shard_id"]] = reason(err)
                 log.error("shard %s failed after retries: %s", shard["shard_id"], failed[shard["shard_id"]])
                 progress.fail(shard)
-                pool.after_failure(actor, err)
+                queue.extend(pool.after_failure(actor, err))
     failed.update(pool.close())
     for shard in queue:  # no worker could be started or kept
         failed[shard["shard_id"]] = f"not run: no worker left ({pool.last_death})"
@@ -89,15 +93,35 @@ class ActorPool:
         self.ray, self.new = ray, lambda: actor_class.remote(make_worker, events)
         self.idle = [self.new() for _ in range(size)]
         self.live, self.last_death = len(self.idle), None
+        self.writing = {}  # id(actor) -> shards it returned while still writing them in the background
+        self.requeued = set()
 
     def alive(self) -> bool:
         return self.live > 0
 
-    def after_failure(self, actor, err: Exception) -> None:
+    def returned(self, actor, shard: dict, stats: dict) -> list[dict]:
+        """The actor is idle again; shards to run again: those it returned earlier whose write it does not
+        confirm (written or failed) now: its process was restarted and their data lost."""
+        known = {*stats.get("written", []), *stats.get("write_failed", {})}
+        lost = [s for s in self.writing.pop(id(actor), []) if s["shard_id"] not in known]
+        self.writing[id(actor)] = [shard] if stats.get("writing") else []
+        self.idle.append(actor)
+        return self.again(lost)
+
+    def again(self, shards: list[dict]) -> list[dict]:
+        """Each lost shard runs once more (a shard lost twice is left to the summary's check)."""
+        shards = [s for s in shards if s["shard_id"] not in self.requeued]
+        self.requeued |= {s["shard_id"] for s in shards}
+        for s in shards:
+            log.warning("shard %s is run again: its worker stopped while writing it", s["shard_id"])
+        return shards
+
+    def after_failure(self, actor, err: Exception) -> list[dict]:
+        """Shards to run again: those the actor was still writing when it died (their data may be lost)."""
         if not isinstance(err, self.ray.exceptions.RayActorError):
-            self.idle.append(actor)  # the shard failed, the worker is fine
-            return
+            return self.returned(actor, {}, {"written": [s["shard_id"] for s in self.writing.get(id(actor), [])]})
         self.last_death = reason(err)
+        unwritten = self.again(self.writing.pop(id(actor), []))
         try:
             self.ray.kill(actor, no_restart=True)
         except Exception:  # already gone
@@ -108,6 +132,7 @@ class ActorPool:
         else:
             log.warning("a worker died; starting a fresh one in its place")
             self.idle.append(self.new())
+        return unwritten
 
     def close(self) -> dict:
         """Each live actor's background work finished; {shard_id: reason} for shards it could not write."""

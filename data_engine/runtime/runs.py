@@ -163,7 +163,7 @@ class ShardWriter:
 
     def __init__(self, out_dir: Path, device=None):
         self.out_dir, self.device = Path(out_dir), device
-        self.thread, self.failures, self.largest = None, {}, 0
+        self.thread, self.failures, self.largest, self.written = None, {}, 0, []
 
     def submit(self, shard_id: str, results: list, start: float, extra: dict) -> None:
         self.wait()
@@ -175,6 +175,7 @@ class ShardWriter:
         try:
             stats = complete_shard(self.out_dir, shard_id, results, start, self.device, extra)
             self.largest = max(self.largest, stats["bytes"])
+            self.written.append(shard_id)
         except Exception as err:  # the shard boundary, reported by close()
             self.failures[shard_id] = reason(err)
             log.error("shard %s could not be written: %s", shard_id, self.failures[shard_id])
@@ -188,10 +189,16 @@ class ShardWriter:
         """Enough free space for the next shard: twice the largest written so far, SHARD_BYTES before any."""
         check_free_space(self.out_dir, 2 * self.largest if self.largest else SHARD_BYTES)
 
+    def settled(self) -> dict:
+        """Shards whose write ended since the last call: {"written": [ids], "write_failed": {id: reason}}."""
+        written, failed = self.written, self.failures
+        self.written, self.failures = [], {}
+        return {"written": written, "write_failed": failed}
+
     def close(self) -> dict:
+        """Wait for the last write; {shard_id: reason} of writes that failed and were not yet reported."""
         self.wait()
-        failures, self.failures = self.failures, {}
-        return failures
+        return self.settled()["write_failed"]
 
 
 def worker_info(device=None) -> dict:

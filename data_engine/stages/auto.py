@@ -98,7 +98,10 @@ class AutoWorker:
         self.writer.submit(shard["shard_id"], results, start, {"inputs": shard.get("inputs"), **timings})
         images = [row for row, _ in results]
         failed = sum(row["status"] == "failed" for row in images)
-        return {"images": len(images), "masks": sum(len(m) for _, m in results), "failed": failed, **timings}
+        masks = sum(len(m) for _, m in results)
+        # "writing": this shard is still being written; the earlier ones' writes have ended (settled)
+        counts = {"images": len(images), "masks": masks, "failed": failed, "writing": True}
+        return {**counts, **timings, **self.writer.settled()}
 
     def close(self) -> dict:
         """The last shard written; {shard_id: reason} for shards whose write failed."""
