@@ -78,8 +78,8 @@ def test_bf16_setting_runs_the_model_in_bfloat16(tiny):
     dtypes = []
     hooks = [
         tiny.image_encoder.blocks[0].attn.register_forward_hook(lambda m, i, o: dtypes.append(("encoder", o.dtype))),
-        tiny.mask_decoder.transformer.layers[1].register_forward_hook(
-            lambda m, i, o: dtypes.append(("decoder", o[0].dtype))
+        tiny.mask_decoder.transformer.layers[1].cross_attn_token_to_image.register_forward_hook(
+            lambda m, i, o: dtypes.append(("decoder", o.dtype))
         ),
     ]
     try:
@@ -108,11 +108,11 @@ def test_compile_setting_compiles_the_encoder(tiny, monkeypatch):
 @pytest.mark.parametrize("decoder_batch,calls", [(256, [64]), (16, [16, 16, 16, 16])])
 def test_all_points_of_a_crop_decoded_together_up_to_the_cap(tiny, monkeypatch, decoder_batch, calls):
     sizes = []
-    real = decoder_module.SharedImageDecoder.__call__
+    real = decoder_module.SharedImageDecoder.transformer
     monkeypatch.setattr(
         decoder_module.SharedImageDecoder,
-        "__call__",
-        lambda self, sparse, keep=None: sizes.append(len(sparse)) or real(self, sparse, keep),
+        "transformer",
+        lambda self, tokens: sizes.append(len(tokens)) or real(self, tokens),
     )
     gen = MaskGenerator(tiny, points_per_side=8, crop_n_layers=0, points_per_batch=1024, decoder_batch=decoder_batch)
     gen.generate(scene())

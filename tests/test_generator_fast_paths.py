@@ -9,8 +9,8 @@ import pytest
 import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
-from data_engine.amg.decoder import SharedImageDecoder, supports
-from data_engine.amg.generator import MaskGenerator, batch_bounds
+from data_engine.amg.decoder import SharedImageDecoder, batch_bounds, supports
+from data_engine.amg.generator import MaskGenerator
 from data_engine.model.build import build_sam
 from data_engine.synth.scenes import make_scene
 
@@ -75,6 +75,10 @@ def test_shared_decoder_logits_are_bit_identical(variant, tiny, one_thread):
         masks, iou, rows = shared(sparse, lambda _: keep)
         assert rows.tolist() == [0, 5, 6, 15]
         assert torch.equal(masks, ref_masks[rows]) and torch.equal(iou, ref_iou)
+        # The transformer and upscaling in batches of 3 or 5: same bits (the heads see all 16 rows)
+        for batch in (3, 5):
+            masks, iou, rows = shared(sparse, lambda _: keep, batch)
+            assert torch.equal(masks, ref_masks[rows]) and torch.equal(iou, ref_iou)
         masks, _, rows = shared(sparse, lambda iou: torch.zeros(len(iou), dtype=torch.bool))
         assert masks.shape == (0, *ref_masks.shape[1:]) and len(rows) == 0
 
@@ -110,6 +114,6 @@ def test_generator_fast_paths_match_the_old_path(tiny, make_cfg, overrides, one_
         image = make_scene(5, index, 160, 224)["image"]
         expected = MaskGenerator(old, **amg).generate(image)
         assert len(expected["segmentation"]) > 0
-        for decoder_batch in (None, 32):
+        for decoder_batch in (None, 3, 32):
             out = MaskGenerator(tiny, **{**amg, "decoder_batch": decoder_batch}).generate(image)
             assert same(out, expected), (overrides, index, decoder_batch)

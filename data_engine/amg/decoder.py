@@ -5,6 +5,7 @@ transformer and the upscaling on every copy. Two parts of that work do not depen
 are not needed:
 - in the first two-way layer the image side (image embedding + dense prompt, its key, value and query
   projections) is the same for every prompt: it is computed once per image embedding;
+- later layers add the image's positional encoding to the same keys twice: once here;
 - the predicted-IoU head reads only the IoU token, so prompts none of whose masks can pass the
   predicted-IoU filter skip the upscaling and the hypernetwork product.
 The arithmetic is segment_anything's, op for op in the same order, so the logits are bit-identical
@@ -51,19 +52,21 @@ class SharedImageDecoder:
         self.first_q = first.cross_attn_image_to_token.q_proj(k)
 
     def __call__(
-        self, sparse: torch.Tensor, keep: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self, sparse: torch.Tensor, keep: Callable[[torch.Tensor], torch.Tensor] | None = None, batch: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """sparse prompt embeddings [B, T, D] -> (low-res logits [K, 4, H, W] of the prompts kept,
         predicted IoU [B, 4] of all prompts, indices [K] of the kept prompts). `keep` maps the predicted
-        IoU [B, 4] to the prompts [B] bool worth upscaling (None: all)."""
+        IoU [B, 4] to the prompts [B] bool worth upscaling (None: all). The transformer and the upscaling
+        run `batch` prompts at a time (0: all); the heads run on all B prompts together, as in
+        segment_anything: small matrix products round differently on fewer rows (BLAS picks another kernel)."""
         d = self.decoder
         # Output tokens (IoU, masks) then the prompt tokens, one row per prompt
         output_tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
         tokens = torch.cat((output_tokens, sparse), dim=1)
-        queries, keys = self.transformer(tokens)
-        # The hypernetwork and IoU heads run on every prompt: small matrix products give other bits on
-        # fewer rows (BLAS picks another kernel), so they keep the row count segment_anything uses
+        bounds = batch_bounds(len(tokens), batch or len(tokens))
+        queries, keys = (torch.cat(parts) for parts in zip(*[self.transformer(tokens[i:j]) for i, j in bounds]))
+        # Hypernetwork weights of the mask tokens, predicted IoU from the IoU token
         mask_tokens = queries[:, 1 : 1 + d.num_mask_tokens, :]
         hyper = torch.stack([mlp(mask_tokens[:, i, :]) for i, mlp in enumerate(d.output_hypernetworks_mlps)], dim=1)
         iou_pred = d.iou_prediction_head(queries[:, 0, :])
@@ -71,14 +74,18 @@ class SharedImageDecoder:
         if keep is not None:
             rows = rows[keep(iou_pred)]
             hyper, keys = hyper[rows], keys[rows]
-        return self.upscale(hyper, keys), iou_pred, rows
+        if len(rows) == 0:
+            _, _, h, w = self.shape  # two stride-2 upscalings
+            return keys.new_zeros(0, d.num_mask_tokens, 4 * h, 4 * w), iou_pred, rows
+        bounds = batch_bounds(len(rows), batch or len(rows))
+        return torch.cat([self.upscale(hyper[i:j], keys[i:j]) for i, j in bounds]), iou_pred, rows
 
     def transformer(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """segment_anything's TwoWayTransformer.forward, with the first layer's image side shared."""
         t = self.decoder.transformer
         queries, keys = self.first_layer(tokens)
         for layer in t.layers[1:]:
-            queries, keys = layer(queries=queries, keys=keys, query_pe=tokens, key_pe=self.key_pe)
+            queries, keys = self.layer(layer, queries, keys, tokens)
         q = queries + tokens
         k = keys + self.key_pe
         attn_out = t.final_attn_token_to_image(q=q, k=k, v=keys)
@@ -108,13 +115,35 @@ class SharedImageDecoder:
         keys = layer.norm4(keys)
         return queries, keys
 
+    def layer(self, layer, queries: torch.Tensor, keys: torch.Tensor, query_pe: torch.Tensor):
+        """TwoWayAttentionBlock.forward (with positional encodings), the image side's keys + positional
+        encoding computed once: segment_anything computes the same sum twice."""
+        # Self attention block
+        q = queries + query_pe
+        attn_out = layer.self_attn(q=q, k=q, v=queries)
+        queries = queries + attn_out
+        queries = layer.norm1(queries)
+        # Cross attention block, tokens attending to the image embedding
+        q = queries + query_pe
+        k = keys + self.key_pe
+        attn_out = layer.cross_attn_token_to_image(q=q, k=k, v=keys)
+        queries = queries + attn_out
+        queries = layer.norm2(queries)
+        # MLP block
+        queries = queries + layer.mlp(queries)
+        queries = layer.norm3(queries)
+        # Cross attention block, image embedding attending to the tokens (k unchanged since above)
+        q = queries + query_pe
+        attn_out = layer.cross_attn_image_to_token(q=k, k=q, v=queries)
+        keys = keys + attn_out
+        keys = layer.norm4(keys)
+        return queries, keys
+
     def upscale(self, hyper: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """MaskDecoder.predict_masks after the transformer and hypernetworks: [K, 4, 4h, 4w] logits."""
         d = self.decoder
         _, c, h, w = self.shape
         b = len(keys)
-        if b == 0:  # two stride-2 upscalings
-            return keys.new_zeros(0, d.num_mask_tokens, 4 * h, 4 * w)
         src = keys.transpose(1, 2).view(b, c, h, w)
         if self.high_res is None:
             upscaled = d.output_upscaling(src)
@@ -125,6 +154,14 @@ class SharedImageDecoder:
             upscaled = act2(deconv2(upscaled) + f0)
         b, c, h, w = upscaled.shape
         return (hyper @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+
+
+def batch_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    """[start, end) of batches of `size`; a remainder under `size` joins the last full batch."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] < size:
+        starts.pop()
+    return [(i, starts[k + 1] if k + 1 < len(starts) else n) for k, i in enumerate(starts)]
 
 
 def attend(m: torch.nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ differences in how the work is done:
 - the crops of one layer go through the image encoder as one batch;
 - the mask decoder shares the image side of its first layer across the prompts of a crop and upscales
   only prompts with a mask that can pass the predicted-IoU filter (data_engine/amg/decoder.py: the
-  same arithmetic, bit-identical logits), in batches of `decoder_batch` prompts;
+  same arithmetic, bit-identical logits), its transformer in batches of `decoder_batch` prompts;
 - only masks that pass the predicted-IoU filter are upsampled to full resolution;
 - masks are encoded once, straight to COCO compressed RLE with pycocotools.
 """
@@ -80,10 +80,10 @@ class MaskGenerator:
         crops_per_batch: crops sent through the image encoder together.
         max_upsample_pixels: masks are brought to full resolution in chunks of at most this many
             pixels in all (bounds memory on large images; results do not depend on it).
-        decoder_batch: point prompts through the mask decoder at once (None: 16 on a CPU, where the
-            decoder is bound by memory traffic, else points_per_batch). A remainder under it joins the
-            previous batch. From 16 up the masks do not depend on it (below, BLAS may pick kernels
-            that round differently: tests/test_generator_fast_paths.py).
+        decoder_batch: point prompts through the mask decoder's transformer and upscaling at once (None:
+            8 on a CPU, where the decoder is bound by memory traffic, else points_per_batch); its heads
+            see all of points_per_batch as in SAM, so the masks do not depend on it
+            (tests/test_generator_fast_paths.py).
         bf16_autocast: run the image encoder and mask decoder under bfloat16 autocast (GPUs; masks change
             slightly: benchmarks/amg_vs_reference.py --fast measures how much).
         sdpa_attention: the image encoder's attention through scaled_dot_product_attention, its relative
@@ -109,7 +109,7 @@ class MaskGenerator:
         self.max_mask_area_frac = max_mask_area_frac
         self.crops_per_batch = crops_per_batch
         self.max_upsample_pixels = max_upsample_pixels
-        self.decoder_batch = decoder_batch or (16 if self.device.type == "cpu" else points_per_batch)
+        self.decoder_batch = decoder_batch or (8 if self.device.type == "cpu" else points_per_batch)
         self.bf16_autocast = bf16_autocast
         self.encoder = with_sdpa(model.image_encoder) if sdpa_attention else model.image_encoder
         if compile_encoder:
@@ -282,11 +282,9 @@ class MaskGenerator:
                 if shared is None:  # the image side, once per crop
                     pe = self.model.prompt_encoder.get_dense_pe()
                     shared = SharedImageDecoder(decoder, embedding, pe, dense[:1])
-                bounds = batch_bounds(len(points), self.decoder_batch)
-                parts = [shared(sparse[i:j], self._may_pass) for i, j in bounds]
-            low_res = torch.cat([p[0][:, 1:] for p in parts]).float()  # the 3 multimask outputs
-            iou_preds = torch.cat([p[1][p[2], 1:] for p in parts]).float()
-            rows = torch.cat([p[2] + i for p, (i, _) in zip(parts, bounds)])
+                low_res, iou_preds, rows = shared(sparse, self._may_pass, self.decoder_batch)
+            low_res = low_res[:, 1:].float()  # the 3 multimask outputs
+            iou_preds = iou_preds[rows, 1:].float()
             return low_res.flatten(0, 1), iou_preds.flatten(0, 1), rows
 
         return decode
@@ -375,14 +373,6 @@ def encode_uncropped(masks: torch.Tensor, crop_box, height: int, width: int) -> 
     full = torch.zeros(len(masks), width, height, dtype=torch.bool, device=masks.device)
     full[:, x0:x1, y0:y1] = masks.transpose(1, 2)
     return rle.encode_transposed(full.cpu().numpy())
-
-
-def batch_bounds(n: int, size: int) -> list[tuple[int, int]]:
-    """[start, end) of batches of `size`; a remainder under `size` joins the last full batch."""
-    starts = list(range(0, n, size))
-    if len(starts) > 1 and n - starts[-1] < size:
-        starts.pop()
-    return [(i, starts[k + 1] if k + 1 < len(starts) else n) for k, i in enumerate(starts)]
 
 
 def concat(parts: list[dict]) -> dict:
