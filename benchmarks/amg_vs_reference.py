@@ -108,17 +108,18 @@ def parse_args():
     return p.parse_args()
 
 
-def load_images(args) -> list[tuple[str, np.ndarray]]:
-    images = []
+def load_images(args) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """{set name: [(image name, [H, W, 3] RGB)]}."""
+    sets = {}
     for kind in args.images.split(","):
         if kind == "samples":
             root, names, _ = list_inputs(args.input)
-            images += [(n, load_rgb(root / n, max_pixels=1 << 40)) for n in names[: args.limit]]
+            sets[kind] = [(n, load_rgb(root / n, max_pixels=1 << 40)) for n in names[: args.limit]]
         elif kind == "1500":
-            images += [(f"scene-{i} (synthetic)", sa1b_sized_scene(i)) for i in range(args.limit_1500)]
+            sets[kind] = [(f"scene-{i} (synthetic)", sa1b_sized_scene(i)) for i in range(args.limit_1500)]
         else:
             raise SystemExit(f"--images: unknown set {kind!r}")
-    return images
+    return sets
 
 
 def sa1b_sized_scene(index: int) -> np.ndarray:
@@ -329,13 +330,13 @@ def bench_fast(sam, images, exact: dict, fast: dict) -> None:
 def main() -> int:
     args = parse_args()
     torch.manual_seed(0)
-    images = load_images(args)
+    sets = load_images(args)
     sam = build_model(args)
     base = compose(["amg=reference"])["amg"]
     grid = {"points_per_side": args.points_per_side}
     print(
         f"model={args.variant}{'' if args.checkpoint or args.variant == 'tiny' else ' (seeded random weights)'} "
-        f"device={sam.device} threads={torch.get_num_threads()} images={len(images)} "
+        f"device={sam.device} threads={torch.get_num_threads()} images={ {k: len(v) for k, v in sets.items()} } "
         f"points_per_side={args.points_per_side} crop layers (sa1b)={args.crop_layers}"
     )
     failed = False
@@ -343,8 +344,9 @@ def main() -> int:
         amg = {**base, **SETTINGS[setting], **grid}
         if setting == "sa1b":
             amg["crop_n_layers"] = args.crop_layers
-        print(f"\n[{setting}] { ({k: amg[k] for k in SETTINGS[setting] if k in amg} | grid) }")
-        failed |= not bench(sam, images, amg, args)
+        for kind, images in sets.items():
+            print(f"\n[{setting}, images: {kind}] { ({k: amg[k] for k in SETTINGS[setting] if k in amg} | grid) }")
+            failed |= not bench(sam, images, amg, args)
     if args.fast:
         exact = compose(
             ["amg=sa1b", f"amg.points_per_side={args.points_per_side}", f"amg.crop_n_layers={args.crop_layers}"]
@@ -353,7 +355,9 @@ def main() -> int:
             ["amg=sa1b_fast", f"amg.points_per_side={args.points_per_side}", f"amg.crop_n_layers={args.crop_layers}"]
         )["amg"]
         print(f"\n[amg=sa1b_fast against amg=sa1b] { ({k: v for k, v in fast.items() if exact[k] != v}) }")
-        bench_fast(sam, images, exact, fast)
+        for kind, images in sets.items():
+            print(f"  images: {kind}")
+            bench_fast(sam, images, exact, fast)
     if failed:
         print("\nOUTPUTS DISAGREE: the timings above do not compare like with like", file=sys.stderr)
     return 1 if failed else 0
