@@ -304,15 +304,7 @@ class MaskGenerator:
     def _decode(self, embedding, points: np.ndarray, crop_size):
         """Point prompts -> low-res logits [B*3, h, w], predicted IoU [B*3] and rows [B], with the model's
         own decoder."""
-        sparse, dense = self._embed_points(points, crop_size)
-        with self.autocast():
-            low_res, iou_preds = self.model.mask_decoder(
-                image_embeddings=embedding[None],
-                image_pe=self.model.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=True,
-            )
+        low_res, iou_preds = self._model_decoder(embedding, *self._embed_points(points, crop_size), multimask=True)
         rows = torch.arange(len(points), device=self.device)
         return low_res.flatten(0, 1).float(), iou_preds.flatten(0, 1).float(), rows
 
@@ -320,15 +312,19 @@ class MaskGenerator:
         """Box prompts [B, 4] XYXY -> low-res logits [B, h, w] and predicted IoU [B], one mask per box."""
         coords = torch.as_tensor(self.transform.apply_boxes(boxes, crop_size), dtype=torch.float, device=self.device)
         sparse, dense = self.model.prompt_encoder(points=None, boxes=coords, masks=None)
+        low_res, iou_preds = self._model_decoder(embedding, sparse, dense, multimask=False)
+        return low_res[:, 0].float(), iou_preds[:, 0].float()
+
+    def _model_decoder(self, embedding, sparse, dense, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's own mask decoder on one crop's embedding: [B, M, h, w] logits, [B, M] predicted IoU."""
         with self.autocast():
-            low_res, iou_preds = self.model.mask_decoder(
+            return self.model.mask_decoder(
                 image_embeddings=embedding[None],
                 image_pe=self.model.prompt_encoder.get_dense_pe(),
                 sparse_prompt_embeddings=sparse,
                 dense_prompt_embeddings=dense,
-                multimask_output=False,
+                multimask_output=multimask,
             )
-        return low_res[:, 0].float(), iou_preds[:, 0].float()
 
     def autocast(self):
         """bfloat16 autocast when bf16_autocast is set, else a no-op context."""
