@@ -27,3 +27,38 @@ def test_pixel_limit_is_checked_before_decoding(tmp_path):
     cv2.imwrite(str(tmp_path / "big.png"), np.zeros((100, 100), np.uint8))
     with pytest.raises(ImageError, match="above input.max_pixels=9999"):
         load_rgb(tmp_path / "big.png", 9999)
+
+
+def test_decoding_in_one_thread_does_not_turn_other_threads_warnings_into_errors(tmp_path, monkeypatch):
+    """Images are read in prefetch threads while the model runs: a decode must not change how the rest of
+    the process treats warnings (a process-wide "error" filter made numpy's DeprecationWarnings fail images)."""
+    import threading
+    import time
+    import warnings
+
+    from PIL import Image
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    real_load, inside = Image.Image.load, threading.Event()
+
+    def slow_load(self):
+        inside.set()
+        time.sleep(0.3)  # the other thread warns while this decode is under way
+        return real_load(self)
+
+    monkeypatch.setattr(Image.Image, "load", slow_load)
+    errors = []
+
+    def warn_meanwhile():
+        inside.wait(5)
+        try:
+            warnings.warn("an unrelated deprecation", DeprecationWarning, stacklevel=1)
+        except Exception as err:  # what the old process-wide "error" filter did
+            errors.append(err)
+
+    other = threading.Thread(target=warn_meanwhile)
+    other.start()
+    assert load_rgb(path, 1 << 20).shape == (8, 8, 3)
+    other.join()
+    assert errors == []

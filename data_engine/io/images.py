@@ -8,6 +8,7 @@ decompression-bomb limit stays in force as the ceiling above any configured limi
 from __future__ import annotations
 
 import struct
+import threading
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,7 @@ TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+WARNINGS_LOCK = threading.Lock()  # warnings filters are process-wide: images are read in several threads
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_MAX_CHUNKS = 1 << 20  # a PNG walked for a trailing eXIf chunk is given up on after this many chunks
 
@@ -69,7 +71,7 @@ def check_readable(path: Path) -> int:
 def open_image(source) -> Image.Image:
     """The image opened lazily (header read, pixels not decoded); a path or a binary file object."""
     try:
-        with warnings.catch_warnings():
+        with WARNINGS_LOCK, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # callers check pixels themselves
             return Image.open(source)
     except Image.DecompressionBombError:
@@ -124,13 +126,19 @@ def png_trailing_exif(path: Path) -> bytes:
 
 
 def decode_fully(img: Image.Image) -> None:
-    """Decode now, so truncated or corrupt data fails here rather than later."""
+    """Decode now, so truncated or corrupt data fails here rather than later: an error, or a warning
+    Pillow gives while decoding (e.g. a truncated tile). Warnings are recorded rather than turned into
+    errors: the filters are process-wide, and "error" would also break other threads' calls."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
+        with WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             img.load()
     except Exception as err:
         raise ImageError(f"corrupt or truncated image data ({type(err).__name__}: {err})") from None
+    corrupt = [w for w in caught if "PIL" in Path(w.filename).parts and not issubclass(w.category, DeprecationWarning)]
+    if corrupt:
+        w = corrupt[0]
+        raise ImageError(f"corrupt or truncated image data ({w.category.__name__}: {w.message})")
 
 
 def to_rgb8(img: Image.Image) -> np.ndarray:
