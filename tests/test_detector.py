@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_train import _one_torch_thread, run_killed_at_step_3  # noqa: F401 (autouse fixture)
 
 from data_engine.detector import evaluate as E
 from data_engine.detector.data import batch, load_examples, split
@@ -27,7 +28,6 @@ from data_engine.model.build import EMBEDDED_TINY
 from data_engine.stages import detector as detector_stage
 from data_engine.stages import run_stage
 from data_engine.stages import synth as synth_stage
-from data_engine.train import loop
 
 SMALL_DETECTOR = [
     "stage=detector",
@@ -38,11 +38,6 @@ SMALL_DETECTOR = [
     "detector.checkpoint_every=1",
     "detector.val_fraction=0.3",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread(one_thread):
-    """Every test in this file runs with one torch thread (see conftest.one_thread)."""
 
 
 @pytest.fixture
@@ -222,27 +217,11 @@ def test_stage_trains_and_writes_model_and_metrics(make_cfg, scenes, tmp_path):
     assert (out / "skipped.jsonl").read_text() == ""
 
 
-def run_killed_at_step_3(cfg: dict, monkeypatch) -> dict:
-    """Run the stage until it is killed while logging step 3; the checkpoint it leaves."""
-    real_append = loop.append_log
-
-    def crash_at_step_3(out_dir, row):
-        real_append(out_dir, row)
-        if row["step"] == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "append_log", crash_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
-        detector_stage.run(cfg)
-    monkeypatch.setattr(loop, "append_log", real_append)
-    return torch.load(Path(cfg["output"]["dir"]) / "checkpoints" / "last.pt", weights_only=True)
-
-
 def test_a_killed_run_resumes_at_its_checkpoint_with_the_same_values(make_cfg, scenes, tmp_path, monkeypatch):
     straight = detector_stage.run(detector_cfg(make_cfg, scenes, tmp_path / "straight", "detector.steps=3"))
     assert straight["steps"] == 3
     cfg = detector_cfg(make_cfg, scenes, tmp_path / "resumed", "detector.steps=3")
-    assert run_killed_at_step_3(cfg, monkeypatch)["step"] == 2
+    assert run_killed_at_step_3(cfg, monkeypatch, detector_stage.run)["step"] == 2
     # The rerun continues at step 3: one log row per step, the same values and weights as the straight run
     assert detector_stage.run(cfg)["steps"] == 3
 

@@ -194,8 +194,9 @@ def test_the_stage_passes_its_iou_target_setting(make_cfg, scenes, tmp_path, mon
     assert all(n == 2 and k in [len(e["masks"]) for e in examples] for n, k in seen)
 
 
-def run_killed_at_step_3(cfg: dict, monkeypatch) -> dict:
-    """Run the train stage until it is killed while logging step 3; the checkpoint it leaves (on the CPU)."""
+def run_killed_at_step_3(cfg: dict, monkeypatch, run=None) -> dict:
+    """Run a training stage (the train stage unless `run` says another) until it is killed while logging
+    step 3; the checkpoint it leaves (on the CPU)."""
     real_append = loop.append_log
 
     def crash_at_step_3(out_dir, row):
@@ -205,7 +206,7 @@ def run_killed_at_step_3(cfg: dict, monkeypatch) -> dict:
 
     monkeypatch.setattr(loop, "append_log", crash_at_step_3)
     with pytest.raises(KeyboardInterrupt):
-        train_stage.run(cfg)
+        (run or train_stage.run)(cfg)
     monkeypatch.setattr(loop, "append_log", real_append)
     return torch.load(Path(cfg["output"]["dir"]) / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
 
