@@ -34,7 +34,7 @@ from segment_anything import SamAutomaticMaskGenerator
 import data_engine.amg.generator as our_amg
 from data_engine.amg import decoder as our_decoder
 from data_engine.amg.agreement import agreement
-from data_engine.amg.generator import MaskGenerator
+from data_engine.amg.generator import MaskGenerator, sam_generator_settings
 from data_engine.config import compose
 from data_engine.io import rle
 from data_engine.io.images import load_rgb
@@ -42,18 +42,6 @@ from data_engine.io.inputs import list_inputs
 from data_engine.model.build import build_sam, seeded_sam
 from data_engine.synth.scenes import make_scene
 
-SAM_KEYS = (
-    "points_per_side",
-    "pred_iou_thresh",
-    "stability_score_thresh",
-    "stability_score_offset",
-    "box_nms_thresh",
-    "crop_n_layers",
-    "crop_nms_thresh",
-    "crop_overlap_ratio",
-    "crop_n_points_downscale_factor",
-    "min_mask_region_area",
-)
 SETTINGS = {
     "sam-defaults": {},
     # The SA-1B recipe in SAM's semantics (crop layers, small-region clean-up)
@@ -273,7 +261,9 @@ def bench(sam, images, amg: dict, args) -> bool:
     reference = None
     if not args.no_reference:
         # SAM's own batch size (its default): points_per_batch is a speed setting and ours may differ
-        reference = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **{k: amg[k] for k in SAM_KEYS})
+        reference = SamAutomaticMaskGenerator(
+            sam, output_mode="coco_rle", **sam_generator_settings(amg, exclude={"points_per_batch"})
+        )
     # Warm-up (allocators, first-call overheads) on a small image, untimed
     warm = images[0][1][:64, :64]
     call(ours.generate, warm)

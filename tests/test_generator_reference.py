@@ -5,7 +5,7 @@ import pytest
 from images import shapes_image
 from segment_anything import SamAutomaticMaskGenerator
 
-from data_engine.amg.generator import MaskGenerator
+from data_engine.amg.generator import MaskGenerator, sam_generator_settings
 from data_engine.io import rle
 from data_engine.model.build import build_sam
 
@@ -18,19 +18,6 @@ SHRINK = [
     "amg.pred_iou_thresh=0.0",
     "amg.stability_score_thresh=0.0",
 ]
-SAM_KEYS = (
-    "points_per_side",
-    "points_per_batch",
-    "pred_iou_thresh",
-    "stability_score_thresh",
-    "stability_score_offset",
-    "box_nms_thresh",
-    "crop_n_layers",
-    "crop_nms_thresh",
-    "crop_overlap_ratio",
-    "crop_n_points_downscale_factor",
-    "min_mask_region_area",
-)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +30,7 @@ def reference_settings(make_cfg, *extra):
 
 
 def run_both(sam, amg: dict, image: np.ndarray):
-    ref = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **{k: amg[k] for k in SAM_KEYS}).generate(image)
+    ref = SamAutomaticMaskGenerator(sam, output_mode="coco_rle", **sam_generator_settings(amg)).generate(image)
     ours = MaskGenerator(sam, **amg).generate(image)
     return ref, ours
 

@@ -13,6 +13,8 @@ differences in how the work is done:
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 from segment_anything.modeling import Sam
@@ -408,3 +410,12 @@ def records(data: dict, height: int, width: int) -> dict:
         "point_coords": data["points"].double().cpu().reshape(len(counts), -1, 2).tolist(),  # [N, points, 2]
         "crop_box": np.concatenate([crop[:, :2], crop[:, 2:] - crop[:, :2]], axis=1).tolist(),
     }
+
+
+def sam_generator_settings(amg: dict, exclude=()) -> dict:
+    """The amg settings segment_anything's SamAutomaticMaskGenerator also takes (same names, same meaning),
+    for running the reference side by side with this generator."""
+    from segment_anything import SamAutomaticMaskGenerator
+
+    shared = inspect.signature(SamAutomaticMaskGenerator).parameters.keys() & amg.keys()
+    return {k: amg[k] for k in sorted(shared - set(exclude))}
