@@ -13,10 +13,10 @@ from pycocotools.coco import COCO
 
 from data_engine.importers import FORMATS, import_annotations
 from data_engine.importers.coco import export
-from data_engine.importers.validate import parse_counts
 from data_engine.io import inputs, rle
 from data_engine.io.dataset import MASK_SCHEMA, table
 from data_engine.io.inputs import InputError
+from data_engine.io.rle import parse_counts
 
 COCO_FILE = DATA / "coco_instances.json"
 

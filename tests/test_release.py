@@ -18,9 +18,10 @@ from data_engine.errors import ConfigError, UserError
 from data_engine.io import rle
 from data_engine.io.dataset import mask_row, write_shard
 from data_engine.io.inputs import image_id
+from data_engine.io.rle import parse_counts
 from data_engine.release.blur import BlurError, PrivacyBlur
 from data_engine.release.downsample import released_size, resize_image, resize_mask, scale_box, scale_points
-from data_engine.release.verify import parse_counts, verify_release
+from data_engine.release.verify import verify_release
 from data_engine.stages import release as release_stage
 
 skimage_data = pytest.importorskip("skimage.data")

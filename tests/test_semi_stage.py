@@ -14,8 +14,9 @@ from data_engine.config import compose, validate
 from data_engine.detector.model import DetectorCheckpointError
 from data_engine.errors import ConfigError, UserError
 from data_engine.io import rle
+from data_engine.io.atomic import sha256_file
 from data_engine.io.dataset import read_images, read_masks
-from data_engine.model.build import EMBEDDED_TINY, build_sam, sha256_file
+from data_engine.model.build import EMBEDDED_TINY, build_sam
 from data_engine.runtime.runs import OutputConflict
 from data_engine.semi import prefill
 from data_engine.stages import run_stage

@@ -285,30 +285,12 @@ def uncompressed_counts(counts: list, height: int, width: int) -> str:
 
 def compressed_counts(counts, height: int, width: int) -> str:
     text = counts.decode("ascii") if isinstance(counts, bytes) else counts
-    runs = parse_counts(text)
-    if runs is None or any(r < 0 for r in runs):
+    runs = rle.parse_counts(text)
+    if runs is None or (runs < 0).any():
         raise Rejected("bad RLE: compressed counts string is corrupt")
-    if sum(runs) != height * width:
-        raise Rejected(f"bad RLE: counts add up to {sum(runs)}, the image has {height * width} pixels")
+    if int(runs.sum()) != height * width:
+        raise Rejected(f"bad RLE: counts add up to {int(runs.sum())}, the image has {height * width} pixels")
     return text
-
-
-def parse_counts(text: str) -> list[int] | None:
-    """Runs of COCO's compressed RLE string (5 bits a character, offset 48, deltas from the 3rd run on)."""
-    runs, value, shift = [], 0, 0
-    for char in text:
-        c = ord(char) - 48
-        if not 0 <= c < 64:
-            return None
-        value |= (c & 0x1F) << shift
-        shift += 5
-        if c & 0x20:  # more characters follow for this run
-            continue
-        if c & 0x10:  # sign bit of the last group
-            value |= -1 << shift
-        runs.append(value + (runs[-2] if len(runs) > 2 else 0))
-        value, shift = 0, 0
-    return runs if shift == 0 else None
 
 
 def read_mask(

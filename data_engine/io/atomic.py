@@ -1,10 +1,11 @@
-"""The one atomic writer: write under a temporary name in the target's folder, then rename.
+"""The one atomic writer (write under a temporary name in the target's folder, then rename), and file checksums.
 
 Readers never see a partial file, and a failed write leaves no temporary file behind.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -36,3 +37,12 @@ def write_text_atomic(text: str, path: str | Path) -> None:
 
 def write_json_atomic(obj, path: str | Path, indent: int | None = 2) -> None:
     write_text_atomic(json.dumps(obj, indent=indent, default=str), path)
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

@@ -61,3 +61,26 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two [H, W] bool masks (1.0 when both are empty)."""
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def parse_counts(counts: str) -> np.ndarray | None:
+    """COCO compressed RLE counts string -> run lengths (int64), or None when malformed.
+
+    Each value is a little-endian base-32 number of characters 48+(0..63): bit 0x20 continues it, the
+    last character's bit 0x10 is the sign; from the third value on, each is a difference to the value
+    two places before it."""
+    chars = np.frombuffer(counts.encode("ascii", "replace"), np.uint8).astype(np.int64) - 48
+    if chars.size == 0 or chars.min() < 0 or chars.max() > 63 or chars[-1] & 0x20:
+        return None
+    ends = np.flatnonzero((chars & 0x20) == 0)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    if (ends - starts).max() >= 7:  # values fit in 7 characters (35 bits): longer ones are crafted
+        return None
+    place = np.arange(chars.size) - np.repeat(starts, ends - starts + 1)
+    values = np.add.reduceat((chars & 0x1F) << (5 * place), starts)
+    negative = (chars[ends] & 0x10) != 0
+    values[negative] -= 1 << (5 * (ends[negative] - starts[negative] + 1))
+    runs = values.copy()
+    runs[1::2] = np.cumsum(values[1::2])
+    runs[2::2] = np.cumsum(values[2::2])
+    return runs

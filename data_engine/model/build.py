@@ -12,7 +12,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from data_engine.errors import UserError
-from data_engine.io.atomic import atomic_path
+from data_engine.io.atomic import atomic_path, sha256_file
 from data_engine.model.tiny_decoder import HighResMaskDecoder
 from data_engine.model.tiny_encoder import PATCH as HYBRID_PATCH
 from data_engine.model.tiny_encoder import HybridEncoder
@@ -263,14 +263,6 @@ def download_official(variant: str, cache_dir) -> Path:
         if sha256_file(partial_file) != digest:
             raise CheckpointError(f"downloaded {name} has the wrong SHA-256; the file was discarded")
     return target
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def model_checksum(sam: Sam) -> str:

@@ -9,17 +9,16 @@ exactly height x width pixels before pycocotools decodes them.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import re
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from data_engine.errors import UserError
 from data_engine.io import rle
+from data_engine.io.atomic import sha256_file
 from data_engine.release.manifest import TAR_NAME
 
 MEMBER = re.compile(rb"sa_(\d{1,19})\.(jpg|json)")
@@ -125,7 +124,7 @@ def check_tar(path: Path, entry: dict, ids: set[int], problems: Problems) -> tup
     if not path.is_file():
         problems.add(f"{name} is listed in manifest.json but missing")
         return 0, 0
-    if sha256(path) != entry["sha256"]:
+    if sha256_file(path) != entry["sha256"]:
         problems.add(f"{name}: SHA-256 differs from manifest.json")
     if path.stat().st_size != entry["bytes"]:
         problems.add(f"{name}: {path.stat().st_size} bytes, manifest.json says {entry['bytes']}")
@@ -135,14 +134,6 @@ def check_tar(path: Path, entry: dict, ids: set[int], problems: Problems) -> tup
             f"{name}: {images} images and {masks} masks, manifest.json says {entry['images']} and {entry['masks']}"
         )
     return images, masks
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_members(path: Path, entry: dict, ids: set[int], problems: Problems) -> tuple[int, int]:
@@ -286,7 +277,7 @@ def check_annotation(ann, h: int, w: int, ids: set[int], where: str, problems: P
     if not isinstance(seg, dict) or seg.get("size") != [h, w] or not isinstance(seg.get("counts"), str):
         problems.add(f"{where}: annotation {ann['id']}: segmentation size is not the image's [{h}, {w}]")
         return
-    runs = parse_counts(seg["counts"])
+    runs = rle.parse_counts(seg["counts"])
     if runs is None or (runs < 0).any() or int(runs.sum()) != h * w:
         problems.add(f"{where}: annotation {ann['id']}: RLE counts do not cover {h}x{w} pixels")
         return
@@ -297,26 +288,3 @@ def check_annotation(ann, h: int, w: int, ids: set[int], where: str, problems: P
             f"{where}: annotation {ann['id']}: area {ann['area']!r} and bbox {ann['bbox']!r} are not the mask's "
             f"{area} and {box}"
         )
-
-
-def parse_counts(counts: str) -> np.ndarray | None:
-    """COCO compressed RLE counts string -> run lengths (int64), or None when malformed.
-
-    Each value is a little-endian base-32 number of characters 48+(0..63): bit 0x20 continues it, the
-    last character's bit 0x10 is the sign; from the third value on, each is a difference to the value
-    two places before it."""
-    chars = np.frombuffer(counts.encode("ascii", "replace"), np.uint8).astype(np.int64) - 48
-    if chars.size == 0 or chars.min() < 0 or chars.max() > 63 or chars[-1] & 0x20:
-        return None
-    ends = np.flatnonzero((chars & 0x20) == 0)
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    if (ends - starts).max() >= 7:  # values of a released mask fit in 7 characters
-        return None
-    place = np.arange(chars.size) - np.repeat(starts, ends - starts + 1)
-    values = np.add.reduceat((chars & 0x1F) << (5 * place), starts)
-    negative = (chars[ends] & 0x10) != 0
-    values[negative] -= 1 << (5 * (ends[negative] - starts[negative] + 1))
-    runs = values.copy()
-    runs[1::2] = np.cumsum(values[1::2])
-    runs[2::2] = np.cumsum(values[2::2])
-    return runs

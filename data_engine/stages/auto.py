@@ -50,7 +50,8 @@ def run(cfg: dict) -> dict:
 
 def model_record(cfg: dict) -> dict:
     """Variant and weight checksum, recorded with the run and checked on resume."""
-    from data_engine.model.build import load_checkpoint, model_checksum, resolve_checkpoint, seeded_sam, sha256_file
+    from data_engine.io.atomic import sha256_file
+    from data_engine.model.build import load_checkpoint, model_checksum, resolve_checkpoint, seeded_sam
 
     m = cfg["model"]
     path = resolve_checkpoint(m["variant"], m["checkpoint"], m["download"], m["cache_dir"])

@@ -108,12 +108,12 @@ class ReleaseWorker:
         }
 
     def __call__(self, shard: dict, on_image=lambda *event: None) -> dict:
-        from data_engine.release.verify import sha256
+        from data_engine.io.atomic import sha256_file
         from data_engine.release.writer import write_tar
 
         stats = write_tar(shard, self.out_dir, self.masks, self.blur, self.settings, on_image)
         tar = self.out_dir / stats["tar"]
-        record = {"file": tar.name, "sha256": sha256(tar), "bytes": tar.stat().st_size, **stats}
+        record = {"file": tar.name, "sha256": sha256_file(tar), "bytes": tar.stat().st_size, **stats}
         runs.mark_done(self.out_dir, shard["shard_id"], {**record, "worker": runs.worker_info()})
         return {**record, "failed": len(stats["failed"])}
 

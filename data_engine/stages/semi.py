@@ -81,7 +81,7 @@ def fingerprinted(cfg: dict) -> dict:
 def detector_record(d: dict) -> dict:
     """Variant and checksum of the detector checkpoint, recorded with the run and checked on resume."""
     from data_engine.detector.model import load_detector
-    from data_engine.model.build import sha256_file
+    from data_engine.io.atomic import sha256_file
 
     if not d.get("checkpoint"):
         raise ConfigError(
