@@ -188,3 +188,12 @@ def test_killed_run_resumes_without_redoing_finished_shards(tmp_path):
     assert (out / "masks" / "shard-00000.parquet").stat().st_mtime_ns == finished
     assert sorted(p.name for p in (out / "_done").iterdir()) == [f"shard-0000{i}.json" for i in range(3)]
     assert len(read_images(out)) == 6
+
+
+def test_a_temporary_file_left_by_a_killed_write_is_not_read_as_data(tmp_path):
+    """The atomic writer's temporary files are hidden; a worker killed mid-write leaves one behind."""
+    from data_engine.io.dataset import read_images, write_shard
+
+    write_shard(tmp_path, "shard-00000", [], [{"image_id": 1, "file_name": "a.png", "status": "ok"}])
+    (tmp_path / "images" / ".shard-00001.0123abcd.tmp.parquet").write_bytes(b"PAR1 cut short")
+    assert read_images(tmp_path).column("file_name").to_pylist() == ["a.png"]

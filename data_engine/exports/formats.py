@@ -108,7 +108,7 @@ def sa1b_annotation(row: dict) -> dict:
 def read_sa1b(folder: str | Path) -> tuple[list[dict], list[dict]]:
     """(image rows, mask rows in MASK_SCHEMA) from a folder of SA-1B per-image JSON files."""
     images, masks = [], []
-    for path in sorted(Path(folder).rglob("*.json")):
+    for path in sorted(p for p in Path(folder).rglob("*.json") if not p.name.startswith(".")):  # not temp files
         doc = json.loads(path.read_text())
         img = doc["image"]
         images.append({k: img[k] for k in ("image_id", "file_name", "height", "width")})

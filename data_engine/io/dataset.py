@@ -130,7 +130,8 @@ def read_images(dataset: str | Path, columns=None) -> pa.Table:
 
 def read_part(dataset, part: str, schema: pa.Schema, columns) -> pa.Table:
     folder = Path(dataset) / part
-    files = sorted(str(p) for p in folder.glob("*.parquet")) if folder.is_dir() else []
+    # Hidden files are the atomic writer's temporary ones (a write under way, or cut short by a killed worker)
+    files = sorted(str(p) for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
     if not files:
         return schema.empty_table().select(columns) if columns else schema.empty_table()
     return pq.ParquetDataset(files, schema=schema).read(columns=columns)
