@@ -178,7 +178,13 @@ def check_amg(a: dict) -> None:
         check_number(a, f"amg.{key}", 0, 1)
     check_number(a, "amg.crop_overlap_ratio", 0, 0.99)
     check_number(a, "amg.max_mask_area_frac", 0, 1, nullable=True)
-    for key in ("points_per_side", "points_per_batch", "crops_per_batch", "crop_n_points_downscale_factor"):
+    for key in (
+        "points_per_side",
+        "points_per_batch",
+        "crops_per_batch",
+        "crop_n_points_downscale_factor",
+        "images_per_batch",
+    ):
         check_int(a, f"amg.{key}", 1)
     check_int(a, "amg.decoder_batch", 1, nullable=True)
     levels = a["stability_levels"]

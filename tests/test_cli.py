@@ -61,6 +61,8 @@ def test_cfg_job_prints_the_composed_config():
         (["input.extensions=[png]"], "input.extensions"),
         (["output.overlays=-1"], "output.overlays"),
         (["amg.stability_score_offset=inf"], "amg.stability_score_offset"),
+        (["amg.images_per_batch=0"], "amg.images_per_batch"),
+        (["amg.host_threads=-1"], "amg.host_threads"),
     ],
 )
 def test_bad_key_or_value_is_rejected_before_any_work(tmp_path, args, phrase):

@@ -52,8 +52,10 @@ def test_fast_preset_composes_and_validates(make_cfg):
     amg = make_cfg("amg=sa1b_fast", small=False)["amg"]
     check_amg(amg)
     assert amg["bf16_autocast"] and amg["sdpa_attention"] and amg["points_per_batch"] >= 1024
+    assert amg["images_per_batch"] > 1 and amg["host_threads"] > 0
     exact = make_cfg("amg=sa1b", small=False)["amg"]
     assert not exact["bf16_autocast"] and not exact["sdpa_attention"] and not exact["compile_encoder"]
+    assert exact["images_per_batch"] == 1 and exact["host_threads"] == 0
 
 
 def scene():
@@ -153,4 +155,4 @@ def test_matching_is_one_to_one_best_first():
 def test_exact_settings_do_not_touch_the_fast_paths(tiny):
     """amg=sa1b's defaults: the plain encoder, float32, no compile."""
     gen = MaskGenerator(tiny)
-    assert gen.encoder is tiny.image_encoder and not gen.bf16_autocast
+    assert gen.encoder is tiny.image_encoder and not gen.bf16_autocast and gen.host_pool is None

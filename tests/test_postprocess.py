@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.amg import batched_mask_to_box
 
 from data_engine.amg.postprocess import (
     clean_small_regions,
@@ -12,6 +14,8 @@ from data_engine.amg.postprocess import (
     largest_component,
     stability_score,
     stability_thresholds,
+    support_windows,
+    window_filters,
 )
 
 
@@ -101,3 +105,55 @@ def test_cleaning_inside_the_box_is_the_full_image_result(keep_largest):
             assert (boxed is None) == (full is None)
             if full is not None:
                 assert np.array_equal(boxed, full)
+
+
+def low_res_logits(rng, n, side) -> torch.Tensor:
+    """[n, side, side] logits like a decoder's: smooth blobs over a negative floor, some all below."""
+    yy, xx = np.mgrid[0:side, 0:side]
+    out = np.full((n, side, side), -12.0)
+    for i in range(n):
+        for _ in range(rng.integers(0, 3)):
+            y, x, r = rng.uniform(-5, side + 5), rng.uniform(-5, side + 5), rng.uniform(0.5, side / 3)
+            out[i] = np.maximum(out[i], 8.0 - 20.0 * np.hypot(yy - y, xx - x) / r)
+    return torch.as_tensor(out + rng.normal(0, 0.05, out.shape), dtype=torch.float32)
+
+
+# (encoder side, low-res side, crop height, crop width): SAM's sizes, upscaled, downscaled and tiny crops
+SIZES = [(1024, 256, 1500, 2209), (1024, 256, 751, 1100), (1024, 256, 300, 360), (1024, 256, 5, 3), (256, 64, 90, 257)]
+
+
+@pytest.mark.parametrize("side, low_side, height, width", SIZES)
+@pytest.mark.parametrize("low, high", [(-1.0, 1.0), (0.0, 0.2)])
+def test_windows_hold_every_pixel_above_the_thresholds_and_give_the_full_figures(
+    side, low_side, height, width, low, high
+):
+    rng = np.random.default_rng(height * width)
+    low_res = low_res_logits(rng, 12, low_side)
+    scale = side / max(height, width)
+    input_size = (int(height * scale + 0.5), int(width * scale + 0.5))  # ResizeLongestSide's shape
+    model = type("Stub", (), {"image_encoder": type("Encoder", (), {"img_size": side})})()
+    logits = Sam.postprocess_masks(model, low_res[:, None], input_size, (height, width))[:, 0]
+    threshold = min(low, 0.0)
+    windows = support_windows(low_res, threshold, side, input_size, (height, width))
+    # No pixel above the lowest threshold outside its window, and the windows are much smaller than the crop
+    inside = torch.zeros_like(logits, dtype=torch.bool)
+    for i, (y0, y1, x0, x1) in enumerate(windows.tolist()):
+        inside[i, y0:y1, x0:x1] = True
+    assert not ((logits > threshold) & ~inside).any()
+    if height * width > 10_000:
+        assert inside.float().mean() < 0.5
+    # Stability, boxes, areas and masks as computed on the whole crop
+    stability, boxes, areas, masks = window_filters(logits, windows, low, high, 0.0)
+    full = logits > 0.0
+    torch.testing.assert_close(stability, stability_score(logits, low, high), rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(boxes, batched_mask_to_box(full)) and torch.equal(areas, full.flatten(1).sum(1))
+    for i, (y0, y1, x0, x1) in enumerate(windows.tolist()):
+        assert torch.equal(masks[i], full[i, y0:y1, x0:x1]) and masks[i].sum() == full[i].sum()
+
+
+def test_masks_sharing_a_window_are_computed_together():
+    logits = torch.randn(5, 40, 30)
+    windows = torch.tensor([[0, 40, 0, 30]]).expand(5, 4)
+    stability, boxes, areas, masks = window_filters(logits, windows, -1.0, 1.0, 0.0)
+    assert torch.equal(areas, (logits > 0).flatten(1).sum(1)) and all(m.shape == (40, 30) for m in masks)
+    torch.testing.assert_close(stability, stability_score(logits, -1.0, 1.0), rtol=0, atol=0)

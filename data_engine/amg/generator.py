@@ -14,12 +14,12 @@ differences in how the work is done:
 from __future__ import annotations
 
 import inspect
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
 from segment_anything.modeling import Sam
 from segment_anything.utils.amg import (
-    batched_mask_to_box,
     build_all_layer_point_grids,
     generate_crop_boxes,
     is_box_near_crop_edge,
@@ -30,7 +30,12 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops.boxes import batched_nms, box_area
 
 from data_engine.amg.decoder import SharedImageDecoder, supports
-from data_engine.amg.postprocess import clean_small_regions_in_box, stability_score, stability_thresholds
+from data_engine.amg.postprocess import (
+    clean_small_regions_in_box,
+    stability_thresholds,
+    support_windows,
+    window_filters,
+)
 from data_engine.io import rle
 from data_engine.model.sdpa_attention import with_sdpa
 
@@ -62,6 +67,8 @@ class MaskGenerator:
         bf16_autocast: bool = False,
         sdpa_attention: bool = False,
         compile_encoder: bool = False,
+        images_per_batch: int = 1,
+        host_threads: int = 0,
     ) -> None:
         """
         model: the SAM to prompt.
@@ -91,6 +98,10 @@ class MaskGenerator:
         sdpa_attention: the image encoder's attention through scaled_dot_product_attention, its relative
             position bias as an additive mask (data_engine/model/sdpa_attention.py; float rounding only).
         compile_encoder: torch.compile the image encoder (slow first call; then faster on a GPU).
+        images_per_batch: images the automatic stage hands to generate_batch together (their crops share
+            encoder batches).
+        host_threads: threads for each image's last steps (NMS across crops, small-region clean-up, RLE
+            figures), which then overlap the model's work on the next images (0: in the calling thread).
         """
         self.model = model
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
@@ -116,6 +127,8 @@ class MaskGenerator:
         self.encoder = with_sdpa(model.image_encoder) if sdpa_attention else model.image_encoder
         if compile_encoder:
             self.encoder = torch.compile(self.encoder)
+        self.images_per_batch = images_per_batch
+        self.host_pool = ThreadPoolExecutor(host_threads, "amg-host") if host_threads else None
 
     @property
     def device(self) -> torch.device:
@@ -124,19 +137,46 @@ class MaskGenerator:
     @torch.no_grad()
     def generate(self, image: np.ndarray) -> dict:
         """[H, W, 3] uint8 RGB -> columns of the kept masks (see FIELDS)."""
-        height, width = image.shape[:2]
-        crop_boxes, layer_idxs = generate_crop_boxes((height, width), self.crop_n_layers, self.crop_overlap_ratio)
+        return self.generate_batch([image])[0]
+
+    @torch.no_grad()
+    def generate_batch(self, images: list[np.ndarray]) -> list[dict]:
+        """[H, W, 3] uint8 RGB images -> the columns `generate` gives for each. Crops of one layer go through
+        the image encoder together across the images; with host_threads, an image's last steps (NMS across
+        crops, clean-up, RLE figures) run in a thread while the model works on the next image."""
         # Tiny images (a few px) give empty crop boxes: skip those crops
-        crop_boxes, layer_idxs = zip(*[(b, i) for b, i in zip(crop_boxes, layer_idxs) if b[2] > b[0] and b[3] > b[1]])
-        # Masks from every crop, each crop already de-duplicated
-        parts = [
-            self._crop_masks(embedding, image, box, layer)
-            for layer in sorted(set(layer_idxs))
-            for box, embedding in self._embed_crops(image, [b for b, i in zip(crop_boxes, layer_idxs) if i == layer])
+        crops = [
+            [
+                (b, i)
+                for b, i in zip(*generate_crop_boxes(im.shape[:2], self.crop_n_layers, self.crop_overlap_ratio))
+                if b[2] > b[0] and b[3] > b[1]
+            ]
+            for im in images
         ]
+        parts, results = [[] for _ in images], [None] * len(images)
+        left = [len(c) for c in crops]
+        for layer in sorted({i for c in crops for _, i in c}):
+            jobs = [(k, box) for k, c in enumerate(crops) for box, i in c if i == layer]
+            for (k, box), embedding in self._embed_crops(images, jobs):
+                # Masks of each crop, each crop already de-duplicated
+                parts[k].append(self._crop_masks(embedding, images[k], box, layer))
+                left[k] -= 1
+                if left[k] == 0:  # the image's crops are all done
+                    results[k] = self._finish(parts[k], len(crops[k]), images[k].shape[:2])
+        return [r.result() if isinstance(r, Future) else r for r in results]
+
+    def _finish(self, parts: list[dict], n_crops: int, size) -> dict | Future:
+        """An image's crops' masks -> its columns; in a host thread when there are any."""
+        if self.host_pool is None:
+            return self._merge_crops(parts, n_crops, size)
+        return self.host_pool.submit(self._merge_crops, parts, n_crops, size)
+
+    def _merge_crops(self, parts: list[dict], n_crops: int, size) -> dict:
+        """Masks of every crop of one image -> its columns (see FIELDS)."""
+        height, width = size
         data = concat(parts)
         # Remove duplicates across crops: the most zoomed-in crop wins
-        if len(crop_boxes) > 1 and len(data["rles"]):
+        if n_crops > 1 and len(data["rles"]):
             data = nms(data, 1 / box_area(data["crop_boxes"].float()), self.crop_nms_thresh)
         if self.min_mask_region_area > 0 and len(data["rles"]):
             data = self._clean_small_regions(data, height, width)
@@ -155,7 +195,7 @@ class MaskGenerator:
         if len(boxes) == 0:
             return {**records({}, height, width), "box_index": []}
         crop_box = [0, 0, width, height]
-        ((_, embedding),) = self._embed_crops(image, [crop_box])
+        ((_, embedding),) = self._embed_crops([image], [(0, crop_box)])
         # Each mask carries its prompt row through the filters: the box corners and the box's index
         prompts = np.concatenate([boxes, np.arange(len(boxes))[:, None]], axis=1)  # [N, 5]
         data = concat(
@@ -175,11 +215,11 @@ class MaskGenerator:
         data["points"] = data["points"][:, :4].reshape(-1, 2, 2)
         return {**records(data, height, width), "box_index": box_index}
 
-    def _embed_crops(self, image: np.ndarray, boxes: list[list[int]]):
-        """Yield (crop box, image embedding) for each crop; crops are encoded in batches."""
-        for start in range(0, len(boxes), self.crops_per_batch):
-            chunk = boxes[start : start + self.crops_per_batch]
-            batch = torch.cat([self._preprocess(image[y0:y1, x0:x1]) for x0, y0, x1, y1 in chunk])
+    def _embed_crops(self, images: list[np.ndarray], jobs: list[tuple[int, list[int]]]):
+        """Yield ((image index, crop box), image embedding) for each job; crops are encoded in batches."""
+        for start in range(0, len(jobs), self.crops_per_batch):
+            chunk = jobs[start : start + self.crops_per_batch]
+            batch = torch.cat([self._preprocess(images[k][y0:y1, x0:x1]) for k, (x0, y0, x1, y1) in chunk])
             with self.autocast():
                 embeddings = self.encoder(batch)  # [C, D, h, w]
             yield from zip(chunk, embeddings)
@@ -248,25 +288,32 @@ class MaskGenerator:
 
     def _full_res_filters(self, low_res, iou_preds, points, crop_size, crop_box, image_size) -> dict:
         """Stability, crop-edge and area filters on masks at crop resolution; RLE of the survivors."""
-        logits = self.model.postprocess_masks(low_res[:, None], self.input_size(crop_size), crop_size)[:, 0]
-        # Filter by stability
-        stability = stability_score(logits, self.stability_low, self.stability_high)
-        if self.stability_score_thresh > 0:  # 0 turns the filter off (as in SAM)
-            keep = stability >= self.stability_score_thresh
-            logits, iou_preds, points, stability = logits[keep], iou_preds[keep], points[keep], stability[keep]
-        masks = logits > self.model.mask_threshold
-        # Drop masks touching an inner crop edge, and masks covering most of the image
-        boxes = batched_mask_to_box(masks)
+        input_size = self.input_size(crop_size)
+        logits = self.model.postprocess_masks(low_res[:, None], input_size, crop_size)[:, 0]
+        # Only a window of each mask can be above the thresholds: on a CPU the filters read each mask's own
+        # window (the same figures as on the whole crop); on a GPU one window, the crop, for all at once
+        if self.device.type == "cpu":
+            lowest = min(self.stability_low, self.model.mask_threshold)
+            windows = support_windows(low_res, lowest, self.model.image_encoder.img_size, input_size, crop_size)
+        else:
+            windows = torch.tensor([[0, crop_size[0], 0, crop_size[1]]], device=self.device).expand(len(logits), 4)
+        stability, boxes, areas, masks = window_filters(
+            logits, windows, self.stability_low, self.stability_high, self.model.mask_threshold
+        )
+        # Filter by stability; drop masks touching an inner crop edge, and masks covering most of the image
         height, width = image_size
         keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, width, height])
+        if self.stability_score_thresh > 0:  # 0 turns the filter off (as in SAM)
+            keep &= stability >= self.stability_score_thresh
         if self.max_mask_area_frac is not None:
-            keep &= masks.flatten(1).sum(1) < self.max_mask_area_frac * height * width
+            keep &= areas < self.max_mask_area_frac * height * width
+        rows = torch.nonzero(keep)[:, 0]
         return {
-            "rles": encode_uncropped(masks[keep], crop_box, height, width),
-            "boxes": boxes[keep],
-            "iou_preds": iou_preds[keep],
-            "points": points[keep],
-            "stability": stability[keep],
+            "rles": encode_uncropped([masks[i] for i in rows.tolist()], windows[rows], crop_box, height, width),
+            "boxes": boxes[rows],
+            "iou_preds": iou_preds[rows],
+            "points": points[rows],
+            "stability": stability[rows],
         }
 
     def _point_decoder(self, embedding, crop_size):
@@ -364,12 +411,13 @@ def mask_box(mask: np.ndarray) -> list[int]:
     return [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])] if len(rows) else [0, 0, 0, 0]
 
 
-def encode_uncropped(masks: torch.Tensor, crop_box, height: int, width: int) -> list[str]:
-    """Crop-frame masks [N, h, w] -> RLE of the masks placed in the full image."""
-    x0, y0, x1, y1 = crop_box
+def encode_uncropped(masks: list[torch.Tensor], windows: torch.Tensor, crop_box, height: int, width: int) -> list[str]:
+    """Masks [h, w] of windows [N, 4] (y0, y1, x0, x1) of a crop -> RLE of the masks placed in the full image."""
+    x0, y0 = crop_box[:2]
     # Placed and transposed where the masks are (on a GPU: no CPU copy of the pixels but the one transfer)
-    full = torch.zeros(len(masks), width, height, dtype=torch.bool, device=masks.device)
-    full[:, x0:x1, y0:y1] = masks.transpose(1, 2)
+    full = torch.zeros(len(masks), width, height, dtype=torch.bool, device=windows.device)
+    for placed, mask, (wy0, wy1, wx0, wx1) in zip(full, masks, windows.tolist()):
+        placed[x0 + wx0 : x0 + wx1, y0 + wy0 : y0 + wy1] = mask.T
     return rle.encode_transposed(full.cpu().numpy())
 
 

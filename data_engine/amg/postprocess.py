@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 import torch
-from segment_anything.utils.amg import calculate_stability_score, remove_small_regions
+from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score, remove_small_regions
 
 
 def stability_thresholds(mask_threshold: float, levels, offset) -> tuple[float, float]:
@@ -65,3 +65,74 @@ def clean_small_regions_in_box(mask: np.ndarray, min_area: int, keep_largest: bo
     out = mask.copy()
     out[y0:y1, x0:x1] = window
     return out, True
+
+
+def support_windows(low_res: torch.Tensor, threshold: float, encoder_side: int, input_size, crop_size) -> torch.Tensor:
+    """[N, h, w] low-res logits (the decoder's, covering the padded [encoder_side]^2 input) -> [N, 4] windows
+    (y0, y1, x0, x1; ends exclusive) of the masks at crop resolution (Sam.postprocess_masks to crop_size): no
+    pixel outside a mask's window is above `threshold`. A mask with no pixel above it gets an empty window.
+
+    Bilinear resizing (align_corners=False, no antialias) makes each output pixel a convex combination of at
+    most 2x2 neighbouring inputs, so a pixel above the threshold has an input neighbour above it, up to
+    rounding; low-res pixels are taken from slightly below the threshold to cover that rounding. Each of
+    SAM's two resizes (to the encoder's square input, then, padding removed, to the crop) widens the window
+    by the reach of one input pixel.
+    """
+    slack = 1e-4 * (1.0 + low_res.abs().flatten(1).amax(1))  # far above float32 rounding at this magnitude
+    above = low_res > (threshold - slack)[:, None, None]
+    windows = []
+    for dim, low_size, in_size, out_size in (
+        (2, low_res.shape[1], input_size[0], crop_size[0]),
+        (1, low_res.shape[2], input_size[1], crop_size[1]),
+    ):
+        hits = above.any(dim)  # [N, low_size]: rows (or columns) with a pixel above
+        index = torch.arange(low_size, device=low_res.device)
+        first = torch.where(hits, index, low_size).amin(1)
+        last = torch.where(hits, index, -1).amax(1)
+        first, last = resized_span(first, last, low_size, encoder_side)
+        first, last = resized_span(first, torch.clamp(last, max=in_size - 1), in_size, out_size)
+        empty = ~hits.any(1)
+        windows += [torch.where(empty, 0, first), torch.where(empty, 0, last + 1)]
+    return torch.stack(windows, 1)
+
+
+def resized_span(first: torch.Tensor, last: torch.Tensor, in_size: int, out_size: int):
+    """Output indices (first, last; inclusive) that bilinear resizing from in_size to out_size computes from
+    input indices first..last. Output p reads inputs floor(s) and floor(s) + 1, s = (p + 0.5) * in / out - 0.5,
+    so p depends on input q when q - 1 <= s < q + 1; one more pixel each side covers the rounding of the scale."""
+    ratio = out_size / in_size
+    first = torch.floor((first - 0.5) * ratio - 0.5).long() - 1
+    last = torch.ceil((last + 1.5) * ratio - 0.5).long() + 1
+    return first.clamp(0, out_size - 1), last.clamp(0, out_size - 1)
+
+
+def window_filters(logits: torch.Tensor, windows: torch.Tensor, low: float, high: float, threshold: float):
+    """Stability score, box and area of [N, H, W] mask logits, reading only each mask's window (see
+    support_windows; masks sharing a window are computed together).
+
+    Returns stability [N] (as stability_score), boxes [N, 4] XYXY int64 (as batched_mask_to_box), areas [N]
+    and masks: per mask its window's [h, w] bool mask (logits > threshold).
+    """
+    n, device = len(logits), logits.device
+    inter, union = torch.zeros(n, dtype=torch.int32, device=device), torch.zeros(n, dtype=torch.int32, device=device)
+    boxes, areas = torch.zeros(n, 4, dtype=torch.long, device=device), torch.zeros(n, dtype=torch.long, device=device)
+    masks = [None] * n
+    unique, group = torch.unique(windows, dim=0, return_inverse=True)
+    for g, (y0, y1, x0, x1) in enumerate(unique.tolist()):
+        rows = torch.nonzero(group == g)[:, 0]
+        part = logits[rows, y0:y1, x0:x1]
+        inter[rows] = count(part > high)
+        union[rows] = count(part > low)
+        mask = part > threshold
+        areas[rows] = area = mask.flatten(1).sum(1)
+        if mask.numel():  # boxes in the logits' frame; an empty mask keeps [0, 0, 0, 0]
+            offset = torch.tensor([x0, y0, x0, y0], device=device)
+            boxes[rows] = torch.where(area[:, None] > 0, batched_mask_to_box(mask) + offset, 0)
+        for i, r in enumerate(rows.tolist()):
+            masks[r] = mask[i]
+    return inter / union, boxes, areas, masks
+
+
+def count(masks: torch.Tensor) -> torch.Tensor:
+    """[N, H, W] bool -> [N] int32 pixel counts (as segment_anything's stability score counts)."""
+    return masks.flatten(1).sum(1, dtype=torch.int32)

@@ -75,6 +75,8 @@ def model_args(cfg: dict) -> dict:
 class AutoWorker:
     """Loads the model once; turns a shard of image files into its Parquet files."""
 
+    batches_images = True  # images go through the generator amg.images_per_batch at a time
+
     def __init__(self, cfg: dict, root: str):
         from data_engine.amg.generator import MaskGenerator
         from data_engine.model.build import build_sam
@@ -90,11 +92,14 @@ class AutoWorker:
         the worker waits on neither; its _done record has the seconds spent in the model and busy."""
         start, results, self.model_seconds = time.time(), [], 0.0
         self.writer.check_space()  # a full disk fails the shard before its work is done
-        loaded = prefetch(self.load, shard["files"], AHEAD, self.cfg["input"]["image_timeout_s"])
-        for i, (name, image) in enumerate(loaded):
-            self._maybe_crash(shard["shard_id"], i)
-            results.append(self.process_image(name, image))
-            on_image(shard["shard_id"], i, len(results[-1][1]), results[-1][0]["status"] == "failed")
+        per_batch = self.cfg["amg"]["images_per_batch"] if self.batches_images else 1
+        loaded = prefetch(self.load, shard["files"], max(AHEAD, per_batch), self.cfg["input"]["image_timeout_s"])
+        for group in batched(enumerate(loaded), per_batch):
+            for i, _ in group:
+                self._maybe_crash(shard["shard_id"], i)
+            for (i, _), result in zip(group, self.process_images([item for _, item in group])):
+                results.append(result)
+                on_image(shard["shard_id"], i, len(result[1]), result[0]["status"] == "failed")
         timings = {"model_seconds": round(self.model_seconds, 3), "busy_seconds": round(time.time() - start, 3)}
         self.writer.submit(shard["shard_id"], results, start, {"inputs": shard.get("inputs"), **timings})
         images = [row for row, _ in results]
@@ -114,16 +119,37 @@ class AutoWorker:
         inputs.check_regular(path)
         return load_rgb(path, self.cfg["input"]["max_pixels"])
 
-    def process_image(self, name: str, image) -> tuple[dict, list[dict]]:
-        """One image row (ok or failed with its reason) and its mask rows; `image` is the decoded
-        image or the exception its load raised."""
+    def process_images(self, items: list[tuple[str, object]]) -> list[tuple[dict, list[dict]]]:
+        """process_image of each (name, decoded image or its load's exception); the decoded images go
+        through the generator together (generate_batch)."""
+        ready = [image for _, image in items if not isinstance(image, BaseException)]
+        if len(ready) < 2:
+            return [self.process_image(name, image) for name, image in items]
         start = time.time()
+        try:
+            generated = iter(self.generator.generate_batch(ready))
+        except Exception:  # image by image, so that each failure gets its own reason
+            return [self.process_image(name, image) for name, image in items]
+        share = (time.time() - start) / len(ready)
+        return [
+            self.process_image(name, image, None if isinstance(image, BaseException) else next(generated), share)
+            for name, image in items
+        ]
+
+    def process_image(self, name: str, image, generated: dict | None = None, seconds: float = 0.0):
+        """One image row (ok or failed with its reason) and its mask rows; `image` is the decoded image or
+        the exception its load raised; `generated`: its generator columns when already computed, in
+        `seconds`."""
+        start = time.time() - seconds
         row = {"image_id": inputs.image_id(name), "file_name": name, "num_masks": 0}
         try:
             if isinstance(image, BaseException):
                 raise image
             row.update(height=image.shape[0], width=image.shape[1])
-            masks = self.image_masks(image, row)
+            if generated is None:
+                masks = self.image_masks(image, row)
+            else:
+                masks = mask_rows(generated, row, self.model_name)
         except Exception as err:  # per-image boundary: one bad file never stops the shard
             log.warning("%s failed: %s", name, reason(err))
             row.update(status="failed", error=reason(err), seconds=time.time() - start)
@@ -149,6 +175,18 @@ class AutoWorker:
             marker.touch()
             self.writer.wait()  # exit at a known point: the previous shard's background write finished
             os._exit(17)
+
+
+def batched(items, size: int):
+    """Lists of `size` consecutive items (the last may be shorter)."""
+    group = []
+    for item in items:
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def mask_rows(generated: dict, image: dict, model: str) -> list[dict]:

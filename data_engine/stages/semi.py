@@ -106,6 +106,8 @@ def prefill_counts(out_dir: Path) -> dict:
 class SemiWorker(AutoWorker):
     """The automatic stage's worker with detector boxes as SAM's prompts."""
 
+    batches_images = False  # each image is prompted with its own boxes
+
     def __init__(self, cfg: dict, root: str):
         from data_engine.detector.model import load_detector
         from data_engine.semi.prefill import Prefiller
