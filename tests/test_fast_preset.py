@@ -52,10 +52,10 @@ def test_fast_preset_composes_and_validates(make_cfg):
     amg = make_cfg("amg=sa1b_fast", small=False)["amg"]
     check_amg(amg)
     assert amg["bf16_autocast"] and amg["sdpa_attention"] and amg["points_per_batch"] >= 1024
-    assert amg["images_per_batch"] > 1 and amg["host_threads"] > 0
+    assert amg["images_per_batch"] > 1 and amg["host_threads"] > 0 and amg["decode_crops_together"]
     exact = make_cfg("amg=sa1b", small=False)["amg"]
     assert not exact["bf16_autocast"] and not exact["sdpa_attention"] and not exact["compile_encoder"]
-    assert exact["images_per_batch"] == 1 and exact["host_threads"] == 0
+    assert exact["images_per_batch"] == 1 and exact["host_threads"] == 0 and not exact["decode_crops_together"]
 
 
 def scene():
@@ -114,11 +114,37 @@ def test_all_points_of_a_crop_decoded_together_up_to_the_cap(tiny, monkeypatch, 
     monkeypatch.setattr(
         decoder_module.SharedImageDecoder,
         "transformer",
-        lambda self, tokens: sizes.append(len(tokens)) or real(self, tokens),
+        lambda self, tokens, crops: sizes.append(len(tokens)) or real(self, tokens, crops),
     )
     gen = MaskGenerator(tiny, points_per_side=8, crop_n_layers=0, points_per_batch=1024, decoder_batch=decoder_batch)
     gen.generate(scene())
     assert sizes == calls
+
+
+def test_the_crops_of_an_encoder_batch_are_decoded_together(tiny, monkeypatch, one_thread):
+    calls = []
+    real = decoder_module.SharedImageDecoder.transformer
+    monkeypatch.setattr(
+        decoder_module.SharedImageDecoder,
+        "transformer",
+        lambda self, tokens, crops: (
+            calls.append(None if crops is None else crops.tolist()) or real(self, tokens, crops)
+        ),
+    )
+    settings = dict(points_per_side=8, crop_n_layers=1, points_per_batch=1024, decoder_batch=256, crops_per_batch=4)
+    settings.update(pred_iou_thresh=0.5, stability_score_thresh=0.5)
+    image = scene()
+    alone = MaskGenerator(tiny, **settings).generate(image)
+    assert calls == [None] * 5  # the whole image, then 4 crops one by one
+    calls.clear()
+    together = MaskGenerator(tiny, decode_crops_together=True, **settings).generate(image)
+    # The whole image alone; the 4 crops of layer 1 (4x4 points each) in one call, each prompt with its crop
+    assert calls == [None, [c for c in range(4) for _ in range(16)]]
+    figures = agreement([(alone["segmentation"], together["segmentation"], *image.shape[:2])])
+    assert figures["mean_matched_iou"] > 0.99 and figures["only_a"] == figures["only_b"] == 0
+    assert len(together["segmentation"]) > 0 and sorted(map(tuple, together["crop_box"])) == sorted(
+        map(tuple, alone["crop_box"])
+    )
 
 
 def squares(height, width, boxes) -> list[str]:

@@ -29,18 +29,19 @@ def supports(decoder: torch.nn.Module) -> bool:
 
 
 class SharedImageDecoder:
-    """The decoder bound to one image embedding: the prompt-independent work is done here, once."""
+    """The decoder bound to image embeddings: the prompt-independent work is done here, once per crop."""
 
     def __init__(self, decoder: MaskDecoder, embedding: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor):
-        """embedding [D', h, w] (the encoder's output for one crop), image_pe [1, D, h, w], dense [1, D, h, w]."""
+        """embedding [D', h, w] (the encoder's output for one crop) or [C, D', h, w] (C crops, whose prompts
+        then say which crop they belong to), image_pe [1, D, h, w], dense [1, D, h, w]."""
         self.decoder = decoder
-        embedding = embedding[None]
+        embedding = embedding[None] if embedding.dim() == 3 else embedding
         self.high_res = None
         if isinstance(decoder, HighResMaskDecoder):
             embedding, f1, f0 = decoder.unpack(embedding)
             self.high_res = (f1, f0)
         first = decoder.transformer.layers[0]
-        # Image tokens as the transformer sees them: [1, HW, D]
+        # Image tokens as the transformer sees them: [C, HW, D]
         src = embedding + dense
         self.shape = src.shape
         self.keys = src.flatten(2).permute(0, 2, 1)
@@ -52,20 +53,27 @@ class SharedImageDecoder:
         self.first_q = first.cross_attn_image_to_token.q_proj(k)
 
     def __call__(
-        self, sparse: torch.Tensor, keep: Callable[[torch.Tensor], torch.Tensor] | None = None, batch: int = 0
+        self,
+        sparse: torch.Tensor,
+        keep: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        batch: int = 0,
+        crops: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """sparse prompt embeddings [B, T, D] -> (low-res logits [K, 4, H, W] of the prompts kept,
         predicted IoU [B, 4] of all prompts, indices [K] of the kept prompts). `keep` maps the predicted
         IoU [B, 4] to the prompts [B] bool worth upscaling (None: all). The transformer and the upscaling
         run `batch` prompts at a time (0: all); the heads run on all B prompts together, as in
-        segment_anything: small matrix products round differently on fewer rows (BLAS picks another kernel)."""
+        segment_anything: small matrix products round differently on fewer rows (BLAS picks another kernel).
+        With several crops, `crops` [B] is each prompt's crop (its image side is then copied per prompt, as
+        segment_anything does; with one crop it is shared)."""
         d = self.decoder
         # Output tokens (IoU, masks) then the prompt tokens, one row per prompt
         output_tokens = torch.cat([d.iou_token.weight, d.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
         tokens = torch.cat((output_tokens, sparse), dim=1)
         bounds = batch_bounds(len(tokens), batch or len(tokens))
-        queries, keys = (torch.cat(parts) for parts in zip(*[self.transformer(tokens[i:j]) for i, j in bounds]))
+        crop = (lambda i, j: None) if crops is None else (lambda i, j: crops[i:j])
+        queries, keys = (torch.cat(p) for p in zip(*[self.transformer(tokens[i:j], crop(i, j)) for i, j in bounds]))
         # Hypernetwork weights of the mask tokens, predicted IoU from the IoU token
         mask_tokens = queries[:, 1 : 1 + d.num_mask_tokens, :]
         hyper = torch.stack([mlp(mask_tokens[:, i, :]) for i, mlp in enumerate(d.output_hypernetworks_mlps)], dim=1)
@@ -74,16 +82,18 @@ class SharedImageDecoder:
         if keep is not None:
             rows = rows[keep(iou_pred)]
             hyper, keys = hyper[rows], keys[rows]
+            crops = None if crops is None else crops[rows]
         if len(rows) == 0:
             _, _, h, w = self.shape  # two stride-2 upscalings
             return keys.new_zeros(0, d.num_mask_tokens, 4 * h, 4 * w), iou_pred, rows
         bounds = batch_bounds(len(rows), batch or len(rows))
-        return torch.cat([self.upscale(hyper[i:j], keys[i:j]) for i, j in bounds]), iou_pred, rows
+        crop = (lambda i, j: None) if crops is None else (lambda i, j: crops[i:j])
+        return torch.cat([self.upscale(hyper[i:j], keys[i:j], crop(i, j)) for i, j in bounds]), iou_pred, rows
 
-    def transformer(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def transformer(self, tokens: torch.Tensor, crops: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """segment_anything's TwoWayTransformer.forward, with the first layer's image side shared."""
         t = self.decoder.transformer
-        queries, keys = self.first_layer(tokens)
+        queries, keys = self.first_layer(tokens, crops)
         for layer in t.layers[1:]:
             queries, keys = self.layer(layer, queries, keys, tokens)
         q = queries + tokens
@@ -93,15 +103,18 @@ class SharedImageDecoder:
         queries = t.norm_final_attn(queries)
         return queries, keys
 
-    def first_layer(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def first_layer(self, tokens: torch.Tensor, crops: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """TwoWayAttentionBlock.forward (skip_first_layer_pe) with the precomputed image projections."""
         layer = self.decoder.transformer.layers[0]
+        image_keys, first_k, first_v, first_q = (
+            t if crops is None else t[crops] for t in (self.keys, self.first_k, self.first_v, self.first_q)
+        )
         # Self attention block (no positional encoding in the first layer)
         queries = layer.self_attn(q=tokens, k=tokens, v=tokens)
         queries = layer.norm1(queries)
         # Cross attention block, tokens attending to the image embedding
         m = layer.cross_attn_token_to_image
-        attn_out = attend(m, m.q_proj(queries + tokens), self.first_k, self.first_v)
+        attn_out = attend(m, m.q_proj(queries + tokens), first_k, first_v)
         queries = queries + attn_out
         queries = layer.norm2(queries)
         # MLP block
@@ -110,8 +123,8 @@ class SharedImageDecoder:
         # Cross attention block, image embedding attending to the tokens
         m = layer.cross_attn_image_to_token
         q = queries + tokens
-        attn_out = attend(m, self.first_q, m.k_proj(q), m.v_proj(queries))
-        keys = self.keys + attn_out
+        attn_out = attend(m, first_q, m.k_proj(q), m.v_proj(queries))
+        keys = image_keys + attn_out
         keys = layer.norm4(keys)
         return queries, keys
 
@@ -139,7 +152,7 @@ class SharedImageDecoder:
         keys = layer.norm4(keys)
         return queries, keys
 
-    def upscale(self, hyper: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    def upscale(self, hyper: torch.Tensor, keys: torch.Tensor, crops: torch.Tensor | None) -> torch.Tensor:
         """MaskDecoder.predict_masks after the transformer and hypernetworks: [K, 4, 4h, 4w] logits."""
         d = self.decoder
         _, c, h, w = self.shape
@@ -148,7 +161,7 @@ class SharedImageDecoder:
         if self.high_res is None:
             upscaled = d.output_upscaling(src)
         else:
-            f1, f0 = self.high_res
+            f1, f0 = (f if crops is None else f[crops] for f in self.high_res)
             deconv1, norm1, act1, deconv2, act2 = d.output_upscaling
             upscaled = act1(norm1(deconv1(src) + f1))
             upscaled = act2(deconv2(upscaled) + f0)

@@ -67,6 +67,7 @@ class MaskGenerator:
         bf16_autocast: bool = False,
         sdpa_attention: bool = False,
         compile_encoder: bool = False,
+        decode_crops_together: bool = False,
         images_per_batch: int = 1,
         host_threads: int = 0,
     ) -> None:
@@ -98,6 +99,9 @@ class MaskGenerator:
         sdpa_attention: the image encoder's attention through scaled_dot_product_attention, its relative
             position bias as an additive mask (data_engine/model/sdpa_attention.py; float rounding only).
         compile_encoder: torch.compile the image encoder (slow first call; then faster on a GPU).
+        decode_crops_together: the point prompts of the crops in one encoder batch go through the mask
+            decoder together, points_per_batch at a time (GPUs: fewer, larger decoder calls; each prompt
+            then gets its own copy of its crop's image side, as in segment_anything).
         images_per_batch: images the automatic stage hands to generate_batch together (their crops share
             encoder batches).
         host_threads: threads for each image's last steps (NMS across crops, small-region clean-up, RLE
@@ -127,6 +131,7 @@ class MaskGenerator:
         self.encoder = with_sdpa(model.image_encoder) if sdpa_attention else model.image_encoder
         if compile_encoder:
             self.encoder = torch.compile(self.encoder)
+        self.decode_crops_together = decode_crops_together
         self.images_per_batch = images_per_batch
         self.host_pool = ThreadPoolExecutor(host_threads, "amg-host") if host_threads else None
 
@@ -157,12 +162,17 @@ class MaskGenerator:
         left = [len(c) for c in crops]
         for layer in sorted({i for c in crops for _, i in c}):
             jobs = [(k, box) for k, c in enumerate(crops) for box, i in c if i == layer]
-            for (k, box), embedding in self._embed_crops(images, jobs):
-                # Masks of each crop, each crop already de-duplicated
-                parts[k].append(self._crop_masks(embedding, images[k], box, layer))
-                left[k] -= 1
-                if left[k] == 0:  # the image's crops are all done
-                    results[k] = self._finish(parts[k], len(crops[k]), images[k].shape[:2])
+            for chunk, embeddings in self._embed_crops(images, jobs):
+                # The crops of an encoder batch decoded together, or one by one
+                together = self.decode_crops_together and supports(self.model.mask_decoder)
+                groups = [(chunk, embeddings)] if together else [([j], e[None]) for j, e in zip(chunk, embeddings)]
+                for group, group_embeddings in groups:
+                    # Masks of each crop, each crop already de-duplicated
+                    for (k, _), data in zip(group, self._crop_masks(group_embeddings, images, group, layer)):
+                        parts[k].append(data)
+                        left[k] -= 1
+                        if left[k] == 0:  # the image's crops are all done
+                            results[k] = self._finish(parts[k], len(crops[k]), images[k].shape[:2])
         return [r.result() if isinstance(r, Future) else r for r in results]
 
     def _finish(self, parts: list[dict], n_crops: int, size) -> dict | Future:
@@ -195,7 +205,7 @@ class MaskGenerator:
         if len(boxes) == 0:
             return {**records({}, height, width), "box_index": []}
         crop_box = [0, 0, width, height]
-        ((_, embedding),) = self._embed_crops([image], [(0, crop_box)])
+        ((_, (embedding,)),) = self._embed_crops([image], [(0, crop_box)])
         # Each mask carries its prompt row through the filters: the box corners and the box's index
         prompts = np.concatenate([boxes, np.arange(len(boxes))[:, None]], axis=1)  # [N, 5]
         data = concat(
@@ -216,30 +226,44 @@ class MaskGenerator:
         return {**records(data, height, width), "box_index": box_index}
 
     def _embed_crops(self, images: list[np.ndarray], jobs: list[tuple[int, list[int]]]):
-        """Yield ((image index, crop box), image embedding) for each job; crops are encoded in batches."""
+        """Yield (jobs, image embeddings [C, D, h, w]) for each batch of C jobs (image index, crop box)."""
         for start in range(0, len(jobs), self.crops_per_batch):
             chunk = jobs[start : start + self.crops_per_batch]
             batch = torch.cat([self._preprocess(images[k][y0:y1, x0:x1]) for k, (x0, y0, x1, y1) in chunk])
             with self.autocast():
-                embeddings = self.encoder(batch)  # [C, D, h, w]
-            yield from zip(chunk, embeddings)
+                yield chunk, self.encoder(batch)
 
     def _preprocess(self, crop: np.ndarray) -> torch.Tensor:
         """Resize the long side to the encoder's size, normalize and pad: [1, 3, S, S]."""
         resized = torch.as_tensor(self.transform.apply_image(crop), device=self.device)
         return self.model.preprocess(resized.permute(2, 0, 1).contiguous()[None])
 
-    def _crop_masks(self, embedding: torch.Tensor, image: np.ndarray, crop_box: list[int], layer: int) -> dict:
-        """All kept masks of one crop, de-duplicated by box NMS, in image coordinates."""
-        x0, y0, x1, y1 = crop_box
-        crop_size = (y1 - y0, x1 - x0)
-        points = self.point_grids[layer] * np.array(crop_size)[None, ::-1]
-        decode = self._point_decoder(embedding, crop_size)
-        batches = [
-            self._point_batch(decode, points[i : i + self.points_per_batch], crop_size, crop_box, image.shape[:2])
-            for i in range(0, len(points), self.points_per_batch)
-        ]
-        data = concat(batches)
+    def _crop_masks(self, embeddings: torch.Tensor, images, crops: list, layer: int) -> list[dict]:
+        """All kept masks of each crop of `crops` [(image index, crop box)] (embeddings [C, D, h, w]), each
+        de-duplicated by box NMS, in image coordinates. Their point prompts go through the mask decoder
+        points_per_batch at a time, several crops' together when there are several."""
+        sizes = [(y1 - y0, x1 - x0) for _, (x0, y0, x1, y1) in crops]
+        grids = [self.point_grids[layer] * np.array(size)[None, ::-1] for size in sizes]
+        crop_of, points = np.repeat(np.arange(len(crops)), [len(g) for g in grids]), np.concatenate(grids)
+        decode = self._point_decoder(embeddings, sizes)
+        batches = [[] for _ in crops]
+        for i in range(0, len(points), self.points_per_batch):
+            batch, batch_crops = points[i : i + self.points_per_batch], crop_of[i : i + self.points_per_batch]
+            low_res, iou_preds, rows = decode(batch, batch_crops)  # [K*3, h, w], [K*3] of K prompts in full
+            rows = rows.cpu().numpy()
+            for c, (k, box) in enumerate(crops):
+                # This crop's prompts among those decoded in full, and their 3 masks each
+                mine = np.flatnonzero(batch_crops[rows] == c)
+                masks = slice(None) if len(crops) == 1 else torch.as_tensor((3 * mine[:, None] + np.arange(3)).ravel())
+                prompts = torch.as_tensor(batch[rows[mine]].repeat(3, axis=0), device=self.device)
+                filtered = self._filter_batch(
+                    low_res[masks], iou_preds[masks], prompts, sizes[c], box, images[k].shape[:2]
+                )
+                batches[c].append(filtered)
+        return [self._in_image(concat(b), box) for b, (_, box) in zip(batches, crops)]
+
+    def _in_image(self, data: dict, crop_box: list[int]) -> dict:
+        """One crop's masks, de-duplicated by box NMS, in image coordinates."""
         if len(data["rles"]) == 0:
             return data
         # Remove duplicates within this crop, ranked by predicted IoU
@@ -249,12 +273,6 @@ class MaskGenerator:
         data["points"] = uncrop_points(data["points"], crop_box)
         data["crop_boxes"] = torch.tensor([crop_box] * len(data["rles"]), device=self.device)
         return data
-
-    def _point_batch(self, decode, points: np.ndarray, crop_size, crop_box, image_size) -> dict:
-        """Decode 3 masks per point and apply the per-mask filters."""
-        low_res, iou_preds, rows = decode(points)  # [K*3, h, w], [K*3] of the K prompts decoded in full
-        points = torch.as_tensor(points[rows.cpu().numpy()].repeat(3, axis=0), device=self.device)
-        return self._filter_batch(low_res, iou_preds, points, crop_size, crop_box, image_size)
 
     def _box_batch(self, embedding, prompts: np.ndarray, crop_box) -> dict:
         """Decode one mask per box prompt ([B, 5]: XYXY and index) and apply the per-mask filters."""
@@ -316,22 +334,24 @@ class MaskGenerator:
             "stability": stability[rows],
         }
 
-    def _point_decoder(self, embedding, crop_size):
-        """A function: point prompts [B, 2] (crop px) -> low-res logits [K*3, h, w] and predicted IoU
-        [K*3] of the K prompts with a mask that can pass the predicted-IoU filter, and their rows [K]."""
+    def _point_decoder(self, embeddings: torch.Tensor, crop_sizes: list):
+        """A function: point prompts [B, 2] (crop px) and their crops [B] (sorted indices into crop_sizes and
+        embeddings [C, D, h, w]) -> low-res logits [K*3, h, w] and predicted IoU [K*3] of the K prompts with
+        a mask that can pass the predicted-IoU filter, and their rows [K]."""
         decoder = self.model.mask_decoder
-        if not supports(decoder):  # another decoder (a test's scripted one): call it as it is
-            return lambda points: self._decode(embedding, points, crop_size)
+        if not supports(decoder):  # another decoder (a test's scripted one): call it as it is, crop by crop
+            return lambda points, crops: self._decode(embeddings[0], points, crop_sizes[0])
         shared = None
 
-        def decode(points: np.ndarray):
+        def decode(points: np.ndarray, crops: np.ndarray):
             nonlocal shared
-            sparse, dense = self._embed_points(points, crop_size)
+            sparse, dense = self._embed_points(points, crops, crop_sizes)
             with self.autocast():
                 if shared is None:  # the image side, once per crop
                     pe = self.model.prompt_encoder.get_dense_pe()
-                    shared = SharedImageDecoder(decoder, embedding, pe, dense[:1])
-                low_res, iou_preds, rows = shared(sparse, self._may_pass, self.decoder_batch)
+                    shared = SharedImageDecoder(decoder, embeddings, pe, dense[:1])
+                index = None if len(crop_sizes) == 1 else torch.as_tensor(crops, device=self.device)
+                low_res, iou_preds, rows = shared(sparse, self._may_pass, self.decoder_batch, index)
             low_res = low_res[:, 1:].float()  # the 3 multimask outputs
             iou_preds = iou_preds[rows, 1:].float()
             return low_res.flatten(0, 1), iou_preds.flatten(0, 1), rows
@@ -345,15 +365,19 @@ class MaskGenerator:
         iou = iou_preds[:, 1:]
         return (iou > self.pred_iou_thresh if self.strict_iou_thresh else iou >= self.pred_iou_thresh).any(1)
 
-    def _embed_points(self, points: np.ndarray, crop_size) -> tuple[torch.Tensor, torch.Tensor]:
-        coords = torch.as_tensor(self.transform.apply_coords(points, crop_size), device=self.device)
+    def _embed_points(self, points: np.ndarray, crops: np.ndarray, crop_sizes) -> tuple[torch.Tensor, torch.Tensor]:
+        """Point prompts [B, 2] in their crops' px (crops [B]: sorted indices into crop_sizes) -> the prompt
+        encoder's sparse [B, 2, D] and dense embeddings."""
+        coords = np.concatenate([self.transform.apply_coords(points[crops == c], s) for c, s in enumerate(crop_sizes)])
+        coords = torch.as_tensor(coords, device=self.device)
         labels = torch.ones(len(points), dtype=torch.int, device=self.device)
         return self.model.prompt_encoder(points=(coords[:, None], labels[:, None]), boxes=None, masks=None)
 
     def _decode(self, embedding, points: np.ndarray, crop_size):
-        """Point prompts -> low-res logits [B*3, h, w], predicted IoU [B*3] and rows [B], with the model's
-        own decoder."""
-        low_res, iou_preds = self._model_decoder(embedding, *self._embed_points(points, crop_size), multimask=True)
+        """Point prompts of one crop -> low-res logits [B*3, h, w], predicted IoU [B*3] and rows [B], with the
+        model's own decoder."""
+        sparse, dense = self._embed_points(points, np.zeros(len(points), dtype=int), [crop_size])
+        low_res, iou_preds = self._model_decoder(embedding, sparse, dense, multimask=True)
         rows = torch.arange(len(points), device=self.device)
         return low_res.flatten(0, 1).float(), iou_preds.flatten(0, 1).float(), rows
 
