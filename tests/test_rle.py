@@ -28,3 +28,22 @@ def test_encoding_matches_pycocotools_on_non_square_masks():
     # The same masks stored transposed ([N, W, H]) give the same RLE
     assert rle.encode_transposed(np.ascontiguousarray(masks.transpose(0, 2, 1))) == expected
     assert rle.encode(np.zeros((0, 7, 11), bool)) == []
+
+
+def test_runs_found_on_the_masks_device_give_pycocotools_rle():
+    import torch
+
+    rng = np.random.default_rng(1)
+    masks = rng.random((6, 9, 13)) < 0.5  # [N, W, H] stored transposed
+    masks[0] = False  # empty
+    masks[1] = True  # full: one run of background of length 0 first
+    masks[2, 0, 0] = True  # first pixel set
+    masks[3, -1, -1] = True  # last pixel set
+    masks[4] = False
+    masks[4, 4, 5] = True  # a single pixel
+    expected = rle.encode_transposed(masks)
+    assert rle.encode_transposed_runs(torch.as_tensor(masks)) == expected
+    assert rle.encode_transposed_runs(torch.zeros(0, 9, 13, dtype=torch.bool)) == []
+    assert rle.encode_transposed_runs(torch.ones(2, 1, 1, dtype=torch.bool)) == rle.encode_transposed(
+        np.ones((2, 1, 1), bool)
+    )

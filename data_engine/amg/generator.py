@@ -442,7 +442,8 @@ def encode_uncropped(masks: list[torch.Tensor], windows: torch.Tensor, crop_box,
     full = torch.zeros(len(masks), width, height, dtype=torch.bool, device=windows.device)
     for placed, mask, (wy0, wy1, wx0, wx1) in zip(full, masks, windows.tolist()):
         placed[x0 + wx0 : x0 + wx1, y0 + wy0 : y0 + wy1] = mask.T
-    return rle.encode_transposed(full.cpu().numpy())
+    # On a GPU the runs are found there: only their ends come to the host, not the pixels
+    return rle.encode_transposed(full.numpy()) if full.device.type == "cpu" else rle.encode_transposed_runs(full)
 
 
 def concat(parts: list[dict]) -> dict:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from pycocotools import mask as mask_utils
+
+if TYPE_CHECKING:
+    import torch
 
 
 def encode(masks: np.ndarray) -> list[str]:
@@ -20,6 +25,26 @@ def encode_transposed(masks: np.ndarray) -> list[str]:
         return []
     fortran = np.ascontiguousarray(masks, dtype=bool).view(np.uint8).transpose(2, 1, 0)
     return [r["counts"].decode("ascii") for r in mask_utils.encode(fortran)]
+
+
+def encode_transposed_runs(masks: torch.Tensor) -> list[str]:
+    """encode_transposed of a [N, W, H] bool tensor on any device: the runs are found where the masks are
+    (a GPU) and only where they change is copied to the host, not the pixels; pycocotools compresses them."""
+    import torch  # here, so that reading and writing RLE never loads torch
+
+    n, w, h = masks.shape
+    if n == 0:
+        return []
+    flat = masks.reshape(n, w * h)
+    # (mask, position) of every pixel that differs from the one before it: a run ends there
+    changes = torch.nonzero(flat[:, 1:] != flat[:, :-1]).cpu().numpy()
+    first = flat[:, 0].cpu().numpy()
+    runs = []
+    for i, ends in enumerate(np.split(changes[:, 1] + 1, np.searchsorted(changes[:, 0], np.arange(1, n)))):
+        counts = np.diff(np.concatenate([[0], ends, [w * h]]))
+        # COCO runs start with background: a mask whose first pixel is set begins with an empty run
+        runs.append({"counts": ([0] if first[i] else []) + counts.tolist(), "size": [h, w]})
+    return [r["counts"].decode("ascii") for r in mask_utils.frPyObjects(runs, h, w)]
 
 
 def to_rle(counts: str, height: int, width: int) -> dict:
