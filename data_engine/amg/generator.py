@@ -440,8 +440,12 @@ def encode_uncropped(masks: list[torch.Tensor], windows: torch.Tensor, crop_box,
     x0, y0 = crop_box[:2]
     # Placed and transposed where the masks are (on a GPU: no CPU copy of the pixels but the one transfer)
     full = torch.zeros(len(masks), width, height, dtype=torch.bool, device=windows.device)
-    for placed, mask, (wy0, wy1, wx0, wx1) in zip(full, masks, windows.tolist()):
-        placed[x0 + wx0 : x0 + wx1, y0 + wy0 : y0 + wy1] = mask.T
+    if len(masks) and (windows == windows[:1]).all():  # one window for all (a GPU's): one copy
+        wy0, wy1, wx0, wx1 = windows[0].tolist()
+        full[:, x0 + wx0 : x0 + wx1, y0 + wy0 : y0 + wy1] = torch.stack(masks).transpose(1, 2)
+    else:
+        for placed, mask, (wy0, wy1, wx0, wx1) in zip(full, masks, windows.tolist()):
+            placed[x0 + wx0 : x0 + wx1, y0 + wy0 : y0 + wy1] = mask.T
     # On a GPU the runs are found there: only their ends come to the host, not the pixels
     return rle.encode_transposed(full.numpy()) if full.device.type == "cpu" else rle.encode_transposed_runs(full)
 
