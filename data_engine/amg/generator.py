@@ -254,7 +254,11 @@ class MaskGenerator:
             for c, (k, box) in enumerate(crops):
                 # This crop's prompts among those decoded in full, and their 3 masks each
                 mine = np.flatnonzero(batch_crops[rows] == c)
-                masks = slice(None) if len(crops) == 1 else torch.as_tensor((3 * mine[:, None] + np.arange(3)).ravel())
+                masks = (
+                    slice(None)
+                    if len(crops) == 1
+                    else torch.as_tensor((3 * mine[:, None] + np.arange(3)).ravel(), device=self.device)
+                )
                 prompts = torch.as_tensor(batch[rows[mine]].repeat(3, axis=0), device=self.device)
                 filtered = self._filter_batch(
                     low_res[masks], iou_preds[masks], prompts, sizes[c], box, images[k].shape[:2]
