@@ -15,6 +15,7 @@ release size: shortest side 1500 px). Models: the embedded `tiny`, or an officia
     python benchmarks/amg_vs_reference.py --variant vit_b --images 1500 --limit 1
     python benchmarks/amg_vs_reference.py --points-per-side 32 --crop-layers 2   # the full SA-1B recipe
     python benchmarks/amg_vs_reference.py --fast --device cuda  # also amg=sa1b_fast against the exact preset
+    python benchmarks/amg_vs_reference.py --fast --fast-override amg.bf16_autocast=false  # one piece off
 """
 
 from __future__ import annotations
@@ -93,6 +94,9 @@ def parse_args():
     p.add_argument("--crop-layers", type=int, default=1, help="crop layers for sa1b (SA-1B: 2)")
     p.add_argument("--no-reference", action="store_true", help="skip segment_anything's generator")
     p.add_argument("--fast", action="store_true", help="also run amg=sa1b_fast and compare it with the exact preset")
+    p.add_argument(
+        "--fast-override", action="append", default=[], help="with --fast: a setting of the fast side, amg.KEY=VALUE"
+    )
     return p.parse_args()
 
 
@@ -344,6 +348,7 @@ def main() -> int:
         )["amg"]
         fast = compose(
             ["amg=sa1b_fast", f"amg.points_per_side={args.points_per_side}", f"amg.crop_n_layers={args.crop_layers}"]
+            + args.fast_override
         )["amg"]
         print(f"\n[amg=sa1b_fast against amg=sa1b] { ({k: v for k, v in fast.items() if exact[k] != v}) }")
         for kind, images in sets.items():
