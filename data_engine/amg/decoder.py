@@ -72,8 +72,9 @@ class SharedImageDecoder:
         output_tokens = output_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1)
         tokens = torch.cat((output_tokens, sparse), dim=1)
         bounds = batch_bounds(len(tokens), batch or len(tokens))
-        crop = (lambda i, j: None) if crops is None else (lambda i, j: crops[i:j])
-        queries, keys = (torch.cat(p) for p in zip(*[self.transformer(tokens[i:j], crop(i, j)) for i, j in bounds]))
+        queries, keys = (
+            torch.cat(p) for p in zip(*[self.transformer(tokens[i:j], part(crops, i, j)) for i, j in bounds])
+        )
         # Hypernetwork weights of the mask tokens, predicted IoU from the IoU token
         mask_tokens = queries[:, 1 : 1 + d.num_mask_tokens, :]
         hyper = torch.stack([mlp(mask_tokens[:, i, :]) for i, mlp in enumerate(d.output_hypernetworks_mlps)], dim=1)
@@ -87,8 +88,7 @@ class SharedImageDecoder:
             _, _, h, w = self.shape  # two stride-2 upscalings
             return keys.new_zeros(0, d.num_mask_tokens, 4 * h, 4 * w), iou_pred, rows
         bounds = batch_bounds(len(rows), batch or len(rows))
-        crop = (lambda i, j: None) if crops is None else (lambda i, j: crops[i:j])
-        return torch.cat([self.upscale(hyper[i:j], keys[i:j], crop(i, j)) for i, j in bounds]), iou_pred, rows
+        return torch.cat([self.upscale(hyper[i:j], keys[i:j], part(crops, i, j)) for i, j in bounds]), iou_pred, rows
 
     def transformer(self, tokens: torch.Tensor, crops: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """segment_anything's TwoWayTransformer.forward, with the first layer's image side shared."""
@@ -167,6 +167,11 @@ class SharedImageDecoder:
             upscaled = act2(deconv2(upscaled) + f0)
         b, c, h, w = upscaled.shape
         return (hyper @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
+
+
+def part(crops: torch.Tensor | None, i: int, j: int) -> torch.Tensor | None:
+    """Rows i:j of the prompts' crop indices (None: one crop)."""
+    return None if crops is None else crops[i:j]
 
 
 def batch_bounds(n: int, size: int) -> list[tuple[int, int]]:

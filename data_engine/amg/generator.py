@@ -160,11 +160,11 @@ class MaskGenerator:
         ]
         parts, results = [[] for _ in images], [None] * len(images)
         left = [len(c) for c in crops]
+        together = self.decode_crops_together and supports(self.model.mask_decoder)
         for layer in sorted({i for c in crops for _, i in c}):
             jobs = [(k, box) for k, c in enumerate(crops) for box, i in c if i == layer]
             for chunk, embeddings in self._embed_crops(images, jobs):
                 # The crops of an encoder batch decoded together, or one by one
-                together = self.decode_crops_together and supports(self.model.mask_decoder)
                 groups = [(chunk, embeddings)] if together else [([j], e[None]) for j, e in zip(chunk, embeddings)]
                 for group, group_embeddings in groups:
                     # Masks of each crop, each crop already de-duplicated
