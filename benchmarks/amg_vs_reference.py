@@ -105,7 +105,7 @@ def load_images(args) -> dict[str, list[tuple[str, np.ndarray]]]:
     sets = {}
     for kind in args.images.split(","):
         if kind == "samples":
-            root, names, _ = list_inputs(args.input)
+            root, names = list_inputs(args.input)[:2]
             sets[kind] = [(n, load_rgb(root / n, max_pixels=1 << 40)) for n in names[: args.limit]]
         elif kind == "1500":
             sets[kind] = [(f"scene-{i} (synthetic)", sa1b_sized_scene(i)) for i in range(args.limit_1500)]

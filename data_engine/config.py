@@ -134,6 +134,9 @@ def check_runtime(r: dict) -> None:
         require(is_number(r[key]) and r[key] > 0, f"runtime.{key}", f"must be a positive number, got {r[key]!r}")
     check_int(r, "runtime.max_retries", 0)
     check_int(r, "runtime.num_workers", 1, nullable=True)
+    check_number(r, "runtime.shard_timeout_s", 1e-3, None, nullable=True)
+    check_number(r, "runtime.placement_timeout_s", 0)
+    check_number(r, "runtime.connect_timeout_s", 1e-3)
     check_bool(r, "runtime.progress")
 
 

@@ -63,7 +63,7 @@ def write_dataset(out_dir: Path, images: dict, size=(64, 80), stage: str = "auto
                 "seconds": 0.0,
             }
         )
-    write_shard(out_dir, "shard-00000", masks, rows)
+    write_shard(out_dir, "shard-000000000", masks, rows)
     return out_dir
 
 

@@ -61,8 +61,8 @@ def test_each_finished_shard_records_where_it_ran(make_cfg, tmp_path):
     write_images(tmp_path / "in", 3)
     cfg = make_cfg(f"input.path={tmp_path / 'in'}", "input.shard_size=2")
     run_stage(cfg)
-    done = sorted((Path(cfg["output"]["dir"]) / "_done").glob("shard-*.json"))
-    assert [p.name for p in done] == ["shard-00000.json", "shard-00001.json"]
+    done = sorted((Path(cfg["output"]["dir"]) / "_done").rglob("shard-*.json"))
+    assert [p.name for p in done] == ["shard-000000000.json", "shard-000000001.json"]
     for path in done:
         stats = json.loads(path.read_text())
         # runtime=serial: this process, on the configured device
@@ -104,8 +104,8 @@ def test_parquet_layout_zstd_and_no_dictionary_on_rle(make_cfg, tmp_path):
     cfg = make_cfg(f"input.path={tmp_path / 'in'}", *LOOSE)
     run_stage(cfg)
     out = Path(cfg["output"]["dir"])
-    assert sorted(p.name for p in out.glob("masks/*")) == ["shard-00000.parquet"]
-    meta = pq.ParquetFile(out / "masks" / "shard-00000.parquet").metadata
+    assert sorted(p.name for p in out.rglob("masks/*/*")) == ["shard-000000000.parquet"]
+    meta = pq.ParquetFile(out / "masks" / "000000" / "shard-000000000.parquet").metadata
     columns = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i) for i in range(meta.num_columns)}
     assert columns["segmentation"].compression == "ZSTD"
     assert not any("DICTIONARY" in str(e) for e in columns["segmentation"].encodings)
@@ -176,17 +176,19 @@ def test_killed_run_resumes_without_redoing_finished_shards(tmp_path):
         f"input.path={tmp_path / 'in'}",
         "input.shard_size=2",
         f"output.dir={out}",
-        "debug.crash_on_shard=shard-00001",
+        "debug.crash_on_shard=shard-000000001",
         *LOOSE,
     ]
     first = subprocess.run(cmd, capture_output=True, text=True)
     assert first.returncode == 17, first.stderr[-2000:]
-    assert (out / "_done" / "shard-00000.json").exists() and not (out / "_done" / "shard-00001.json").exists()
-    finished = (out / "masks" / "shard-00000.parquet").stat().st_mtime_ns
+    assert (out / "_done" / "000000" / "shard-000000000.json").exists() and not (
+        out / "_done" / "000000" / "shard-000000001.json"
+    ).exists()
+    finished = (out / "masks" / "000000" / "shard-000000000.parquet").stat().st_mtime_ns
     second = subprocess.run(cmd, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr[-2000:]
-    assert (out / "masks" / "shard-00000.parquet").stat().st_mtime_ns == finished
-    assert sorted(p.name for p in (out / "_done").iterdir()) == [f"shard-0000{i}.json" for i in range(3)]
+    assert (out / "masks" / "000000" / "shard-000000000.parquet").stat().st_mtime_ns == finished
+    assert sorted(p.name for p in (out / "_done").rglob("*.json")) == [f"shard-00000000{i}.json" for i in range(3)]
     assert len(read_images(out)) == 6
 
 
@@ -194,6 +196,6 @@ def test_a_temporary_file_left_by_a_killed_write_is_not_read_as_data(tmp_path):
     """The atomic writer's temporary files are hidden; a worker killed mid-write leaves one behind."""
     from data_engine.io.dataset import read_images, write_shard
 
-    write_shard(tmp_path, "shard-00000", [], [{"image_id": 1, "file_name": "a.png", "status": "ok"}])
-    (tmp_path / "images" / ".shard-00001.0123abcd.tmp.parquet").write_bytes(b"PAR1 cut short")
+    write_shard(tmp_path, "shard-000000000", [], [{"image_id": 1, "file_name": "a.png", "status": "ok"}])
+    (tmp_path / "images" / "000000" / ".shard-000000001.0123abcd.tmp.parquet").write_bytes(b"PAR1 cut short")
     assert read_images(tmp_path).column("file_name").to_pylist() == ["a.png"]

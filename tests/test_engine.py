@@ -198,11 +198,11 @@ def test_an_interrupted_step_resumes_in_its_folder(tmp_path, monkeypatch):
     out = tmp_path / "out"
     record = json.loads((out / "_engine" / "01_scenes.json").read_text())
     (out / "_engine" / "01_scenes.json").write_text(json.dumps({**record, "status": "running"}))
-    (out / "01_scenes" / "_done" / "shard-00001.json").unlink()  # the kill came in the second shard
-    kept = (out / "01_scenes" / "masks" / "shard-00000.parquet").stat().st_mtime_ns
+    (out / "01_scenes" / "_done" / "000000" / "shard-000000001.json").unlink()  # the kill came in the second shard
+    kept = (out / "01_scenes" / "masks" / "000000" / "shard-000000000.parquet").stat().st_mtime_ns
     runner.run_engine(cfg)
-    assert (out / "01_scenes" / "masks" / "shard-00000.parquet").stat().st_mtime_ns == kept
-    assert (out / "01_scenes" / "_done" / "shard-00001.json").is_file()
+    assert (out / "01_scenes" / "masks" / "000000" / "shard-000000000.parquet").stat().st_mtime_ns == kept
+    assert (out / "01_scenes" / "_done" / "000000" / "shard-000000001.json").is_file()
     assert json.loads((out / "_engine" / "01_scenes.json").read_text())["status"] == "done"
 
 

@@ -124,5 +124,5 @@ def test_ray_workers_take_the_gpu(make_cfg, tmp_path):
     finally:
         ray.shutdown()
     assert summary["shards_failed"] == {} and summary["images_ok"] == 4
-    workers = [json.loads(p.read_text())["worker"] for p in sorted((tmp_path / "out" / "_done").glob("*.json"))]
+    workers = [json.loads(p.read_text())["worker"] for p in sorted((tmp_path / "out" / "_done").rglob("*.json"))]
     assert len(workers) == 2 and all(w["pid"] != os.getpid() and w["device"].startswith("cuda") for w in workers)

@@ -209,7 +209,7 @@ def make_dataset(root: Path) -> tuple[Path, Path]:
     # An assisted mask on the face image: not released by default
     masks.append(mask_row(rows[1], masks[-1]["segmentation"], stage="assisted", source="test"))
     rows.append({"image_id": 7, "file_name": "gone.png", "height": 9, "width": 9, "status": "failed"})
-    write_shard(dataset, "shard-00000", masks, rows)
+    write_shard(dataset, "shard-000000000", masks, rows)
     (dataset / "run.json").write_text(json.dumps({"input_root": str(images_dir)}))
     return dataset, images_dir
 
@@ -339,7 +339,7 @@ def test_rerun_changes_no_byte(released, tmp_path):
     assert release_files(tmp_path / "again") == before
     # Resume: a tar lost with its done marker is written again, byte for byte
     (tmp_path / "again" / "sa_000001.tar").unlink()
-    (tmp_path / "again" / "_done" / "sa_000001.json").unlink()
+    (tmp_path / "again" / "_done" / "000000" / "sa_000001.json").unlink()
     release_stage.run(release_cfg(released["dataset"], tmp_path / "again"))
     assert release_files(tmp_path / "again") == before
 
@@ -349,7 +349,7 @@ def test_resume_ignores_groups_that_do_not_change_a_release(released, tmp_path):
     before = release_files(out)
     release_stage.run(release_cfg(released["dataset"], out))
     (out / "sa_000000.tar").unlink()
-    (out / "_done" / "sa_000000.json").unlink()
+    (out / "_done" / "000000" / "sa_000000.json").unlink()
     release_stage.run(release_cfg(released["dataset"], out, "amg.points_per_side=3", "model=vit_b"))
     assert release_files(out) == before
     with pytest.raises(UserError, match="different settings"):

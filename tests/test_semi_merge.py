@@ -133,8 +133,10 @@ def constructed_prefill(out: Path, height=48, width=64) -> tuple[dict, list[np.n
         }
         for m, c in zip(masks, rle.encode(np.stack(masks)))
     ]
-    write_shard(out, "shard-00000", rows, [{**image, "status": "ok", "error": None, "num_masks": 3, "seconds": 0.1}])
-    runs.mark_done(out, "shard-00000", {})
+    write_shard(
+        out, "shard-000000000", rows, [{**image, "status": "ok", "error": None, "num_masks": 3, "seconds": 0.1}]
+    )
+    runs.mark_done(out, "shard-000000000", {})
     return image, masks
 
 
@@ -182,7 +184,7 @@ def test_merge_counts_one_kept_one_edited_one_deleted_one_added(fmt, tmp_path):
 def read_parquet_rows(folder: Path) -> list[dict]:
     import pyarrow.parquet as pq
 
-    return [r for p in sorted(folder.glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    return [r for p in sorted(folder.rglob("*.parquet")) for r in pq.read_table(p).to_pylist()]
 
 
 def test_edit_iou_decides_edited_or_deleted_plus_added(tmp_path):
@@ -306,10 +308,10 @@ def test_merge_rerun_skips_done_shards_and_refuses_another_export(tmp_path):
     WRITERS["coco"]([image], {"pic.png": annotator_rows(image, [a])}, path, kind="annotations")
     cfg = merge_cfg(tmp_path / "semi", "coco", path, tmp_path / "m")
     first = run_stage(cfg)
-    stamp = (tmp_path / "m" / "masks" / "shard-00000.parquet").stat().st_mtime_ns
+    stamp = (tmp_path / "m" / "masks" / "000000" / "shard-000000000.parquet").stat().st_mtime_ns
     again = run_stage(cfg)
     assert again["merge"] == first["merge"] and again["merge"]["kept"] == 1
-    assert (tmp_path / "m" / "masks" / "shard-00000.parquet").stat().st_mtime_ns == stamp
+    assert (tmp_path / "m" / "masks" / "000000" / "shard-000000000.parquet").stat().st_mtime_ns == stamp
     WRITERS["coco"]([image], {"pic.png": annotator_rows(image, [a, b])}, path, kind="annotations")
     with pytest.raises(runs.OutputConflict):
         run_stage(cfg)

@@ -120,7 +120,7 @@ def test_bad_image_gets_a_failed_row_and_resume_skips_done_shards(scenes, detect
     assert oracle.calls == calls
     assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "semi").glob("masks/*.parquet")}
     # An interrupted run resumes the missing shard only
-    (tmp_path / "semi" / "_done" / "shard-00001.json").unlink()
+    (tmp_path / "semi" / "_done" / "000000" / "shard-000000001.json").unlink()
     run_stage(cfg)
     assert oracle.calls == calls + 2 and len(read_images(tmp_path / "semi")) == 4
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
 
 from data_engine.io import dataset, inputs
 
@@ -96,3 +100,34 @@ def summarize(report: list[dict]) -> dict:
 
 def kind(reason: str | None) -> str:
     return (reason or "").split(":", 1)[0].strip()
+
+
+REPORT_SCHEMA = pa.schema(
+    [
+        ("format", pa.string()),
+        ("file", pa.string()),
+        ("annotation", pa.string()),
+        ("image", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+
+def inputs_digest(a: dict) -> str:
+    """SHA-256 of the annotation and click inputs (files by content, folders by names, sizes and times)."""
+    h = hashlib.sha256()
+    for key in ("annotations", "clicks"):
+        if a.get(key):
+            path = Path(a[key]).expanduser()
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for p in files:
+                stat = p.stat()
+                h.update(f"{p}:{stat.st_size}:{stat.st_mtime_ns}".encode() if path.is_dir() else p.read_bytes())
+    return h.hexdigest()
+
+
+def write_report(out_dir: Path, report: list[dict]) -> dict:
+    """import_report.parquet (one row per input annotation) and its counts."""
+    dataset.write_atomic(dataset.table(report, REPORT_SCHEMA), out_dir / "import_report.parquet")
+    return summarize(report)

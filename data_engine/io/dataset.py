@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -47,6 +48,7 @@ IMAGE_SCHEMA = pa.schema(
     ]
 )
 
+SHARDS_PER_FOLDER = 1000
 # Dictionary encoding only where values repeat; never on the RLE column.
 DICTIONARY_COLUMNS = ["file_name", "stage", "source", "model", "status"]
 
@@ -113,11 +115,31 @@ def with_mask_ids(masks: list[dict]) -> list[dict]:
     return masks
 
 
+def shard_name(index: int) -> str:
+    """The id of the index-th shard of a plan: nine digits, so ids sort as text up to a billion shards."""
+    return f"shard-{index:09d}"
+
+
+def shard_path(out_dir: str | Path, part: str, shard_id: str, suffix: str = ".parquet") -> Path:
+    """Where a shard's file of one part (masks, images, _done, ...) lives: folders of SHARDS_PER_FOLDER
+    shards by the number the id ends with, so that no folder holds more than a few thousand files."""
+    digits = re.search(r"(\d+)$", shard_id)
+    group = f"{int(digits.group(1)) // SHARDS_PER_FOLDER:06d}" if digits else "other"
+    return Path(out_dir) / part / group / f"{shard_id}{suffix}"
+
+
+def shard_files(out_dir: str | Path, part: str, suffix: str = ".parquet") -> list[Path]:
+    """Every shard file of a part, in shard order (also a flat folder's files); hidden ones are the atomic
+    writer's temporary files (a write under way, or cut short by a killed worker)."""
+    folder = Path(out_dir) / part
+    found = folder.rglob(f"*{suffix}") if folder.is_dir() else []
+    return sorted((p for p in found if not p.name.startswith(".")), key=lambda p: p.name)
+
+
 def write_shard(out_dir: str | Path, shard_id: str, masks: list[dict], images: list[dict]) -> None:
     """One shard's masks/ and images/ files (images last: its presence means the shard is whole)."""
-    out_dir = Path(out_dir)
-    write_atomic(table(with_mask_ids(masks), MASK_SCHEMA), out_dir / "masks" / f"{shard_id}.parquet")
-    write_atomic(table(images, IMAGE_SCHEMA), out_dir / "images" / f"{shard_id}.parquet")
+    write_atomic(table(with_mask_ids(masks), MASK_SCHEMA), shard_path(out_dir, "masks", shard_id))
+    write_atomic(table(images, IMAGE_SCHEMA), shard_path(out_dir, "images", shard_id))
 
 
 def read_masks(dataset: str | Path, columns=None) -> pa.Table:
@@ -129,9 +151,7 @@ def read_images(dataset: str | Path, columns=None) -> pa.Table:
 
 
 def read_part(dataset, part: str, schema: pa.Schema, columns) -> pa.Table:
-    folder = Path(dataset) / part
-    # Hidden files are the atomic writer's temporary ones (a write under way, or cut short by a killed worker)
-    files = sorted(str(p) for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
+    files = [str(p) for p in shard_files(dataset, part)]
     if not files:
         return schema.empty_table().select(columns) if columns else schema.empty_table()
     return pq.ParquetDataset(files, schema=schema).read(columns=columns)

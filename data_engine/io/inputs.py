@@ -8,8 +8,10 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import NamedTuple
 
 from data_engine.errors import UserError
+from data_engine.io.dataset import shard_name
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +32,21 @@ class InputError(UserError, ValueError):
     """The input path or manifest cannot be used; the message says what to do."""
 
 
-def list_inputs(
-    path: str | Path | None, extensions=None, follow_symlinks: bool = False
-) -> tuple[Path, list[str], dict[str, str]]:
-    """(root, sorted relative file names, {ignored name: reason}) for a folder or a manifest file;
-    extensions None means IMAGE_EXTENSIONS."""
+class Listing(NamedTuple):
+    root: Path
+    names: list[str]  # relative to root (or absolute, from a manifest)
+    ignored: dict[str, str]  # {name: why it is not an input}
+    stamps: list | None = None  # [(size, mtime)] aligned with names, when a manifest table gives them
+
+
+def list_inputs(path: str | Path | None, extensions=None, follow_symlinks: bool = False) -> Listing:
+    """The input files of a folder or a manifest file; extensions None means IMAGE_EXTENSIONS."""
     extensions = extensions or IMAGE_EXTENSIONS
     root = Path(path).expanduser().resolve() if path else SAMPLES
     if root.is_dir():
-        return root, *scan_folder(root, extensions, follow_symlinks)
+        return Listing(root, *scan_folder(root, extensions, follow_symlinks))
     if root.is_file():
-        return root.parent, read_manifest(root), {}
+        return Listing(root.parent, *read_manifest(root))
     raise InputError(f"input.path={path} does not exist: give a folder of images or a manifest file")
 
 
@@ -85,13 +91,35 @@ def rel(path: Path, root) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
 
-def read_manifest(manifest: Path) -> list[str]:
-    """One path per line (relative to the manifest's folder, or absolute); '#' starts a comment."""
-    lines = [ln.strip() for ln in manifest.read_text().splitlines()]
-    names = [ln for ln in lines if ln and not ln.startswith("#")]
+def read_manifest(manifest: Path) -> tuple[list[str], dict, list | None]:
+    """(paths, {} ignored, [(size, mtime)] aligned with the paths or None). A .parquet or .csv manifest is
+    a table with a `path` column and optionally `size` and `mtime` (then a rerun trusts them and stats no
+    input file); any other file lists one path per line, '#' starting a comment. Paths are relative to the
+    manifest's folder, or absolute."""
+    if manifest.suffix.lower() in (".parquet", ".csv"):
+        names, stamps = read_manifest_table(manifest)
+    else:
+        lines = [ln.strip() for ln in manifest.read_text().splitlines()]
+        names, stamps = [ln for ln in lines if ln and not ln.startswith("#")], None
     if not names:
         raise InputError(f"manifest {manifest} lists no files")
-    return names
+    return names, {}, stamps
+
+
+def read_manifest_table(manifest: Path) -> tuple[list[str], list | None]:
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(manifest) if manifest.suffix.lower() == ".parquet" else pa_csv.read_csv(manifest)
+    except Exception as err:  # pyarrow's errors name the problem
+        raise InputError(f"manifest {manifest} cannot be read as a table ({err}): give a path column") from None
+    if "path" not in table.column_names:
+        raise InputError(f"manifest {manifest} has no `path` column (it has {table.column_names})")
+    names = [str(p) for p in table.column("path").to_pylist()]
+    if not {"size", "mtime"} <= set(table.column_names):
+        return names, None
+    return names, list(zip(table.column("size").to_pylist(), table.column("mtime").to_pylist()))
 
 
 def image_id(name: str) -> int:
@@ -99,29 +127,33 @@ def image_id(name: str) -> int:
     return int.from_bytes(hashlib.sha1(name.encode()).digest()[:8], "big") & ((1 << 63) - 1)
 
 
-def make_shards(names: list[str], shard_size: int, root: Path | None = None) -> list[dict]:
-    """Deterministic shards: shard-00000, shard-00001, ... of `shard_size` names each. With `root`, each
-    shard also carries `inputs`: a digest of its files' names, sizes and modification times, which a
-    resume compares to redo a shard whose files changed."""
-    shards = [
-        {"shard_id": f"shard-{i // shard_size:05d}", "files": names[i : i + shard_size]}
-        for i in range(0, len(names), shard_size)
-    ]
-    for shard in shards if root is not None else []:
-        shard["inputs"] = inputs_digest(Path(root), shard["files"])
+def make_shards(names: list[str], shard_size: int, root: Path | None = None, stamps: list | None = None) -> list:
+    """Deterministic shards of `shard_size` names each (ids: io.dataset.shard_name). With `root`, each
+    shard also carries `inputs`: a digest of its files' names, sizes and modification times (`stamps` when
+    a manifest gives them, else from the file system), which a resume compares to redo a shard whose files
+    changed."""
+    shards = []
+    for i in range(0, len(names), shard_size):
+        shard = {"shard_id": shard_name(i // shard_size), "files": names[i : i + shard_size]}
+        if root is not None:
+            stamp = stamps[i : i + shard_size] if stamps else [file_stamp(root, n) for n in shard["files"]]
+            shard["inputs"] = inputs_digest(shard["files"], stamp)
+        shards.append(shard)
     return shards
 
 
-def inputs_digest(root: Path, names: list[str]) -> str:
-    """SHA-256 of (name, size, mtime) per file; a file that cannot be stat'ed counts as (name, None, None)."""
-    listing = []
-    for name in names:
-        try:
-            st = os.stat(resolve(root, name))
-            listing.append([name, st.st_size, st.st_mtime_ns])
-        except OSError:
-            listing.append([name, None, None])
-    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+def inputs_digest(names: list[str], stamps: list) -> str:
+    """SHA-256 of (name, size, mtime) per file."""
+    return hashlib.sha256(json.dumps([[n, *s] for n, s in zip(names, stamps)]).encode()).hexdigest()
+
+
+def file_stamp(root: Path, name: str) -> tuple:
+    """(size, modification time) of an input file; (None, None) if it cannot be stat'ed."""
+    try:
+        st = os.stat(resolve(root, name))
+    except OSError:
+        return None, None
+    return st.st_size, st.st_mtime_ns
 
 
 def resolve(root: Path, name: str) -> Path:

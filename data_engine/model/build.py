@@ -272,3 +272,19 @@ def model_checksum(sam: Sam) -> str:
         h.update(key.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def model_record(m: dict) -> dict:
+    """Variant and weight checksum of the model section's model, recorded with a run and checked on resume;
+    a bad checkpoint fails here, before any worker starts."""
+    path = resolve_checkpoint(m["variant"], m["checkpoint"], m["download"], m["cache_dir"])
+    sam = seeded_sam(m["variant"])
+    if path is None:
+        return {"variant": m["variant"], "checkpoint": None, "sha256": model_checksum(sam)}
+    load_checkpoint(sam, m["variant"], path)
+    return {"variant": m["variant"], "checkpoint": str(path), "sha256": sha256_file(path)}
+
+
+def model_args(m: dict) -> dict:
+    """build_sam's arguments from the model section."""
+    return {k: m[k] for k in ("variant", "checkpoint", "download", "cache_dir")}

@@ -1,46 +1,65 @@
-"""Run shards on Ray (local or cluster) or serially. The only module that imports Ray."""
+"""Run shards serially or on Ray Data (this machine's own Ray, or a cluster). The only module that imports Ray.
+
+On Ray, the shards are a Ray Data dataset of one row per shard, mapped by a pool of actors that each hold
+one worker (and so one loaded model). A shard whose worker dies (its node lost, the process killed, a
+hang past runtime.shard_timeout_s) is not restarted in place: the pass goes on with the live actors,
+and the shards that did not come back run again in a further pass, at most runtime.max_retries times.
+The driver receives one small record per shard, never one event per image.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import pickle
+import socket
+import threading
 import time
+import warnings
 from typing import Callable
 
 from tqdm import tqdm
 
+from data_engine.errors import UserError
 from data_engine.runtime.reasons import reason
 
 log = logging.getLogger(__name__)
 
-# worker(shard, on_image) -> stats {"images", "masks", "failed", "seconds"}; it calls
-# on_image(shard_id, index, masks, failed) after each image so progress moves image by image.
+# worker(shard, on_image) -> stats {"images", "masks", "failed", ...}; on_image(shard_id, index, masks,
+# failed) after each image moves a serial run's progress bar (on Ray, progress comes once per shard).
 Worker = Callable[[dict, Callable], dict]
+HUNG = 19  # exit status of a worker process that stopped itself after runtime.shard_timeout_s
 
 
-def run_shards(shards: list[dict], make_worker: Callable[[], Worker], runtime: dict) -> dict:
-    """Process every shard; returns {shard_id: error} for shards that could not be finished."""
+class ClusterUnavailable(UserError, RuntimeError):
+    """The Ray cluster cannot be reached, or cannot place a worker."""
+
+
+def run_shards(shards: list[dict], make_worker: Callable[[], Worker], runtime: dict) -> tuple[dict, dict]:
+    """Process every shard: ({shard_id: stats} of shards done, {shard_id: reason} of shards that failed)."""
     if not shards:
-        return {}
+        return {}, {}
     progress = Progress(shards, enabled=runtime.get("progress", True))
     try:
         if runtime["name"] == "serial":
             return run_serial(shards, make_worker, progress)
-        return run_ray(shards, make_worker, runtime, progress)
+        return run_ray_data(shards, make_worker, runtime, progress)
     finally:
         progress.close()
 
 
-def run_serial(shards, make_worker, progress) -> dict:
-    worker, failed = make_worker(), {}
+def run_serial(shards, make_worker, progress) -> tuple[dict, dict]:
+    worker, done, failed = make_worker(), {}, {}
     try:
         for shard in shards:
             stats = worker(shard, progress.image_done)
+            done[shard["shard_id"]] = stats
             progress.shard_done(shard, stats)
             failed.update(stats.get("write_failed", {}))
     finally:
         failed.update(close_worker(worker))
-    return failed
+    return {k: v for k, v in done.items() if k not in failed}, failed
 
 
 def close_worker(worker) -> dict:
@@ -50,114 +69,168 @@ def close_worker(worker) -> dict:
     return close() if close else {}
 
 
-def run_ray(shards, make_worker, runtime, progress) -> dict:
+# Ray Data
+
+
+def run_ray_data(shards, make_worker, runtime, progress) -> tuple[dict, dict]:
+    """Passes of Ray Data over the shards not yet done; each pass runs every shard once."""
     import ray
-    from ray.util.queue import Queue
 
     init_ray(runtime)
-    events = Queue()  # per-image progress from the workers
-    pool = ActorPool(ray, make_actor(ray, runtime), make_worker, events, num_workers(ray, runtime, len(shards)))
-    queue, running, failed = list(shards), {}, {}  # running: result ref -> (actor, shard)
-    # Keep every live actor busy with one shard; Ray restarts a dead actor and retries its shard
-    while queue and pool.alive() or running:
-        while queue and pool.idle:
-            actor, shard = pool.idle.pop(), queue.pop(0)
-            running[actor.process.remote(shard)] = (actor, shard)
-        ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-        drain(events, progress)
-        for ref in ready:
-            actor, shard = running.pop(ref)
-            try:
-                stats = ray.get(ref)
-                progress.shard_done(shard, stats)
-                failed.update(stats.get("write_failed", {}))
-                queue.extend(pool.returned(actor, shard, stats))
-            except Exception as err:  # the shard boundary: record the failure, keep going
-                failed[shard["shard_id"]] = reason(err)
-                log.error("shard %s failed after retries: %s", shard["shard_id"], failed[shard["shard_id"]])
-                progress.fail(shard)
-                queue.extend(pool.after_failure(actor, err))
-    failed.update(pool.close())
-    for shard in queue:  # no worker could be started or kept
-        failed[shard["shard_id"]] = f"not run: no worker left ({pool.last_death})"
-        progress.fail(shard)
-    return failed
+    resources = worker_resources(ray, runtime)
+    wait_for_a_node(ray, resources, runtime["placement_timeout_s"])
+    by_id = {s["shard_id"]: s for s in shards}
+    done, failed, todo = {}, {}, list(by_id)
+    for attempt in range(runtime["max_retries"] + 1):
+        if attempt:
+            log.warning(
+                "%d shards lost their worker; running them again (retry %d of %d)",
+                len(todo),
+                attempt,
+                runtime["max_retries"],
+            )
+        for shard_id, stats in one_pass(ray, [by_id[i] for i in todo], make_worker, runtime, resources):
+            if "error" in stats:
+                failed[shard_id] = stats["error"]
+                progress.fail(by_id[shard_id])
+                continue
+            done[shard_id] = stats
+            progress.shard_done(by_id[shard_id], stats)
+            failed.update(stats.get("write_failed", {}))
+        todo = [i for i in todo if i not in done and i not in failed]
+        if not todo:
+            break
+    for shard_id in todo:
+        failed[shard_id] = (
+            f"WorkerLost: its worker process ended on each of {runtime['max_retries'] + 1} attempts "
+            "(node lost, killed, out of memory or past runtime.shard_timeout_s; see the Ray logs)"
+        )
+        progress.fail(by_id[shard_id])
+    return {k: v for k, v in done.items() if k not in failed}, failed
 
 
-class ActorPool:
-    """The shard actors. One that can no longer run (it died, and Ray has used up its restarts) never
-    gets another shard: it is replaced by a fresh actor, unless it died while starting (that would
-    happen again)."""
+def one_pass(ray, shards: list[dict], make_worker, runtime: dict, resources: dict):
+    """(shard_id, stats) of each shard this pass finished, as they finish; shards whose worker died are
+    left out (Ray Data counts them as errored blocks and goes on)."""
+    from ray.data import ActorPoolStrategy, DataContext
 
-    def __init__(self, ray, actor_class, make_worker, events, size: int):
-        self.ray, self.new = ray, lambda: actor_class.remote(make_worker, events)
-        self.idle = [self.new() for _ in range(size)]
-        self.live, self.last_death = len(self.idle), None
-        self.writing = {}  # id(actor) -> shards it returned while still writing them in the background
-        self.requeued = set()
+    ctx = DataContext.get_current()
+    ctx.max_errored_blocks = -1  # a dead worker's shard is skipped in this pass and run in the next
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    size = num_workers(ray, runtime, resources, len(shards))
+    rows = [{"shard": pickle.dumps(s)} for s in shards]
+    with warnings.catch_warnings():  # Ray Data has no other way yet to set an actor's restarts
+        warnings.simplefilter("ignore", DeprecationWarning)
+        dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+            ShardMapper,
+            batch_size=1,
+            # one shard at a time per worker: a dead worker loses only the shard it was running
+            compute=ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
+            fn_constructor_kwargs={"make_worker": make_worker, "timeout_s": runtime["shard_timeout_s"]},
+            num_cpus=resources["CPU"],
+            num_gpus=resources.get("GPU", 0),
+            # A dead actor is replaced by a fresh one, never restarted with its task (a restart waits for a
+            # node with room, forever if the cluster lost it); its shard runs in the next pass
+            ray_remote_args_fn=lambda: {"max_restarts": 0},
+        )
+    for row in dataset.iter_rows():
+        yield row["shard_id"], json.loads(row["stats"])
 
-    def alive(self) -> bool:
-        return self.live > 0
 
-    def returned(self, actor, shard: dict, stats: dict) -> list[dict]:
-        """The actor is idle again; shards to run again: those it returned earlier whose write it does not
-        confirm (written or failed) now: its process was restarted and their data lost."""
-        known = {*stats.get("written", []), *stats.get("write_failed", {})}
-        lost = [s for s in self.writing.pop(id(actor), []) if s["shard_id"] not in known]
-        self.writing[id(actor)] = [shard] if stats.get("writing") else []
-        self.idle.append(actor)
-        return self.again(lost)
+class ShardMapper:
+    """A Ray Data actor: holds one worker across shards; each call is one shard, written before it returns."""
 
-    def again(self, shards: list[dict]) -> list[dict]:
-        """Each lost shard runs once more (a shard lost twice is left to the summary's check)."""
-        shards = [s for s in shards if s["shard_id"] not in self.requeued]
-        self.requeued |= {s["shard_id"] for s in shards}
-        for s in shards:
-            log.warning("shard %s is run again: its worker stopped while writing it", s["shard_id"])
-        return shards
+    def __init__(self, make_worker: Callable[[], Worker], timeout_s: float | None):
+        self.worker, self.timeout_s = make_worker(), timeout_s
 
-    def after_failure(self, actor, err: Exception) -> list[dict]:
-        """Shards to run again: those the actor was still writing when it died (their data may be lost)."""
-        if not isinstance(err, self.ray.exceptions.RayActorError):
-            return self.returned(actor, {}, {"written": [s["shard_id"] for s in self.writing.get(id(actor), [])]})
-        self.last_death = reason(err)
-        unwritten = self.again(self.writing.pop(id(actor), []))
+    def __call__(self, batch: dict) -> dict:
+        shard = pickle.loads(batch["shard"][0])
+        watchdog = start_watchdog(shard["shard_id"], self.timeout_s)
         try:
-            self.ray.kill(actor, no_restart=True)
-        except Exception:  # already gone
-            pass
-        if getattr(err, "actor_init_failed", False):
-            self.live -= 1
-            log.error("a worker could not start and is dropped (%d left): %s", self.live, self.last_death)
-        else:
-            log.warning("a worker died; starting a fresh one in its place")
-            self.idle.append(self.new())
-        return unwritten
-
-    def close(self) -> dict:
-        """Each live actor's background work finished; {shard_id: reason} for shards it could not write."""
-        failed = {}
-        for actor in self.idle:
-            try:
-                failed.update(self.ray.get(actor.close.remote()))
-            except self.ray.exceptions.RayActorError as err:
-                log.warning("a worker died before closing: %s", reason(err))
-        return failed
+            stats = self.worker(shard, lambda *event: None)
+            stats["write_failed"] = {**stats.get("write_failed", {}), **close_worker(self.worker)}
+        except Exception as err:  # the shard boundary: its reason goes back to the driver, the worker lives on
+            stats = {"error": reason(err)}
+        finally:
+            if watchdog:
+                watchdog.cancel()
+        return {"shard_id": [shard["shard_id"]], "stats": [json.dumps(stats, default=str)]}
 
 
-def drain(events, progress) -> None:
-    size = events.qsize()
-    for event in events.get_nowait_batch(size) if size else []:
-        progress.image_done(*event)
+def start_watchdog(shard_id: str, timeout_s: float | None):
+    """A timer that ends this worker process if the shard is not done in timeout_s: a hung worker is then
+    replaced like a dead one and its shard redone."""
+    if not timeout_s:
+        return None
+
+    def stop():
+        log.error(
+            "shard %s still running after %s s (runtime.shard_timeout_s): stopping its worker", shard_id, timeout_s
+        )
+        os._exit(HUNG)
+
+    timer = threading.Timer(timeout_s, stop)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def worker_resources(ray, runtime: dict) -> dict:
+    """What each worker asks of a node: its CPUs, and a GPU share where the cluster has GPUs."""
+    use_gpu = bool(ray.cluster_resources().get("GPU", 0))
+    return {"CPU": runtime["cpus_per_worker"], **({"GPU": runtime["gpus_per_worker"]} if use_gpu else {})}
+
+
+def wait_for_a_node(ray, resources: dict, timeout_s: float) -> None:
+    """Return once some live node can hold a worker; after timeout_s (nodes may still be joining), one
+    line saying what the largest node has."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        if any(all(n.get(k, 0) >= v for k, v in resources.items()) for n in nodes):
+            return
+        if time.monotonic() >= deadline:
+            largest = max(nodes, key=lambda n: n.get("CPU", 0), default={})
+            raise ClusterUnavailable(
+                f"no node of the Ray cluster can hold a worker asking for {fmt(resources)} (the largest node has "
+                f"{fmt({k: largest.get(k, 0) for k in resources})}; waited {timeout_s:g} s for one to join): "
+                "lower runtime.cpus_per_worker / runtime.gpus_per_worker or add larger nodes"
+            )
+        time.sleep(min(1.0, max(deadline - time.monotonic(), 0)))
+
+
+def fmt(resources: dict) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in resources.items())
+
+
+def num_workers(ray, runtime: dict, resources: dict, n_shards: int) -> int:
+    """runtime.num_workers, or as many as the cluster's CPUs (GPUs where it has them) can hold."""
+    if runtime.get("num_workers"):
+        return min(runtime["num_workers"], n_shards)
+    total = ray.cluster_resources()
+    kind = "GPU" if "GPU" in resources else "CPU"
+    return max(1, min(int(total.get(kind, 1) // resources[kind]), n_shards))
+
+
+# Joining Ray
 
 
 def init_ray(runtime: dict) -> None:
+    """runtime=local starts a Ray of this run's own (never one the machine advertises: a stale or foreign
+    cluster would hang or break the run); runtime=ray_cluster joins runtime.address, after checking within
+    runtime.connect_timeout_s that it answers."""
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return
-    address = runtime.get("address") if runtime["name"] == "ray_cluster" else None
+    address = "local"
+    if runtime["name"] == "ray_cluster":
+        address = cluster_address(runtime)
+        check_reachable(address, runtime["connect_timeout_s"])
     ray.init(
         address=address,
         include_dashboard=False,
@@ -167,43 +240,44 @@ def init_ray(runtime: dict) -> None:
     )
 
 
-def make_actor(ray, runtime: dict):
-    """The shard actor class with this runtime's resources and retry policy."""
-    use_gpu = bool(ray.cluster_resources().get("GPU", 0))
-    return ray.remote(
-        num_cpus=runtime["cpus_per_worker"],
-        num_gpus=runtime["gpus_per_worker"] if use_gpu else 0,
-        max_restarts=runtime["max_retries"],
-        max_task_retries=runtime["max_retries"],
-    )(ShardActor)
+def cluster_address(runtime: dict) -> str:
+    """runtime.address, or with `auto` the RAY_ADDRESS variable (ray job submit sets it); one line if neither."""
+    address = runtime.get("address")
+    if address in (None, "", "auto"):
+        address = os.environ.get("RAY_ADDRESS") or started_here()
+    if not address or address in ("auto", "local"):
+        raise ClusterUnavailable(
+            "runtime=ray_cluster needs the cluster's address: pass runtime.address=HOST:6379 (or ray://HOST:10001), "
+            "or set RAY_ADDRESS; runtime=local starts a Ray of this run's own"
+        )
+    return address
 
 
-def num_workers(ray, runtime: dict, n_shards: int) -> int:
-    if runtime.get("num_workers"):
-        return min(runtime["num_workers"], n_shards)
-    resources = ray.cluster_resources()
-    if resources.get("GPU", 0):
-        slots = int(resources["GPU"] // runtime["gpus_per_worker"])
-    else:
-        slots = int(resources.get("CPU", 1) // runtime["cpus_per_worker"])
-    return max(1, min(slots, n_shards))
+def started_here() -> str | None:
+    """The address `ray start` left on this machine (under RAY_TMPDIR or /tmp), if any."""
+    from ray._private.services import find_bootstrap_address
+
+    try:
+        return find_bootstrap_address(None)
+    except Exception:  # no readable address file
+        return None
 
 
-class ShardActor:
-    """Holds one worker (and so one loaded model) across shards."""
-
-    def __init__(self, make_worker: Callable[[], Worker], events):
-        self.worker, self.events = make_worker(), events
-
-    def process(self, shard: dict) -> dict:
-        return self.worker(shard, lambda *event: self.events.put_nowait(event))
-
-    def close(self) -> dict:
-        return close_worker(self.worker)
+def check_reachable(address: str, timeout_s: float) -> None:
+    """A TCP connection to the address's host and port within timeout_s, or one line saying what to do."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as err:
+        raise ClusterUnavailable(
+            f"runtime.address={address}: no Ray cluster answers there within {timeout_s:g} s ({reason(err)}): "
+            "start it (ray start --head) or fix the address; runtime=local starts a Ray of this run's own"
+        ) from None
 
 
 class Progress:
-    """Images done, masks per second and failures, updated image by image.
+    """Images done, masks per second and failures: image by image in a serial run, shard by shard on Ray.
 
     A retried shard reports its images again: only images beyond those already counted move the bar.
     """
@@ -221,12 +295,12 @@ class Progress:
         self.advance(1)
 
     def shard_done(self, shard: dict, stats: dict) -> None:
-        """Count what per-image events have not (a worker that does not report per image)."""
+        """Count what per-image events have not (a worker on Ray reports once per shard)."""
         rest = len(shard["files"]) - self.counted.get(shard["shard_id"], 0)
         if rest > 0:
             self.counted[shard["shard_id"]] = len(shard["files"])
             self.masks += stats.get("masks", 0) if rest == len(shard["files"]) else 0
-            self.failed += stats.get("failed", 0) if rest == len(shard["files"]) else 0
+            self.failed += as_count(stats.get("failed", 0)) if rest == len(shard["files"]) else 0
             self.advance(rest)
 
     def fail(self, shard: dict) -> None:
@@ -242,3 +316,8 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def as_count(failed) -> int:
+    """A worker's failed images as a count (some workers return the list of failures)."""
+    return len(failed) if isinstance(failed, (list, dict)) else int(failed or 0)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from data_engine.errors import UserError
 from data_engine.io.atomic import write_text_atomic
-from data_engine.io.dataset import read_images, write_shard
+from data_engine.io.dataset import shard_files, shard_path, write_shard
 from data_engine.runtime.reasons import reason
 
 log = logging.getLogger(__name__)
@@ -121,12 +121,23 @@ def clear(out_dir: Path) -> None:
 
 
 def done_path(out_dir: Path, shard_id: str) -> Path:
-    return out_dir / "_done" / f"{shard_id}.json"
+    return shard_path(out_dir, "_done", shard_id, ".json")
 
 
 def mark_done(out_dir: Path, shard_id: str, stats: dict) -> None:
     """Written after the shard's data files: its presence means the shard is complete."""
     write_text_atomic(json.dumps(stats, indent=2), done_path(out_dir, shard_id))
+
+
+def read_ledger(out_dir: Path) -> dict[str, dict]:
+    """{shard_id: its _done record} of every finished shard: the one read of the ledger a run makes."""
+    ledger = {}
+    for path in shard_files(out_dir, "_done", ".json"):
+        try:
+            ledger[path.stem] = json.loads(path.read_text())
+        except (OSError, ValueError):  # a damaged record: the shard is redone
+            log.warning("%s cannot be read; its shard is redone", path)
+    return ledger
 
 
 def complete_shard(
@@ -148,7 +159,7 @@ def complete_shard(
             "masks": len(masks),
             "seconds": round(time.time() - start, 3),
             "failed": sum(r["status"] == "failed" for r in images),
-            "bytes": sum((out_dir / part / f"{shard_id}.parquet").stat().st_size for part in ("masks", "images")),
+            "bytes": sum(shard_path(out_dir, part, shard_id).stat().st_size for part in ("masks", "images")),
             "worker": worker_info(device),
             **(extra or {}),
         }
@@ -206,75 +217,60 @@ def worker_info(device=None) -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "device": None if device is None else str(device)}
 
 
-def pending(shards: list[dict], out_dir: Path) -> list[dict]:
+def pending(shards: list[dict], ledger: dict[str, dict]) -> list[dict]:
     """Shards to run: not done, or done from input files that have changed since (a shard's `inputs`
     digest differs from the one its _done record holds)."""
-    return [s for s in shards if not is_done(out_dir, s)]
+    return [s for s in shards if not is_done(ledger.get(s["shard_id"]), s)]
 
 
-def is_done(out_dir: Path, shard: dict) -> bool:
-    path = done_path(out_dir, shard["shard_id"])
-    if "inputs" not in shard or not path.exists():
-        return path.exists()
-    try:
-        return json.loads(path.read_text()).get("inputs") == shard["inputs"]
-    except (OSError, ValueError):
-        return False
+def is_done(record: dict | None, shard: dict) -> bool:
+    if record is None or "inputs" not in shard:
+        return record is not None
+    return record.get("inputs") == shard["inputs"]
 
 
-def drop_stale_shards(out_dir: Path, shards: list[dict], todo: list[dict]) -> None:
-    """Before a run: the Parquet files and _done records of shards about to be redone, and of shards no
-    longer in the plan (their input files are gone or renamed), are removed, so no row of an old input
-    stays in the dataset."""
+def drop_stale_shards(out_dir: Path, shards: list[dict], todo: list[dict], ledger: dict, parts=("masks", "images")):
+    """Before a run: the files and _done records of shards about to be redone, and of shards no longer in
+    the plan (their input files are gone or renamed), are removed, so no row of an old input stays in the
+    dataset. Returns the ledger without them."""
     planned = {s["shard_id"] for s in shards}
-    redo = {s["shard_id"] for s in todo if done_path(out_dir, s["shard_id"]).exists()}
-    gone = {p.stem for part in ("masks", "images", "_done") for p in (out_dir / part).glob("shard-*.*")} - planned
+    redo = {s["shard_id"] for s in todo if s["shard_id"] in ledger}
+    found = [p for part in parts for p in shard_files(out_dir, part)] + shard_files(out_dir, "_done", ".json")
+    gone = {p.stem for p in found} - planned
     if redo:
         log.warning("%d shards are redone: their input files changed since the last run", len(redo))
     if gone:
         log.warning("%d shards of input files no longer listed are removed", len(gone))
     for shard_id in redo | gone:
-        for path in (out_dir / "masks" / f"{shard_id}.parquet", out_dir / "images" / f"{shard_id}.parquet"):
-            path.unlink(missing_ok=True)
+        for part in parts:
+            shard_path(out_dir, part, shard_id).unlink(missing_ok=True)
         done_path(out_dir, shard_id).unlink(missing_ok=True)
+    return {k: v for k, v in ledger.items() if k not in redo | gone}
 
 
-def summarize(out_dir: Path, shards: list[dict], failed_shards: dict, seconds: float) -> dict:
-    """Totals from the written images/ tables plus shards that did not finish (also those that ended
-    without a _done record and without a reported failure: a worker killed while writing)."""
-    failed_shards = {**unfinished(out_dir, shards), **failed_shards}
-    images = read_images(out_dir, columns=["status", "num_masks"]).to_pylist()
-    ok = [r for r in images if r["status"] == "ok"]
-    summary = {
-        "output": str(out_dir),
-        "shards": len(shards),
-        "shards_failed": failed_shards,
-        "images": len(images),
-        "images_ok": len(ok),
-        "images_failed": len(images) - len(ok),
-        "masks": sum(r["num_masks"] or 0 for r in ok),
-        "seconds": round(seconds, 2),
-        **model_share(out_dir, shards),
-    }
-    with disk_errors(out_dir):
-        write_text_atomic(json.dumps(summary, indent=2), out_dir / "summary.json")
-    return summary
-
-
-def unfinished(out_dir: Path, shards: list[dict]) -> dict:
-    return {
+def summarize(shards: list[dict], records: dict[str, dict], failed_shards: dict) -> dict:
+    """Totals from the shards' _done records (no data file is read) plus shards that did not finish (also
+    those that ended without a record and without a reported failure: a worker killed while writing)."""
+    unfinished = {
         s["shard_id"]: "not written: its worker stopped before the shard's _done record; rerun to redo it"
         for s in shards
-        if not done_path(out_dir, s["shard_id"]).exists()
+        if s["shard_id"] not in records
+    }
+    done = [records[s["shard_id"]] for s in shards if s["shard_id"] in records]
+    images, failed = sum(r.get("images", 0) for r in done), sum(r.get("failed", 0) for r in done)
+    model, busy = sum(r.get("model_seconds", 0.0) for r in done), sum(r.get("busy_seconds", 0.0) for r in done)
+    return {
+        "shards": len(shards),
+        "shards_failed": {**unfinished, **failed_shards},
+        "images": images,
+        "images_ok": images - failed,
+        "images_failed": failed,
+        "masks": sum(r.get("masks", 0) for r in done),
+        **({"model_share": round(model / busy, 3)} if busy > 0 else {}),
     }
 
 
-def model_share(out_dir: Path, shards: list[dict]) -> dict:
-    """The share of the workers' time on the shards spent in the model (the rest: waiting on image
-    reads and writes), over the shards whose _done record has the timings."""
-    model = busy = 0.0
-    for s in shards:
-        path = done_path(out_dir, s["shard_id"])
-        stats = json.loads(path.read_text()) if path.exists() else {}
-        model, busy = model + stats.get("model_seconds", 0.0), busy + stats.get("busy_seconds", 0.0)
-    return {"model_share": round(model / busy, 3)} if busy > 0 else {}
+def write_summary(out_dir: Path, summary: dict) -> dict:
+    with disk_errors(out_dir):
+        write_text_atomic(json.dumps(summary, indent=2, default=str), out_dir / "summary.json")
+    return summary

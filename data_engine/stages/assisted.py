@@ -7,74 +7,55 @@ Every input annotation lands in output.dir/import_report.parquet as imported or 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from functools import partial
 from pathlib import Path
 
-import pyarrow as pa
-
 from data_engine.errors import check_choice, check_path, require
 from data_engine.importers import FORMATS, clicks, import_annotations
-from data_engine.importers.results import summarize as summarize_report
+from data_engine.importers.results import inputs_digest, write_report
 from data_engine.io import inputs
-from data_engine.io.atomic import write_text_atomic
-from data_engine.io.dataset import table, write_atomic
 from data_engine.io.images import load_rgb
+from data_engine.model.build import model_args, model_record
 from data_engine.runtime import runs
-from data_engine.runtime.executor import run_shards
-from data_engine.stages.auto import model_args, model_record
+from data_engine.runtime.job import ShardedJob, run_job
 
 log = logging.getLogger(__name__)
-
-REPORT_SCHEMA = pa.schema(
-    [
-        ("format", pa.string()),
-        ("file", pa.string()),
-        ("annotation", pa.string()),
-        ("image", pa.string()),
-        ("status", pa.string()),
-        ("reason", pa.string()),
-    ]
-)
 
 
 def run(cfg: dict) -> dict:
     """Import, replay and write; resumes an interrupted run in the same output.dir."""
-    start = time.time()
     a = check(cfg["assisted"])
     rows, objects, report = import_inputs(a, cfg["input"]["max_pixels"])
     out_dir = Path(cfg["output"]["dir"])
-    runs.prepare_output(
-        out_dir,
-        cfg,
-        {
-            "model": model_record(cfg) if objects else None,
+    shards = make_shards(group_by_image(rows, objects), cfg["input"]["shard_size"])
+    log.info(
+        "%d masks and %d click objects on %d images", len(rows), len(objects), sum(len(s["files"]) for s in shards)
+    )
+
+    def report_and_overlays(summary: dict) -> dict:
+        extra = {"import": write_report(out_dir, report)}
+        if cfg["output"].get("overlays") and a["image_root"]:
+            from data_engine.io.overlays import write_overlays
+
+            extra["overlays"] = write_overlays(out_dir, Path(a["image_root"]), cfg["output"]["overlays"])
+        return extra
+
+    job = ShardedJob(
+        out_dir=out_dir,
+        config=cfg,
+        shards=shards,
+        make_worker=partial(AssistedWorker, cfg, a["image_root"]),
+        runtime=cfg["runtime"],
+        record={
+            "model": model_record(cfg["model"]) if objects else None,
             "inputs_sha256": inputs_digest(a),
             "input_root": a["image_root"],  # where the train stage finds this output's images
         },
+        extra_summary=report_and_overlays,
     )
-    report_summary = write_report(out_dir, report)
-    shards = make_shards(group_by_image(rows, objects), cfg["input"]["shard_size"])
-    todo = runs.pending(shards, out_dir)
-    log.info(
-        "%d masks and %d click objects on %d images in %d shards; %d shards to do",
-        len(rows),
-        len(objects),
-        sum(len(s["files"]) for s in shards),
-        len(shards),
-        len(todo),
-    )
-    failed = run_shards(todo, partial(AssistedWorker, cfg, a["image_root"]), cfg["runtime"])
-    summary = {**runs.summarize(out_dir, shards, failed, time.time() - start), "import": report_summary}
-    if cfg["output"].get("overlays") and a["image_root"]:
-        from data_engine.io.overlays import write_overlays
-
-        summary["overlays"] = write_overlays(out_dir, Path(a["image_root"]), cfg["output"]["overlays"])
-    write_text_atomic(json.dumps(summary, indent=2), out_dir / "summary.json")
-    return summary
+    return run_job(job)
 
 
 def check(a: dict) -> dict:
@@ -105,25 +86,6 @@ def import_inputs(a: dict, max_pixels: int) -> tuple[list[dict], list[dict], lis
     rows, report = import_annotations(fmt, a["annotations"], root, max_pixels) if a["annotations"] else ([], [])
     objects, click_report = clicks.read(a["clicks"], root, max_pixels) if a["clicks"] else ([], [])
     return rows, objects, report + click_report
-
-
-def inputs_digest(a: dict) -> str:
-    """SHA-256 of the annotation and click inputs (files by content, folders by names, sizes and times)."""
-    h = hashlib.sha256()
-    for key in ("annotations", "clicks"):
-        if a.get(key):
-            path = Path(a[key]).expanduser()
-            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-            for p in files:
-                stat = p.stat()
-                h.update(f"{p}:{stat.st_size}:{stat.st_mtime_ns}".encode() if path.is_dir() else p.read_bytes())
-    return h.hexdigest()
-
-
-def write_report(out_dir: Path, report: list[dict]) -> dict:
-    """import_report.parquet (one row per input annotation) and its counts."""
-    write_atomic(table(report, REPORT_SCHEMA), out_dir / "import_report.parquet")
-    return summarize_report(report)
 
 
 def group_by_image(rows: list[dict], objects: list[dict]) -> list[dict]:
@@ -206,5 +168,7 @@ class AssistedWorker:
             from data_engine.model.build import build_sam
             from data_engine.model.click_replay import ClickReplayer
 
-            self.replayer = ClickReplayer(build_sam(**model_args(self.cfg), device=self.cfg["model"]["device"]))
+            self.replayer = ClickReplayer(
+                build_sam(**model_args(self.cfg["model"]), device=self.cfg["model"]["device"])
+            )
         return self.replayer

@@ -3,196 +3,41 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
 from functools import partial
 from pathlib import Path
 
+from data_engine.amg.worker import AutoWorker
 from data_engine.io import inputs
-from data_engine.io.dataset import mask_row
-from data_engine.io.images import load_rgb
-from data_engine.io.prefetch import prefetch
-from data_engine.runtime import runs
-from data_engine.runtime.executor import run_shards
-from data_engine.runtime.reasons import reason
+from data_engine.model.build import model_record
+from data_engine.runtime.job import ShardedJob, run_job
 
 log = logging.getLogger(__name__)
-
-AHEAD = 2  # images read and decoded ahead of the model
 
 
 def run(cfg: dict) -> dict:
     """Generate masks for every input image; resumes an interrupted run in the same output.dir."""
-    start = time.time()
     i = cfg["input"]
-    root, names, ignored = inputs.list_inputs(i["path"], i["extensions"], i["follow_symlinks"])
-    if ignored:
-        log.warning("%d files under %s were ignored (first: %s)", len(ignored), root, next(iter(ignored.items())))
+    listing = inputs.list_inputs(i["path"], i["extensions"], i["follow_symlinks"])
+    if listing.ignored:
+        log.warning(
+            "%d files under %s were ignored (first: %s)",
+            len(listing.ignored),
+            listing.root,
+            next(iter(listing.ignored.items())),
+        )
     out_dir = Path(cfg["output"]["dir"])
-    shards = inputs.make_shards(names, i["shard_size"], root)
-    runs.prepare_output(
-        out_dir,
-        cfg,
-        {"model": model_record(cfg), "input_root": str(root)},
-        {"inputs": len(names), "ignored_files": ignored},
+    job = ShardedJob(
+        out_dir=out_dir,
+        config=cfg,
+        shards=inputs.make_shards(listing.names, i["shard_size"], listing.root, listing.stamps),
+        make_worker=partial(AutoWorker, cfg, str(listing.root)),
+        runtime=cfg["runtime"],
+        record={"model": model_record(cfg["model"]), "input_root": str(listing.root)},
+        info={"inputs": len(listing.names), "ignored_files": listing.ignored},
     )
-    todo = runs.pending(shards, out_dir)
-    runs.drop_stale_shards(out_dir, shards, todo)
-    log.info("%d images in %d shards; %d shards to do", len(names), len(shards), len(todo))
-    failed = run_shards(todo, partial(AutoWorker, cfg, str(root)), cfg["runtime"])
-    summary = runs.summarize(out_dir, shards, failed, time.time() - start)
+    summary = run_job(job)
     if cfg["output"].get("overlays"):
         from data_engine.io.overlays import write_overlays
 
-        summary["overlays"] = write_overlays(out_dir, root, cfg["output"]["overlays"])
+        summary["overlays"] = write_overlays(out_dir, listing.root, cfg["output"]["overlays"])
     return summary
-
-
-def model_record(cfg: dict) -> dict:
-    """Variant and weight checksum, recorded with the run and checked on resume."""
-    from data_engine.io.atomic import sha256_file
-    from data_engine.model.build import load_checkpoint, model_checksum, resolve_checkpoint, seeded_sam
-
-    m = cfg["model"]
-    path = resolve_checkpoint(m["variant"], m["checkpoint"], m["download"], m["cache_dir"])
-    sam = seeded_sam(m["variant"])
-    if path is None:
-        return {"variant": m["variant"], "checkpoint": None, "sha256": model_checksum(sam)}
-    load_checkpoint(sam, m["variant"], path)  # fail here, before any worker starts
-    return {"variant": m["variant"], "checkpoint": str(path), "sha256": sha256_file(path)}
-
-
-def model_args(cfg: dict) -> dict:
-    m = cfg["model"]
-    return {
-        "variant": m["variant"],
-        "checkpoint": m["checkpoint"],
-        "download": m["download"],
-        "cache_dir": m["cache_dir"],
-    }
-
-
-class AutoWorker:
-    """Loads the model once; turns a shard of image files into its Parquet files."""
-
-    batches_images = True  # images go through the generator amg.images_per_batch at a time
-
-    def __init__(self, cfg: dict, root: str):
-        from data_engine.amg.generator import MaskGenerator
-        from data_engine.model.build import build_sam
-
-        self.cfg, self.root, self.out_dir = cfg, Path(root), Path(cfg["output"]["dir"])
-        self.model_name = cfg["model"]["variant"]
-        sam = build_sam(**model_args(cfg), device=cfg["model"]["device"])
-        self.generator = MaskGenerator(sam, **cfg["amg"])
-        self.writer = runs.ShardWriter(self.out_dir, self.generator.device)
-
-    def __call__(self, shard: dict, on_image=lambda *event: None) -> dict:
-        """Images are read AHEAD of the model and the finished shard is written in the background, so
-        the worker waits on neither; its _done record has the seconds spent in the model and busy."""
-        start, results, self.model_seconds = time.time(), [], 0.0
-        self.writer.check_space()  # a full disk fails the shard before its work is done
-        per_batch = self.cfg["amg"]["images_per_batch"] if self.batches_images else 1
-        loaded = prefetch(self.load, shard["files"], max(AHEAD, per_batch), self.cfg["input"]["image_timeout_s"])
-        for group in batched(enumerate(loaded), per_batch):
-            for i, _ in group:
-                self._maybe_crash(shard["shard_id"], i)
-            for (i, _), result in zip(group, self.process_images([item for _, item in group])):
-                results.append(result)
-                on_image(shard["shard_id"], i, len(result[1]), result[0]["status"] == "failed")
-        timings = {"model_seconds": round(self.model_seconds, 3), "busy_seconds": round(time.time() - start, 3)}
-        self.writer.submit(shard["shard_id"], results, start, {"inputs": shard.get("inputs"), **timings})
-        images = [row for row, _ in results]
-        failed = sum(row["status"] == "failed" for row in images)
-        masks = sum(len(m) for _, m in results)
-        # "writing": this shard is still being written; the earlier ones' writes have ended (settled)
-        counts = {"images": len(images), "masks": masks, "failed": failed, "writing": True}
-        return {**counts, **timings, **self.writer.settled()}
-
-    def close(self) -> dict:
-        """The last shard written; {shard_id: reason} for shards whose write failed."""
-        return self.writer.close()
-
-    def load(self, name: str):
-        """[H, W, 3] uint8 of one input file; only a regular file is opened."""
-        path = inputs.resolve(self.root, name)
-        inputs.check_regular(path)
-        return load_rgb(path, self.cfg["input"]["max_pixels"])
-
-    def process_images(self, items: list[tuple[str, object]]) -> list[tuple[dict, list[dict]]]:
-        """process_image of each (name, decoded image or its load's exception); the decoded images go
-        through the generator together (generate_batch)."""
-        ready = [image for _, image in items if not isinstance(image, BaseException)]
-        if len(ready) < 2:
-            return [self.process_image(name, image) for name, image in items]
-        start = time.time()
-        try:
-            generated = iter(self.generator.generate_batch(ready))
-        except Exception:  # image by image, so that each failure gets its own reason
-            return [self.process_image(name, image) for name, image in items]
-        share = (time.time() - start) / len(ready)
-        return [
-            self.process_image(name, image, None if isinstance(image, BaseException) else next(generated), share)
-            for name, image in items
-        ]
-
-    def process_image(self, name: str, image, generated: dict | None = None, seconds: float = 0.0):
-        """One image row (ok or failed with its reason) and its mask rows; `image` is the decoded image or
-        the exception its load raised; `generated`: its generator columns when already computed, in
-        `seconds`."""
-        start = time.time() - seconds
-        row = {"image_id": inputs.image_id(name), "file_name": name, "num_masks": 0}
-        try:
-            if isinstance(image, BaseException):
-                raise image
-            row.update(height=image.shape[0], width=image.shape[1])
-            if generated is None:
-                masks = self.image_masks(image, row)
-            else:
-                masks = mask_rows(generated, row, self.model_name)
-        except Exception as err:  # per-image boundary: one bad file never stops the shard
-            log.warning("%s failed: %s", name, reason(err))
-            row.update(status="failed", error=reason(err), seconds=time.time() - start)
-            return row, []
-        self.model_seconds += time.time() - start
-        row.update(status="ok", error=None, num_masks=len(masks), seconds=time.time() - start)
-        return row, masks
-
-    def image_masks(self, image, row: dict) -> list[dict]:
-        """The mask rows of one decoded image (a stage built on this worker prompts differently)."""
-        return mask_rows(self.generator.generate(image), row, self.model_name)
-
-    def _maybe_crash(self, shard_id: str, index: int) -> None:
-        """Fault injection: the process exits mid-shard, once per output dir (debug.crash_on_shard) or on
-        every attempt (debug.kill_on_shard)."""
-        if self.cfg["debug"].get("kill_on_shard") == shard_id:
-            os._exit(18)
-        if self.cfg["debug"]["crash_on_shard"] != shard_id or index != 1:
-            return
-        marker = self.out_dir / "_debug" / f"crashed-{shard_id}"
-        if not marker.exists():
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
-            self.writer.wait()  # exit at a known point: the previous shard's background write finished
-            os._exit(17)
-
-
-def batched(items, size: int):
-    """Lists of `size` consecutive items (the last may be shorter)."""
-    group = []
-    for item in items:
-        group.append(item)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
-        yield group
-
-
-def mask_rows(generated: dict, image: dict, model: str) -> list[dict]:
-    """Generator columns -> one row per mask with the image's fields."""
-    fields = [k for k in generated if k != "segmentation"]
-    return [
-        mask_row(image, counts, stage="auto", source="auto", model=model, **{k: generated[k][i] for k in fields})
-        for i, counts in enumerate(generated["segmentation"])
-    ]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
-import time
 from functools import partial
 from pathlib import Path
 
@@ -13,7 +11,7 @@ from data_engine.errors import ConfigError
 from data_engine.release import plan
 from data_engine.release.manifest import manifest, totals
 from data_engine.runtime import runs
-from data_engine.runtime.executor import run_shards
+from data_engine.runtime.job import ShardedJob, run_job
 
 log = logging.getLogger(__name__)
 
@@ -23,16 +21,23 @@ def run(cfg: dict) -> dict:
     r = check(cfg["release"])
     if r["verify"]:
         return verify(r["verify"])
-    start, out_dir = time.time(), Path(cfg["output"]["dir"])
+    out_dir = Path(cfg["output"]["dir"])
     shards = plan.plan(r["data"], r["image_root"], r["stages"], r["images_per_tar"])
     if not shards:
         raise plan.ReleaseError(f"release.data={r['data']}: no image with status ok; nothing to release")
-    runs.prepare_output(out_dir, release_config(cfg), {"plan_sha256": plan.digest(shards)})
-    todo = runs.pending(shards, out_dir)
-    remove_stale(out_dir, shards, todo)
-    log.info("%d images in %d tars; %d tars to do", sum(len(s["files"]) for s in shards), len(shards), len(todo))
-    failed = run_shards(todo, partial(ReleaseWorker, cfg), cfg["runtime"])
-    return summarize(out_dir, shards, failed, time.time() - start)
+    log.info("%d images in %d tars", sum(len(s["files"]) for s in shards), len(shards))
+    job = ShardedJob(
+        out_dir=out_dir,
+        config=release_config(cfg),
+        shards=shards,
+        make_worker=partial(ReleaseWorker, cfg),
+        runtime=cfg["runtime"],
+        record={"plan_sha256": plan.digest(shards)},
+        parts=(),
+        before_run=partial(remove_stale, out_dir, shards),
+        summarize=partial(summarize, out_dir),
+    )
+    return run_job(job)
 
 
 def check(r: dict) -> dict:
@@ -114,8 +119,9 @@ class ReleaseWorker:
         stats = write_tar(shard, self.out_dir, self.masks, self.blur, self.settings, on_image)
         tar = self.out_dir / stats["tar"]
         record = {"file": tar.name, "sha256": sha256_file(tar), "bytes": tar.stat().st_size, **stats}
-        runs.mark_done(self.out_dir, shard["shard_id"], {**record, "worker": runs.worker_info()})
-        return {**record, "failed": len(stats["failed"])}
+        record["worker"] = runs.worker_info()
+        runs.mark_done(self.out_dir, shard["shard_id"], record)
+        return record
 
 
 STALE = re.compile(r"sa_\d{6}\.(tar|json)")
@@ -134,25 +140,20 @@ def remove_stale(out_dir: Path, shards: list[dict], todo: list[dict]) -> None:
         (out_dir / "manifest.json").unlink(missing_ok=True)
 
 
-def summarize(out_dir: Path, shards: list[dict], failed: dict, seconds: float) -> dict:
-    """Totals over the finished tars; manifest.json once every tar is written."""
+def summarize(out_dir: Path, shards: list[dict], ledger: dict, failed: dict) -> dict:
+    """Totals over the finished tars (their _done records); manifest.json once every tar is written."""
     from data_engine.io.atomic import write_json_atomic
 
-    done = [s for s in shards if runs.done_path(out_dir, s["shard_id"]).exists()]
-    records = [json.loads(runs.done_path(out_dir, s["shard_id"]).read_text()) for s in done]
-    complete = len(done) == len(shards)
+    records = [ledger[s["shard_id"]] for s in shards if s["shard_id"] in ledger]
+    complete = len(records) == len(shards)
     if complete:
         write_json_atomic(manifest(records), out_dir / "manifest.json")
-    summary = {
-        "output": str(out_dir),
+    return {
         "tars": len(shards),
         "shards_failed": failed,
         "manifest": str(out_dir / "manifest.json") if complete else None,
         **totals(records),
-        "seconds": round(seconds, 2),
     }
-    write_json_atomic(summary, out_dir / "summary.json")
-    return summary
 
 
 def verify(path: str) -> dict:

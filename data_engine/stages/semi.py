@@ -7,22 +7,19 @@ prompts): every input image gets an images/ row, ok or failed with its reason.
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from functools import partial
 from pathlib import Path
 
 from data_engine.errors import ConfigError, check_bool, check_int, check_number, require
 from data_engine.io import inputs
-from data_engine.io.atomic import write_json_atomic
-from data_engine.io.dataset import mask_row, read_images, read_masks
+from data_engine.model.build import model_record
 from data_engine.runtime import runs
-from data_engine.runtime.executor import run_shards
-from data_engine.stages.auto import AutoWorker, model_record
+from data_engine.runtime.job import ShardedJob, run_job
+from data_engine.semi.worker import SemiWorker
 
 log = logging.getLogger(__name__)
 
-PREFILL_KEYS = ("box_score_thresh", "box_nms_thresh", "max_boxes", "min_box_iou", "points_fill", "fill_overlap")
 EXPORTS = ("labelstudio", "cvat_xml", "coco")
 # Keys that do not change the masks: a rerun may change them without starting over.
 NOT_IN_FINGERPRINT = ("export", "image_url")
@@ -30,29 +27,48 @@ NOT_IN_FINGERPRINT = ("export", "image_url")
 
 def run(cfg: dict) -> dict:
     """Prefill every input image; resumes an interrupted run in the same output.dir."""
-    start = time.time()
     s = check(cfg["semi"])
     i = cfg["input"]
-    root, names, ignored = inputs.list_inputs(i["path"], i["extensions"], i["follow_symlinks"])
-    if ignored:
-        log.warning("%d files under %s were ignored (see run.json's ignored_files)", len(ignored), root)
+    listing = inputs.list_inputs(i["path"], i["extensions"], i["follow_symlinks"])
+    if listing.ignored:
+        log.warning("%d files under %s were ignored (see run.json's ignored_files)", len(listing.ignored), listing.root)
     out_dir = Path(cfg["output"]["dir"])
-    shards = inputs.make_shards(names, i["shard_size"], root)
-    record = {"model": model_record(cfg), "detector": detector_record(cfg["detector"]), "input_root": str(root)}
-    runs.prepare_output(out_dir, fingerprinted(cfg), record, {"inputs": len(names), "ignored_files": ignored})
-    todo = runs.pending(shards, out_dir)
-    runs.drop_stale_shards(out_dir, shards, todo)
-    log.info("%d images in %d shards; %d shards to do", len(names), len(shards), len(todo))
-    failed = run_shards(todo, partial(SemiWorker, cfg, str(root)), cfg["runtime"])
-    summary = {**runs.summarize(out_dir, shards, failed, time.time() - start), **prefill_counts(out_dir)}
-    if s["export"]:
+
+    def export(summary: dict) -> dict:
         from data_engine.semi.preannotations import write_preannotations
 
-        summary["preannotations"] = write_preannotations(
-            out_dir, out_dir / "preannotations", s["export"], s["image_url"]
-        )
-    write_json_atomic(summary, out_dir / "summary.json")
-    return summary
+        return {
+            "preannotations": write_preannotations(out_dir, out_dir / "preannotations", s["export"], s["image_url"])
+        }
+
+    job = ShardedJob(
+        out_dir=out_dir,
+        config=fingerprinted(cfg),
+        shards=inputs.make_shards(listing.names, i["shard_size"], listing.root, listing.stamps),
+        make_worker=partial(SemiWorker, cfg, str(listing.root)),
+        runtime=cfg["runtime"],
+        record={
+            "model": model_record(cfg["model"]),
+            "detector": detector_record(cfg["detector"]),
+            "input_root": str(listing.root),
+        },
+        info={"inputs": len(listing.names), "ignored_files": listing.ignored},
+        summarize=summarize,
+        extra_summary=export if s["export"] else None,
+    )
+    return run_job(job)
+
+
+def summarize(shards: list[dict], records: dict, failed: dict) -> dict:
+    """The dataset summary plus masks by source and ok images without a mask, from the _done records."""
+    sources, done = Counter(), [records[s["shard_id"]] for s in shards if s["shard_id"] in records]
+    for record in done:
+        sources.update(record.get("masks_by_source", {}))
+    return {
+        **runs.summarize(shards, records, failed),
+        "masks_by_source": dict(sorted(sources.items())),
+        "images_without_masks": sum(r.get("images_without_masks", 0) for r in done),
+    }
 
 
 def check(s: dict) -> dict:
@@ -91,42 +107,3 @@ def detector_record(d: dict) -> dict:
     path = Path(d["checkpoint"]).expanduser().resolve()
     model = load_detector(path)  # fail here, before any worker starts
     return {"checkpoint": str(path), "sha256": sha256_file(path), "class": type(model).__name__}
-
-
-def prefill_counts(out_dir: Path) -> dict:
-    """Masks by source and ok images that got no mask, from the written tables."""
-    sources = Counter(read_masks(out_dir, columns=["source"]).column("source").to_pylist())
-    images = read_images(out_dir, columns=["status", "num_masks"]).to_pylist()
-    return {
-        "masks_by_source": dict(sorted(sources.items())),
-        "images_without_masks": sum(r["status"] == "ok" and not r["num_masks"] for r in images),
-    }
-
-
-class SemiWorker(AutoWorker):
-    """The automatic stage's worker with detector boxes as SAM's prompts."""
-
-    batches_images = False  # each image is prompted with its own boxes
-
-    def __init__(self, cfg: dict, root: str):
-        from data_engine.detector.model import load_detector
-        from data_engine.semi.prefill import Prefiller
-
-        super().__init__(cfg, root)
-        detector = load_detector(cfg["detector"]["checkpoint"], cfg["detector"].get("device") or self.generator.device)
-        self.prefiller = Prefiller(detector, self.generator, **{k: cfg["semi"][k] for k in PREFILL_KEYS})
-
-    def image_masks(self, image, row: dict) -> list[dict]:
-        """Prefilled masks of one image as rows of stage "semi" (source prefill or points_fill)."""
-        return [
-            mask_row(
-                row,
-                m.pop("segmentation"),
-                stage="semi",
-                source=m.pop("source"),
-                model=self.model_name,
-                extra=m.pop("extra"),
-                **m,
-            )
-            for m in self.prefiller(image)
-        ]

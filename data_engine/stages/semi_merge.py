@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,13 +23,12 @@ import pyarrow.parquet as pq
 
 from data_engine.errors import ConfigError, check_number, check_path, require
 from data_engine.importers import FORMATS, import_annotations
-from data_engine.importers.results import IMPORTED, REJECTED
+from data_engine.importers.results import IMPORTED, REJECTED, inputs_digest, write_report
 from data_engine.io import inputs
-from data_engine.io.atomic import write_json_atomic
-from data_engine.io.dataset import read_images, read_masks, table, write_atomic
+from data_engine.io.dataset import read_images, read_masks, shard_files, shard_path, table, write_atomic
 from data_engine.runtime import runs
+from data_engine.runtime.job import ShardedJob, run_job
 from data_engine.semi.merge import COUNTS, merge_image, totals
-from data_engine.stages.assisted import inputs_digest, write_report
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,6 @@ MERGE_SCHEMA = pa.schema(
 
 def run(cfg: dict) -> dict:
     """Import the annotators' export, merge it image by image; resumes in the same output.dir."""
-    start = time.time()
     m = check(cfg["semi_merge"])
     prefill = Path(m["prefill"])
     prefill_run = json.loads((prefill / "run.json").read_text())
@@ -48,31 +47,31 @@ def run(cfg: dict) -> dict:
     images = sorted(read_images(prefill).to_pylist(), key=lambda r: r["file_name"])
     drawn = assign(rows, report, images)
     out_dir = Path(cfg["output"]["dir"])
-    runs.prepare_output(
-        out_dir,
-        cfg,
-        {
-            "prefill_fingerprint": prefill_run["fingerprint"],
-            "annotations_sha256": inputs_digest(m),
-            "input_root": image_root,  # where the train stage finds this output's images
-        },
-    )
-    import_summary = write_report(out_dir, report)
+    record = {
+        "prefill_fingerprint": prefill_run["fingerprint"],
+        "annotations_sha256": inputs_digest(m),
+        "input_root": image_root,  # where the train stage finds this output's images
+    }
     prefilled = group(read_masks(prefill).to_pylist())
     shards = inputs.make_shards([img["file_name"] for img in images], cfg["input"]["shard_size"])
     by_name = {img["file_name"]: img for img in images}
-    todo = runs.pending(shards, out_dir)
-    log.info("%d images in %d shards; %d shards to do", len(images), len(shards), len(todo))
-    for shard in todo:
-        merge_shard(out_dir, shard, by_name, prefilled, drawn, m["edit_iou"])
-    per_image = [r for shard in shards for r in pq.read_table(merge_path(out_dir, shard)).to_pylist()]
-    summary = {
-        **runs.summarize(out_dir, shards, {}, time.time() - start),
-        "merge": totals(per_image),
-        "import": import_summary,
-    }
-    write_json_atomic(summary, out_dir / "summary.json")
-    return summary
+
+    def merge_totals(summary: dict) -> dict:
+        files = [str(p) for p in shard_files(out_dir, "merge")]
+        per_image = pq.ParquetDataset(files).read().to_pylist() if files else []
+        return {"merge": totals(per_image), "import": write_report(out_dir, report)}
+
+    job = ShardedJob(
+        out_dir=out_dir,
+        config=cfg,
+        shards=shards,
+        make_worker=partial(MergeWorker, out_dir, by_name, prefilled, drawn, m["edit_iou"]),
+        runtime=cfg["runtime"],
+        record=record,
+        parts=("masks", "images", "merge"),
+        extra_summary=merge_totals,
+    )
+    return run_job(job)
 
 
 def check(m: dict) -> dict:
@@ -137,21 +136,29 @@ def group(rows: list[dict]) -> dict[str, list[dict]]:
     return found
 
 
-def merge_shard(out_dir: Path, shard: dict, images: dict, prefilled: dict, drawn: dict, edit_iou: float) -> None:
-    """One shard: merged masks/ and images/, its merge/ counts, then its done marker."""
-    start, results, per_image = time.time(), [], []
-    for name in shard["files"]:
-        t0, image = time.time(), dict(images[name])
-        counts = dict.fromkeys(COUNTS, 0)
-        rows = []
-        if image["status"] == "ok":
-            rows, counts = merge_image(image, prefilled.get(name, []), drawn.get(name, []), edit_iou)
-        image.update(num_masks=len(rows), seconds=time.time() - t0)
-        results.append((image, rows))
-        per_image.append({"image_id": image["image_id"], "file_name": name, "status": image["status"], **counts})
-    write_atomic(table(per_image, MERGE_SCHEMA), merge_path(out_dir, shard))
-    runs.complete_shard(out_dir, shard["shard_id"], results, start)
+class MergeWorker:
+    """Merges a shard of images: merged masks/ and images/, its merge/ counts, then its done marker."""
 
+    def __init__(self, out_dir: Path, images: dict, prefilled: dict, drawn: dict, edit_iou: float):
+        self.out_dir, self.images, self.prefilled, self.drawn, self.edit_iou = (
+            out_dir,
+            images,
+            prefilled,
+            drawn,
+            edit_iou,
+        )
 
-def merge_path(out_dir: Path, shard: dict) -> Path:
-    return out_dir / "merge" / f"{shard['shard_id']}.parquet"
+    def __call__(self, shard: dict, on_image=lambda *event: None) -> dict:
+        start, results, per_image = time.time(), [], []
+        for i, name in enumerate(shard["files"]):
+            t0, image = time.time(), dict(self.images[name])
+            counts = dict.fromkeys(COUNTS, 0)
+            rows = []
+            if image["status"] == "ok":
+                rows, counts = merge_image(image, self.prefilled.get(name, []), self.drawn.get(name, []), self.edit_iou)
+            image.update(num_masks=len(rows), seconds=time.time() - t0)
+            results.append((image, rows))
+            per_image.append({"image_id": image["image_id"], "file_name": name, "status": image["status"], **counts})
+            on_image(shard["shard_id"], i, len(rows), image["status"] == "failed")
+        write_atomic(table(per_image, MERGE_SCHEMA), shard_path(self.out_dir, "merge", shard["shard_id"]))
+        return runs.complete_shard(self.out_dir, shard["shard_id"], results, start)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from data_engine.errors import check_int, require
 from data_engine.io import coco, inputs, rle
 from data_engine.io.atomic import atomic_path
-from data_engine.io.dataset import mask_row, read_images, read_masks
+from data_engine.io.dataset import mask_row, read_images, read_masks, shard_name
 from data_engine.runtime import runs
+from data_engine.runtime.job import ShardedJob, run_job
 from data_engine.synth import scenes as synth
 
 PICTURES = "pictures"
@@ -22,25 +23,40 @@ PICTURES = "pictures"
 
 def run(cfg: dict) -> dict:
     """Write `synth.num_scenes` scenes; an interrupted run resumes shard by shard."""
-    start = time.time()
     s = check(cfg["synth"])
     out_dir = Path(cfg["output"]["dir"])
     shards = [
         {
-            "shard_id": f"shard-{i // s['shard_size']:05d}",
+            "shard_id": shard_name(i // s["shard_size"]),
             "files": list(range(i, min(i + s["shard_size"], s["num_scenes"]))),
         }
         for i in range(0, s["num_scenes"], s["shard_size"])
     ]
-    runs.prepare_output(out_dir, cfg, {"input_root": str(out_dir / PICTURES)})
-    todo = runs.pending(shards, out_dir)
-    for shard in tqdm(todo, desc="synth shards", disable=not cfg["runtime"].get("progress", True)):
-        write_scenes(out_dir, shard, s)
-    write_coco(out_dir)
-    summary = runs.summarize(out_dir, shards, {}, time.time() - start)
-    summary["instances"] = str(out_dir / "instances.json")
-    summary["pictures"] = str(out_dir / PICTURES)
-    return summary
+
+    def coco(summary: dict) -> dict:
+        write_coco(out_dir)
+        return {"instances": str(out_dir / "instances.json"), "pictures": str(out_dir / PICTURES)}
+
+    job = ShardedJob(
+        out_dir=out_dir,
+        config=cfg,
+        shards=shards,
+        make_worker=partial(SceneWriter, out_dir, s),
+        runtime=cfg["runtime"],
+        record={"input_root": str(out_dir / PICTURES)},
+        extra_summary=coco,
+    )
+    return run_job(job)
+
+
+class SceneWriter:
+    """Writes a shard of scenes: their pictures, then the shard's tables and done marker."""
+
+    def __init__(self, out_dir: Path, s: dict):
+        self.out_dir, self.s = out_dir, s
+
+    def __call__(self, shard: dict, on_image=lambda *event: None) -> dict:
+        return write_scenes(self.out_dir, shard, self.s)
 
 
 def check(s: dict) -> dict:
@@ -60,7 +76,7 @@ def scene_name(index: int) -> str:
     return f"scene-{index:05d}.png"
 
 
-def write_scenes(out_dir: Path, shard: dict, s: dict) -> None:
+def write_scenes(out_dir: Path, shard: dict, s: dict) -> dict:
     """One shard: its pictures, then its masks/ and images/ tables and its done marker."""
     start, results = time.time(), []
     for index in shard["files"]:
@@ -79,7 +95,7 @@ def write_scenes(out_dir: Path, shard: dict, s: dict) -> None:
             "seconds": None,
         }
         results.append((image, rows))
-    runs.complete_shard(out_dir, shard["shard_id"], results, start)
+    return runs.complete_shard(out_dir, shard["shard_id"], results, start)
 
 
 def write_png(path: Path, image) -> None:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from test_auto_stage import write_images
 
+from data_engine.amg import worker as auto
 from data_engine.io.dataset import read_images
-from data_engine.stages import auto, run_stage
+from data_engine.stages import run_stage
 
 
 def run_within(cfg: dict, seconds: float) -> dict:
@@ -61,12 +62,14 @@ def test_a_renamed_input_is_redone_on_resume_and_the_old_row_goes(make_cfg, tmp_
     cfg = make_cfg(f"input.path={tmp_path / 'in'}", "input.shard_size=2")
     run_stage(cfg)
     out = Path(cfg["output"]["dir"])
-    untouched = (out / "images" / "shard-00000.parquet").stat().st_mtime_ns
+    untouched = (out / "images" / "000000" / "shard-000000000.parquet").stat().st_mtime_ns
     (tmp_path / "in" / "img_03.png").rename(tmp_path / "in" / "img_09.png")
     summary = run_stage(cfg)
     assert sorted(rows(cfg)) == ["img_00.png", "img_01.png", "img_02.png", "img_09.png"]
     assert summary["images"] == 4 and summary["shards_failed"] == {}
-    assert (out / "images" / "shard-00000.parquet").stat().st_mtime_ns == untouched  # its files did not change
+    assert (
+        out / "images" / "000000" / "shard-000000000.parquet"
+    ).stat().st_mtime_ns == untouched  # its files did not change
 
 
 def test_a_changed_file_and_a_removed_file_are_never_silently_kept(make_cfg, tmp_path):
@@ -79,8 +82,11 @@ def test_a_changed_file_and_a_removed_file_are_never_silently_kept(make_cfg, tmp
     summary = run_stage(cfg)
     out = Path(cfg["output"]["dir"])
     assert sorted(rows(cfg)) == ["img_00.png", "img_01.png"] and summary["shards"] == 1
-    assert not (out / "images" / "shard-00001.parquet").exists() and not (out / "_done" / "shard-00001.json").exists()
-    done = json.loads((out / "_done" / "shard-00000.json").read_text())
+    assert (
+        not (out / "images" / "000000" / "shard-000000001.parquet").exists()
+        and not (out / "_done" / "000000" / "shard-000000001.json").exists()
+    )
+    done = json.loads((out / "_done" / "000000" / "shard-000000000.json").read_text())
     assert done["images"] == 2 and len(done["inputs"]) == 64
 
 
@@ -137,7 +143,7 @@ def test_the_next_image_is_decoded_while_the_model_runs(make_cfg, tmp_path, monk
     monkeypatch.setattr(auto, "load_rgb", recording_load)
     worker = auto.AutoWorker(cfg, str(tmp_path / "in"))
     worker.generator = SlowGenerator(calls)
-    worker({"shard_id": "shard-00000", "files": names})
+    worker({"shard_id": "shard-000000000", "files": names})
     getattr(worker, "close", lambda: None)()
     load_started = {name: t for kind, name, t in [c for c in calls if c[0] == "load"]}
     generate_ended = [end for kind, _, end in [c for c in calls if c[0] == "generate"]]
@@ -160,12 +166,12 @@ def test_the_shard_write_does_not_block_the_worker(make_cfg, tmp_path, monkeypat
     monkeypatch.setattr(runs, "write_shard", slow_write)
     worker = auto.AutoWorker(cfg, str(tmp_path / "in"))
     worker.generator = SlowGenerator([])
-    stats = worker({"shard_id": "shard-00000", "files": names})
+    stats = worker({"shard_id": "shard-000000000", "files": names})
     returned = time.monotonic()
     assert written == [] and 0 <= stats["model_seconds"] <= stats["busy_seconds"]
     assert worker.close() == {}
     assert written and written[0] > returned
-    done = json.loads((Path(cfg["output"]["dir"]) / "_done" / "shard-00000.json").read_text())
+    done = json.loads((Path(cfg["output"]["dir"]) / "_done" / "000000" / "shard-000000000.json").read_text())
     assert done["images"] == 1 and done["busy_seconds"] >= done["model_seconds"] > 0
 
 

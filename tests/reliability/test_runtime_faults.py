@@ -36,9 +36,9 @@ def ray_session():
     "fault",
     [
         # two workers; one dies once with no retry left
-        ["debug.crash_on_shard=shard-00001", "runtime.max_retries=0", "runtime.num_workers=2"],
+        ["debug.crash_on_shard=shard-000000001", "runtime.max_retries=0", "runtime.num_workers=2"],
         # one worker; the shard kills it on every attempt
-        ["debug.kill_on_shard=shard-00001", "runtime.max_retries=1", "runtime.num_workers=1"],
+        ["debug.kill_on_shard=shard-000000001", "runtime.max_retries=1", "runtime.num_workers=1"],
     ],
     ids=["dies-once-no-retries", "kills-every-attempt"],
 )
@@ -46,9 +46,9 @@ def test_a_dead_worker_fails_only_its_own_shard(ray_session, make_cfg, tmp_path,
     write_images(tmp_path / "in", 12)
     cfg = make_cfg(f"input.path={tmp_path / 'in'}", "input.shard_size=2", *RAY, *fault)
     summary = run_stage(cfg)
-    assert list(summary["shards_failed"]) == ["shard-00001"]
-    assert summary["shards_failed"]["shard-00001"].startswith("ActorDiedError: ")
-    assert "\x1b[" not in summary["shards_failed"]["shard-00001"]
+    assert list(summary["shards_failed"]) == ["shard-000000001"]
+    assert summary["shards_failed"]["shard-000000001"].startswith("WorkerLost: ")
+    assert "\x1b[" not in summary["shards_failed"]["shard-000000001"]
     names = sorted(r["file_name"] for r in read_images(cfg["output"]["dir"]).to_pylist())
     assert names == [f"img_{i:02d}.png" for i in range(12) if i not in (2, 3)]
 
@@ -129,10 +129,10 @@ def test_no_space_while_writing_a_shard_is_its_recorded_reason(make_cfg, tmp_pat
 
     monkeypatch.setattr(runs, "write_shard", full)
     summary = run_stage(cfg)
-    why = summary["shards_failed"]["shard-00000"]
+    why = summary["shards_failed"]["shard-000000000"]
     assert why.startswith("OutputFull: ") and "No space left on device" in why and "\n" not in why
     assert json.loads((Path(cfg["output"]["dir"]) / "summary.json").read_text())["shards_failed"] == {
-        "shard-00000": why
+        "shard-000000000": why
     }
 
 
