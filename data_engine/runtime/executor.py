@@ -127,8 +127,9 @@ def one_pass(ray, shards: list[dict], make_worker, runtime: dict, resources: dic
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             ShardMapper,
             batch_size=1,
-            # one shard at a time per worker: a dead worker loses only the shard it was running
-            compute=ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
+            # one shard at a time per worker: a dead worker loses only the shard it was running. The pool may
+            # shrink (a fixed-size pool waits forever for a dead actor's slot) and grows back while shards wait
+            compute=ActorPoolStrategy(min_size=1, max_size=size, initial_size=size, max_tasks_in_flight_per_actor=1),
             fn_constructor_kwargs={"make_worker": make_worker, "timeout_s": runtime["shard_timeout_s"]},
             num_cpus=resources["CPU"],
             num_gpus=resources.get("GPU", 0),
