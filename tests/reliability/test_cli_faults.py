@@ -1,8 +1,10 @@
 """The command line under user mistakes and interruptions: one line on stderr, no traceback (issue 47)."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 
 def cli(*args, **kwargs):
@@ -79,3 +81,41 @@ def test_an_import_whose_annotations_are_all_rejected_says_so_and_where_the_reas
     line = one_line(result)
     assert "every one of the 1 annotations was rejected (unknown image: 1)" in line
     assert str(out / "import_report.parquet") in line and "no input image" not in line
+
+
+SYNTH = ["stage=synth", "synth.min_size=64", "synth.max_size=96", "synth.shard_size=5", "synth.num_scenes=1000"]
+
+
+def test_ctrl_c_ends_in_one_line_with_exit_130_and_a_rerun_resumes(tmp_path):
+    out = tmp_path / "out"
+    args = [*SYNTH, f"output.dir={out}", "runtime=serial", "runtime.progress=false", "log_level=WARNING"]
+    run = subprocess.Popen([sys.executable, "-m", "data_engine", *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((out / "_done").glob("*.json")) and run.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130
+    assert stderr == "data-engine: interrupted; rerun the same command to resume\n"
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / "_done").glob("*.json")}
+    assert 0 < len(kept) < 200 and not (out / ".lock").exists()
+    result = cli(*args)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["images"] == 1000
+    assert all((out / "_done" / name).stat().st_mtime_ns == mtime for name, mtime in kept.items())  # not redone
+
+
+def test_a_run_refused_for_its_checkpoint_or_engine_steps_leaves_no_output_folder(tmp_path):
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    out = tmp_path / "new" / "out"
+    result = cli(
+        f"model.checkpoint={tmp_path / 'corrupt.pt'}", f"output.dir={out}", "runtime=serial", "log_level=ERROR"
+    )
+    assert result.returncode == 2 and "corrupt.pt" in one_line(result)
+    assert not (tmp_path / "new").exists()
+    steps = 'engine.steps=[{name: a, stage: synth, overrides: ["synth.num_scenes=0"]}]'
+    result = cli("stage=engine", steps, f"output.dir={out}", "runtime=serial")
+    assert result.returncode == 2 and "engine step a: synth.num_scenes" in one_line(result)
+    assert not (tmp_path / "new").exists()
+    out.mkdir(parents=True)  # a folder the user made is kept
+    assert cli("stage=engine", steps, f"output.dir={out}").returncode == 2 and out.is_dir()

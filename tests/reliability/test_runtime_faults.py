@@ -150,4 +150,40 @@ def test_no_space_for_the_run_record_is_one_line_and_leaves_no_temporary_file(ma
         run_stage(cfg)
     monkeypatch.undo()
     out = Path(cfg["output"]["dir"])
-    assert sorted(p.name for p in out.iterdir()) == []  # no run.json, no .run.json.<uuid>.tmp, lock released
+    # no run.json, no .run.json.<uuid>.tmp, lock released: the folder the run created is removed as empty
+    assert not out.exists()
+
+
+FULL_AT_START = """
+import errno, os, runpy, sys
+
+class Full:  # a disk with 0 bytes free: the lock file is created, writing its content fails
+    def __init__(self, fd, *args, **kwargs):
+        self.fd = fd
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+os.fdopen = Full
+sys.argv = ["data-engine", *sys.argv[1:]]
+runpy.run_module("data_engine", run_name="__main__")
+"""
+
+
+def test_a_full_disk_at_the_start_is_one_line_leaves_no_lock_and_a_rerun_works(tmp_path):
+    out = tmp_path / "out"
+    args = ["stage=synth", "synth.num_scenes=2", "synth.min_size=64", "synth.max_size=64", f"output.dir={out}"]
+    args += ["runtime=serial", "log_level=WARNING"]
+    full = subprocess.run([sys.executable, "-c", FULL_AT_START, *args], capture_output=True, text=True)
+    assert full.returncode == 2 and "Traceback" not in full.stderr
+    assert full.stderr.count("\n") == 1 and f"no space left for {out}" in full.stderr, full.stderr
+    assert not (out / ".lock").exists()
+    freed = subprocess.run([sys.executable, "-m", "data_engine", *args], capture_output=True, text=True)
+    assert freed.returncode == 0, freed.stderr
+    assert json.loads(freed.stdout)["images"] == 2 and not (out / ".lock").exists()
