@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,17 @@ def test_a_full_disk_at_the_start_is_one_line_leaves_no_lock_and_a_rerun_works(t
     freed = subprocess.run([sys.executable, "-m", "data_engine", *args], capture_output=True, text=True)
     assert freed.returncode == 0, freed.stderr
     assert json.loads(freed.stdout)["images"] == 2 and not (out / ".lock").exists()
+
+
+def test_a_rerun_with_nothing_to_do_leaves_the_output_folder_byte_for_byte(make_cfg):
+    cfg = make_cfg("stage=synth", "synth.num_scenes=3", "synth.min_size=64", "synth.max_size=64")
+    first = run_stage(cfg)
+    out = Path(cfg["output"]["dir"])
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    time.sleep(0.05)  # a rewrite would have another modification time
+    again = run_stage(cfg)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == {p: b for p, (b, _) in files.items()}
+    for name in ("run.json", "summary.json"):  # not rewritten
+        assert (out / name).stat().st_mtime_ns == files[out / name][1]
+    assert json.loads((out / "summary.json").read_text())["seconds"] == first["seconds"]
+    assert {**again, "seconds": 0} == {**first, "seconds": 0}
