@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from data_engine.config import CONF_DIR, register_configs
+from data_engine.config import CONF_DIR, register_configs, unknown_key
 from data_engine.errors import UserError
 
 USAGE = """usage: data-engine [stage=NAME] [GROUP=OPTION ...] [key=value ...]
@@ -30,18 +30,26 @@ unknown keys and bad values are refused before any work starts. Hydra's own help
 """
 
 
+INTERRUPTED = "data-engine: interrupted; rerun the same command to resume"
+
+
 def main() -> None:
-    """Answer --help, refuse a mistyped group option in one line, then compose and run."""
+    """Answer --help, refuse a mistyped group option or key in one line, then compose and run; Ctrl-C
+    ends with one line and exit 130 (finished shards are kept: a rerun resumes)."""
     args = sys.argv[1:]
     if "--help" in args or "-h" in args:
         print(usage())
         return
-    bad = bad_group_option(args)
+    bad = bad_group_option(args) or bad_key(args)
     if bad:
         print(f"data-engine: error: {bad}", file=sys.stderr)
         sys.exit(2)
     register_configs()
-    run_composed()
+    try:
+        run_composed()
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -66,16 +74,19 @@ def run_composed(cfg: DictConfig) -> None:
 
 
 def summary_problem(summary: dict) -> str | None:
-    """Why a finished run still failed its purpose: failed shards, no image processed, nothing imported."""
+    """Why a finished run still failed its purpose: failed shards, nothing imported, no image processed."""
     if summary.get("shards_failed"):
         return f"{len(summary['shards_failed'])} shards failed; rerun the same command to retry them"
+    imported = summary.get("import") or {}
+    if imported.get("input_annotations") and not imported.get("imported"):
+        kinds = ", ".join(f"{k}: {n}" for k, n in (imported.get("rejected_by_reason") or {}).items())
+        report = Path(summary.get("output", ".")) / "import_report.parquet"
+        total = imported["input_annotations"]
+        return f"every one of the {total} annotations was rejected ({kinds}): see {report} for each reason"
     if "images" in summary and "images_ok" in summary and summary["images_ok"] == 0:
         if summary["images"] == 0:
             return "no input image was found: check input.path and input.extensions"
         return f"none of the {summary['images']} images was processed: see the error column of images/"
-    imported = summary.get("import") or {}
-    if imported.get("input_annotations") and not imported.get("imported"):
-        return "every annotation was rejected: see import_report.parquet for the reasons"
     return None
 
 
@@ -97,6 +108,18 @@ def bad_group_option(args: list[str]) -> str | None:
         group, sep, value = arg.lstrip("+~").partition("=")
         if sep and group in options and value not in options[group] and value != "null":
             return f"{group}={value}: no such option; choose from {', '.join(options[group])}"
+    return None
+
+
+def bad_key(args: list[str]) -> str | None:
+    """`amg.pred_iou_thres=0.5` (no `+`) -> one line with a close key (Hydra's own message spans seven)."""
+    options = groups()
+    for arg in args:
+        key, sep, _ = arg.partition("=")
+        if sep and key not in options and key.replace(".", "").replace("_", "").isalnum():
+            why = unknown_key(key)
+            if why:
+                return why
     return None
 
 

@@ -6,14 +6,16 @@ section (e.g. `train`); `validate` runs it with the shared checks below.
 
 from __future__ import annotations
 
+import ast
+import difflib
 import importlib
-import inspect
 from functools import cache
 from pathlib import Path
 
 from data_engine.errors import check_bool, check_int, check_number, check_path, is_number, require
 
 CONF_DIR = Path(__file__).parent / "conf"
+GENERATOR_SOURCE = Path(__file__).parent / "amg" / "generator.py"
 PILLOW_LIMIT = 2 * 89_478_485  # Pillow refuses images above twice Image.MAX_IMAGE_PIXELS as decompression bombs
 # Sections whose keys are checked elsewhere (amg against the generator's signature) or not at all.
 FREE_SECTIONS = ("amg", "hydra")
@@ -27,11 +29,23 @@ def register_configs() -> None:
 
 
 def generator_defaults() -> dict:
-    from data_engine.amg.generator import MaskGenerator
+    return {k: list(v) if isinstance(v, tuple) else v for k, (v, _) in generator_settings().items()}
 
-    params = inspect.signature(MaskGenerator).parameters
-    defaults = {k: p.default for k, p in params.items() if k != "model"}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}
+
+@cache
+def generator_settings() -> dict[str, tuple[object, str]]:
+    """MaskGenerator's settings as {name: (default, annotation)}, read from its source, not imported (that
+    would import torch, about 3 s and 800 MB, for commands such as --cfg job that never run a model)."""
+    tree = ast.parse(GENERATOR_SOURCE.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "MaskGenerator")
+    init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__").args
+    with_default = init.args[len(init.args) - len(init.defaults) :]
+    return {a.arg: (constant(d), ast.unparse(a.annotation)) for a, d in zip(with_default, init.defaults)}
+
+
+def constant(node: ast.expr):
+    """A default written as a constant expression: 32, 512 / 1500, 2**27, (0.5, 0.55), None."""
+    return eval(compile(ast.Expression(node), "<default>", "eval"), {"__builtins__": {}})  # noqa: S307
 
 
 def compose(overrides: list[str]) -> dict:
@@ -48,10 +62,14 @@ def compose(overrides: list[str]) -> dict:
 
 
 def validate(cfg: dict) -> None:
-    """Every key known and every value usable, for the shared sections and the stage's own."""
+    """Every key known and every value usable, for the shared sections and the stage's own (the model
+    section only for a stage that loads a model: checking it imports torch)."""
+    from data_engine.stages import NO_MODEL
+
     stage = stage_module(cfg["stage"]["name"])
     check_known_keys(cfg)
-    check_model(cfg["model"])
+    if cfg["stage"]["name"] not in NO_MODEL:
+        check_model(cfg["model"])
     check_runtime(cfg["runtime"])
     check_amg(cfg["amg"])
     check_input(cfg["input"])
@@ -72,7 +90,7 @@ def check_known_keys(cfg: dict) -> None:
     """Keys that no config file defines (a typo, or `+input.foo`) are refused, not ignored."""
     known = known_keys()
     for top, value in cfg.items():
-        require(top in known, top, f"unknown key; known: {sorted(known)}")
+        require(top in known, top, unknown_hint(top, known))
         if top not in FREE_SECTIONS:
             check_subkeys(value, known[top], top)
 
@@ -81,8 +99,33 @@ def check_subkeys(value, reference, path: str) -> None:
     if not isinstance(value, dict) or not isinstance(reference, dict) or not reference:
         return  # a leaf, a list, or a free-form mapping
     for key, sub in value.items():
-        require(key in reference, f"{path}.{key}", f"unknown key; known under {path}: {sorted(reference)}")
+        require(key in reference, f"{path}.{key}", unknown_hint(f"{path}.{key}", reference))
         check_subkeys(sub, reference[key], f"{path}.{key}")
+
+
+def unknown_hint(path: str, known) -> str:
+    """What to say of the unknown dotted key `path`: a close known key where there is one, else them all."""
+    parent, _, key = path.rpartition(".")
+    close = difflib.get_close_matches(key, list(known), n=1)
+    if close:
+        return f"unknown key; did you mean {parent + '.' if parent else ''}{close[0]}?"
+    return f"unknown key; known{' under ' + parent if parent else ''}: {sorted(known)}"
+
+
+def unknown_key(dotted: str) -> str | None:
+    """Why a key set on the command line (`amg.pred_iou_thres`) is in no config file nor the generator's
+    settings, as one line; None when it is known somewhere (hydra.* and free-form mappings are not checked)."""
+    node, parts = {**known_keys(), "amg": generator_defaults()}, dotted.split(".")
+    if parts[0] == "hydra":
+        return None
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or not node:
+            return None
+        if part not in node:
+            path = ".".join(parts[: i + 1])
+            return f"{path}: {unknown_hint(path, node)}"
+        node = node[part]
+    return None
 
 
 @cache
@@ -163,12 +206,10 @@ def check_output(o: dict) -> None:
 
 
 def check_amg(a: dict) -> None:
-    from data_engine.amg.generator import MaskGenerator
-
-    params = inspect.signature(MaskGenerator).parameters
+    params = generator_settings()
     for key, value in a.items():
-        require(key in params and key != "model", f"amg.{key}", f"not a generator setting; known: {sorted(params)[1:]}")
-        default, nullable = params[key].default, "None" in str(params[key].annotation)
+        require(key in params, f"amg.{key}", unknown_hint(f"amg.{key}", params))
+        default, nullable = params[key][0], "None" in params[key][1]
         if value is None:
             require(nullable, f"amg.{key}", "must not be null")
         elif isinstance(default, bool):

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from data_engine.errors import UserError
+from data_engine.runtime.runs import disk_errors
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +29,46 @@ class OutputLocked(UserError, RuntimeError):
 
 @contextmanager
 def output_lock(out_dir: str | Path):
-    """Hold `out_dir`/.lock while the block runs; released on exit, also on error."""
+    """Hold `out_dir`/.lock while the block runs; released on exit, also on error. Folders the lock
+    created are removed again if the run left them empty (e.g. it was refused before any work)."""
     path = Path(out_dir) / LOCK_NAME
-    me = acquire(path)
+    created = first_missing(path.parent)
     try:
-        yield path
+        me = acquire(path)
+        try:
+            yield path
+        finally:
+            release(path, me)
     finally:
-        release(path, me)
+        if created is not None:
+            remove_empty(path.parent, created)
+
+
+def first_missing(folder: Path) -> Path | None:
+    """The topmost folder of `folder`'s path that does not exist yet; None when `folder` exists."""
+    missing = None
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            break
+        missing = parent
+    return missing
+
+
+def remove_empty(folder: Path, top: Path) -> None:
+    """Remove `folder` and its parents up to `top` while they are empty."""
+    for parent in (folder, *folder.parents):
+        try:
+            parent.rmdir()
+        except OSError:  # not empty (or already gone)
+            return
+        if parent == top:
+            return
 
 
 def acquire(path: Path) -> dict:
     me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with disk_errors(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
     # Create the lock; if it exists, take it over only from a run that is gone
     for _ in range(2):
         if create(path, me):
@@ -53,13 +82,19 @@ def acquire(path: Path) -> dict:
 
 
 def create(path: Path, me: dict) -> bool:
-    """Create the lock file exclusively (O_EXCL); False if it exists."""
+    """Create the lock file exclusively (O_EXCL); False if it exists. A lock that cannot be written whole
+    (a full disk) is removed: it is ours, and an empty one would hold the folder for good."""
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with disk_errors(path.parent):
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(me))
+    try:
+        with disk_errors(path.parent), os.fdopen(fd, "w") as f:
+            f.write(json.dumps(me))
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     return True
 
 

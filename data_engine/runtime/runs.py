@@ -40,6 +40,8 @@ NOT_IN_FINGERPRINT = ("runtime", "log_level", "debug", "hydra")
 # Free space a shard needs before its worker has written one (then: twice its largest shard).
 SHARD_BYTES = 16 << 20
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# summary.json fields that differ on every run although the output does not (kept from the run that wrote it).
+VOLATILE = ("seconds",)
 
 
 class OutputConflict(UserError, RuntimeError):
@@ -107,8 +109,28 @@ def prepare_output(out_dir: Path, cfg: dict, extra: dict, info: dict | None = No
             clear(out_dir)
     with disk_errors(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(json.dumps(record, indent=2, default=str), existing)
+        write_record(existing, record)
     return record
+
+
+def write_record(path: Path, record: dict, volatile: tuple[str, ...] = ()) -> None:
+    """Write `record` to `path` as JSON unless the file already holds it, but for its `volatile` fields
+    (e.g. `seconds`): a rerun with nothing to do leaves a finished output folder byte for byte."""
+    if not same_record(path, record, volatile):
+        write_text_atomic(json.dumps(record, indent=2, default=str), path)
+
+
+def same_record(path: Path, record: dict, volatile: tuple[str, ...]) -> bool:
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    new = json.loads(json.dumps(record, default=str))  # as the file would hold it (tuples as lists, ...)
+    return isinstance(old, dict) and drop(old, volatile) == drop(new, volatile)
+
+
+def drop(record: dict, keys: tuple[str, ...]) -> dict:
+    return {k: v for k, v in record.items() if k not in keys}
 
 
 def clear(out_dir: Path) -> None:
@@ -271,6 +293,7 @@ def summarize(shards: list[dict], records: dict[str, dict], failed_shards: dict)
 
 
 def write_summary(out_dir: Path, summary: dict) -> dict:
+    """summary.json, left as it is when only its volatile fields (seconds) would change."""
     with disk_errors(out_dir):
-        write_text_atomic(json.dumps(summary, indent=2, default=str), out_dir / "summary.json")
+        write_record(out_dir / "summary.json", summary, VOLATILE)
     return summary

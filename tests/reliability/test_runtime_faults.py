@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -150,4 +151,54 @@ def test_no_space_for_the_run_record_is_one_line_and_leaves_no_temporary_file(ma
         run_stage(cfg)
     monkeypatch.undo()
     out = Path(cfg["output"]["dir"])
-    assert sorted(p.name for p in out.iterdir()) == []  # no run.json, no .run.json.<uuid>.tmp, lock released
+    # no run.json, no .run.json.<uuid>.tmp, lock released: the folder the run created is removed as empty
+    assert not out.exists()
+
+
+FULL_AT_START = """
+import errno, os, runpy, sys
+
+class Full:  # a disk with 0 bytes free: the lock file is created, writing its content fails
+    def __init__(self, fd, *args, **kwargs):
+        self.fd = fd
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+os.fdopen = Full
+sys.argv = ["data-engine", *sys.argv[1:]]
+runpy.run_module("data_engine", run_name="__main__")
+"""
+
+
+def test_a_full_disk_at_the_start_is_one_line_leaves_no_lock_and_a_rerun_works(tmp_path):
+    out = tmp_path / "out"
+    args = ["stage=synth", "synth.num_scenes=2", "synth.min_size=64", "synth.max_size=64", f"output.dir={out}"]
+    args += ["runtime=serial", "log_level=WARNING"]
+    full = subprocess.run([sys.executable, "-c", FULL_AT_START, *args], capture_output=True, text=True)
+    assert full.returncode == 2 and "Traceback" not in full.stderr
+    assert full.stderr.count("\n") == 1 and f"no space left for {out}" in full.stderr, full.stderr
+    assert not (out / ".lock").exists()
+    freed = subprocess.run([sys.executable, "-m", "data_engine", *args], capture_output=True, text=True)
+    assert freed.returncode == 0, freed.stderr
+    assert json.loads(freed.stdout)["images"] == 2 and not (out / ".lock").exists()
+
+
+def test_a_rerun_with_nothing_to_do_leaves_the_output_folder_byte_for_byte(make_cfg):
+    cfg = make_cfg("stage=synth", "synth.num_scenes=3", "synth.min_size=64", "synth.max_size=64")
+    first = run_stage(cfg)
+    out = Path(cfg["output"]["dir"])
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    time.sleep(0.05)  # a rewrite would have another modification time
+    again = run_stage(cfg)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == {p: b for p, (b, _) in files.items()}
+    for name in ("run.json", "summary.json"):  # not rewritten
+        assert (out / name).stat().st_mtime_ns == files[out / name][1]
+    assert json.loads((out / "summary.json").read_text())["seconds"] == first["seconds"]
+    assert {**again, "seconds": 0} == {**first, "seconds": 0}
