@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from data_engine.importers.validate import (
     relative_to_root,
     safe_name,
 )
-from data_engine.io.inputs import InputError
+from data_engine.io.inputs import InputError, read_json
 
 FILE = "(file)"  # the report's annotation key for a whole file that could not be read
 
@@ -70,9 +69,9 @@ def read_file(res: Results, file: Path, root: Path, sizes: ImageSizes) -> None:
 def load(file: Path):
     """The parsed document, or the reason the whole file is rejected."""
     try:
-        doc = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        return f"unreadable file: {type(err).__name__}: {err}"
+        doc = read_json(file, "LabelMe file")
+    except InputError as err:
+        return f"unreadable file: {err}"
     if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
         return "not a LabelMe file: no 'shapes' list"
     return doc

@@ -6,7 +6,6 @@ A failed check raises `Rejected`; its message becomes the report's reason. Reaso
 
 from __future__ import annotations
 
-import json
 import math
 import posixpath
 import re
@@ -17,7 +16,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from data_engine.io import images, rle
-from data_engine.io.inputs import InputError
+from data_engine.io.inputs import InputError, read_json
 
 WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:/")
 FRAME_MARGIN = 10  # polygons are clipped to the image grown by this many times its size on each side
@@ -374,7 +373,4 @@ def read_json_file(path: Path, fmt: str, expects: str):
     """Parse one exported JSON file; a folder or unreadable JSON is an InputError naming the format."""
     if path.is_dir():
         raise InputError(f"{path} is a folder: the {fmt} format takes {expects}")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(f"{path} is not a readable JSON file ({type(err).__name__}: {err})") from None
+    return read_json(path, f"{fmt} export")

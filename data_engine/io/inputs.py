@@ -30,6 +30,14 @@ class InputError(UserError, ValueError):
     """The input path or manifest cannot be used; the message says what to do."""
 
 
+class JsonFileError(InputError):
+    """A JSON file that cannot be read; `reason` says why (e.g. 'JSONDecodeError: ...')."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def list_inputs(
     path: str | Path | None, extensions=None, follow_symlinks: bool = False
 ) -> tuple[Path, list[str], dict[str, str]]:
@@ -83,6 +91,19 @@ def keep_link(path: Path, root: Path, follow_symlinks: bool, ignored: dict) -> b
 
 def rel(path: Path, root) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
+
+
+def read_json(path: str | Path, what: str = "file"):
+    """The parsed JSON of a file a user gives (an export, a run record), or an InputError naming it: the one
+    reader of such files, so a file that is unreadable, not UTF-8, not JSON or nested too deeply is one line."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except RecursionError:  # '[' * 200000: the parser's recursion limit, not a crash
+        reason = "RecursionError: lists or objects nested too deeply"
+    except (OSError, ValueError) as err:  # ValueError covers JSONDecodeError and UnicodeDecodeError
+        reason = f"{type(err).__name__}: {err}"
+    message = f"{what} {path} is not a readable JSON file ({reason}); give a JSON file written by its tool"
+    raise JsonFileError(message, reason)
 
 
 def read_manifest(manifest: Path) -> list[str]:

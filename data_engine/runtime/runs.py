@@ -18,7 +18,7 @@ from pathlib import Path
 
 from data_engine.errors import UserError
 from data_engine.io.atomic import write_text_atomic
-from data_engine.io.dataset import read_images, write_shard
+from data_engine.io.dataset import RunRecordError, read_images, read_run_record, write_shard
 from data_engine.runtime.reasons import reason
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ NOT_IN_FINGERPRINT = ("runtime", "log_level", "debug", "hydra")
 # Free space a shard needs before its worker has written one (then: twice its largest shard).
 SHARD_BYTES = 16 << 20
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+REPLACE = "choose another output.dir, or pass output.overwrite=true to replace it"
 
 
 class OutputConflict(UserError, RuntimeError):
@@ -96,19 +97,25 @@ def prepare_output(out_dir: Path, cfg: dict, extra: dict, info: dict | None = No
     changed is checked shard by shard, see `pending`)."""
     record = {"fingerprint": fingerprint(cfg, extra), "config": cfg, "versions": versions(), **extra, **(info or {})}
     existing = out_dir / "run.json"
-    if existing.exists():
-        old = json.loads(existing.read_text())
-        if old.get("fingerprint") != record["fingerprint"]:
-            if not cfg.get("output", {}).get("overwrite"):
-                raise OutputConflict(
-                    f"{out_dir} holds a run made with different settings (see its run.json); "
-                    "choose another output.dir, or pass output.overwrite=true to replace it"
-                )
-            clear(out_dir)
+    overwrite = cfg.get("output", {}).get("overwrite")
+    if existing.exists() and recorded_fingerprint(out_dir, overwrite) != record["fingerprint"]:
+        if not overwrite:
+            raise OutputConflict(f"{out_dir} holds a run made with different settings (see its run.json); {REPLACE}")
+        clear(out_dir)
     with disk_errors(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(json.dumps(record, indent=2, default=str), existing)
     return record
+
+
+def recorded_fingerprint(out_dir: Path, overwrite: bool) -> str | None:
+    """The fingerprint in out_dir's run.json; a damaged run.json is one line (None when overwrite replaces it)."""
+    try:
+        return read_run_record(out_dir, "output.dir", REPLACE, fingerprint=True)["fingerprint"]
+    except RunRecordError:
+        if overwrite:
+            return None
+        raise
 
 
 def clear(out_dir: Path) -> None:

@@ -12,7 +12,6 @@ and summary.json with the overall counts.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from data_engine.importers import FORMATS, import_annotations
 from data_engine.importers.results import IMPORTED, REJECTED
 from data_engine.io import inputs
 from data_engine.io.atomic import write_json_atomic
-from data_engine.io.dataset import read_images, read_masks, table, write_atomic
+from data_engine.io.dataset import read_images, read_masks, read_run_record, table, write_atomic
 from data_engine.runtime import runs
 from data_engine.semi.merge import COUNTS, merge_image, totals
 from data_engine.stages.assisted import inputs_digest, write_report
@@ -42,7 +41,9 @@ def run(cfg: dict) -> dict:
     start = time.time()
     m = check(cfg["semi_merge"])
     prefill = Path(m["prefill"])
-    prefill_run = json.loads((prefill / "run.json").read_text())
+    prefill_run = read_run_record(
+        prefill, "semi_merge.prefill", "give the output.dir of a stage=semi run", fingerprint=True
+    )
     image_root = m["image_root"] or prefill_run.get("input_root")
     rows, report = import_annotations(m["format"], m["annotations"], image_root, cfg["input"]["max_pixels"])
     images = sorted(read_images(prefill).to_pylist(), key=lambda r: r["file_name"])
