@@ -25,13 +25,13 @@ OBJECT_KEYS = ("id", "clicks", "final_mask")
 
 
 def read(
-    path: str | Path, image_root: str | Path | None, max_pixels: int | None = None
+    path: str | Path, image_root: str | Path | None, max_pixels: int | None = None, follow_symlinks: bool = False
 ) -> tuple[list[dict], list[dict]]:
     """(objects ready to replay, report rows)."""
     path = Path(path).expanduser()
     images = load(path)
     res = Results("clicks")
-    sizes = ImageSizes(Path(image_root).expanduser().resolve() if image_root else None, max_pixels)
+    sizes = ImageSizes(Path(image_root).expanduser().resolve() if image_root else None, max_pixels, follow_symlinks)
     seen: dict[str, Seen] = {}
     for index, entry in enumerate(images):
         read_image(res, path, index, entry, sizes, seen)

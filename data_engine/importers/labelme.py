@@ -34,13 +34,13 @@ from data_engine.io.inputs import InputError, read_json
 FILE = "(file)"  # the report's annotation key for a whole file that could not be read
 
 
-def read(path: Path, image_root: Path | None, max_pixels: int | None = None) -> Results:
+def read(path: Path, image_root: Path | None, max_pixels: int | None = None, follow_symlinks: bool = False) -> Results:
     """Import one LabelMe file or every *.json under a folder; one report row per shape."""
     files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
     if not files:
         raise InputError(f"{path} holds no *.json files: give a LabelMe JSON file or a folder of them")
     root = (image_root or (path if path.is_dir() else path.parent)).resolve()
-    res, sizes = Results("labelme"), ImageSizes(image_root, max_pixels)
+    res, sizes = Results("labelme"), ImageSizes(image_root, max_pixels, follow_symlinks)
     for file in files:
         read_file(res, file, root, sizes)
     return res

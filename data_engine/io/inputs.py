@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 SAMPLES = Path(__file__).parent.parent / "samples"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 NOT_AN_IMAGE = "not an image by extension"
-LEAVES_ROOT = "a symlink to a path outside the input folder (input.follow_symlinks=true follows it)"
+FOLLOW = "input.follow_symlinks=true follows it"
+LEAVES_ROOT = f"a symlink to a path outside the input folder ({FOLLOW})"
 FILE_KINDS = {
     stat.S_IFIFO: "a FIFO",
     stat.S_IFCHR: "a character device",
@@ -82,11 +83,17 @@ def keep_link(path: Path, root: Path, follow_symlinks: bool, ignored: dict) -> b
     """False (and the link recorded in `ignored`) for a symlink leaving the root, unless following links."""
     if follow_symlinks or not path.is_symlink():
         return True
+    if leaves_root(path, root):
+        ignored[rel(path, root)] = LEAVES_ROOT
+        return False
+    return not os.path.isdir(path)  # a link to a folder inside: its files are listed under their own path
+
+
+def leaves_root(path: Path, root: Path) -> bool:
+    """True when `path`, its symlinks (its own or its folders') followed, lies outside `root`: the one rule
+    for links out of an input folder, which every stage reading images follows only with input.follow_symlinks."""
     target, real_root = os.path.realpath(path), os.path.realpath(root)
-    if target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep):
-        return not os.path.isdir(target)  # a link to a folder inside: its files are listed under their own path
-    ignored[rel(path, root)] = LEAVES_ROOT
-    return False
+    return not (target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep))
 
 
 def rel(path: Path, root) -> str:

@@ -45,7 +45,8 @@ def run(cfg: dict) -> dict:
         prefill, "semi_merge.prefill", "give the output.dir of a stage=semi run", fingerprint=True
     )
     image_root = m["image_root"] or prefill_run.get("input_root")
-    rows, report = import_annotations(m["format"], m["annotations"], image_root, cfg["input"]["max_pixels"])
+    i = cfg["input"]
+    rows, report = import_annotations(m["format"], m["annotations"], image_root, i["max_pixels"], i["follow_symlinks"])
     images = sorted(read_images(prefill).to_pylist(), key=lambda r: r["file_name"])
     drawn = assign(rows, report, images)
     out_dir = Path(cfg["output"]["dir"])
