@@ -171,7 +171,7 @@ def test_a_failing_step_stops_the_loop_and_a_rerun_after_the_fix_goes_on_from_it
     cfg = engine_cfg(tmp_path, quick_steps(audit_expert=str(expert)))
     cfg["engine"]["steps"].append({"name": "last", "stage": "synth", "overrides": SCENES})
     with pytest.raises(
-        runner.StepFailed, match=r"^engine step 04_audit \(audit\) failed: AuditError: .*not valid JSON"
+        runner.StepFailed, match=r"^engine step 04_audit \(audit\) failed: AuditError: .*not a readable JSON file"
     ) as err:
         runner.run_engine(cfg)
     assert "\n" not in str(err.value)

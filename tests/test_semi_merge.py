@@ -277,7 +277,8 @@ def test_annotations_of_unknown_or_resized_images_are_counted_not_dropped(prefil
     for img in images:
         (root / img["file_name"]).symlink_to(scenes / "pictures" / img["file_name"])
     (root / "stranger.png").symlink_to(tmp_path / "stranger.png")
-    summary = run_stage(merge_cfg(semi, "coco", path, tmp_path / "merged", f"semi_merge.image_root={root}"))
+    root_args = [f"semi_merge.image_root={root}", "input.follow_symlinks=true"]  # its images link out of it
+    summary = run_stage(merge_cfg(semi, "coco", path, tmp_path / "merged", *root_args))
     total = sum(len(v) for v in doc_masks.values())
     assert summary["import"]["input_annotations"] == total
     assert summary["import"]["rejected_by_reason"] == {"size mismatch": 1, "unknown image": 1}

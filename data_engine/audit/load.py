@@ -8,7 +8,6 @@ The key is the image's file_name (posix, relative to the image root) or its imag
 
 from __future__ import annotations
 
-import json
 import posixpath
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from data_engine.importers.validate import Rejected
 from data_engine.io import rle
 from data_engine.io.coco import load as load_coco_file
 from data_engine.io.dataset import read_images, read_masks
+from data_engine.io.inputs import InputError
 
 
 class AuditError(UserError, ValueError):
@@ -83,8 +83,8 @@ def load_coco(path: Path, role: str, match_by: str, score: str) -> dict:
     """COCO instances JSON (polygons or RLE); crowd annotations are left out and counted."""
     try:
         doc = load_coco_file(path)
-    except json.JSONDecodeError as err:
-        raise AuditError(f"audit.{role}={path} is not valid JSON: {err}") from None
+    except InputError as err:
+        raise AuditError(f"audit.{role}: {err}") from None
     if not isinstance(doc, dict) or "images" not in doc or "annotations" not in doc:
         raise AuditError(
             f"audit.{role}={path} is not a COCO instances file (needs 'images' and 'annotations'); "

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from data_engine.io import rle
+from data_engine.io.dataset import RunRecordError
 from data_engine.io.inputs import image_id
 from data_engine.train.data import TrainDataError, load_sources
 
@@ -24,7 +25,7 @@ def load_examples(
     'file_name', 'small_masks'} and the images or annotations left out, each with its reason."""
     try:
         examples, skipped = load_sources(paths, image_root, size, max_images)
-    except TrainDataError as err:
+    except (TrainDataError, RunRecordError) as err:  # both name train.* keys
         raise TrainDataError(own_keys(str(err))) from None
     for ex in examples:
         xywh = rle.bbox(ex["masks"], size, size)  # [K, 4], w = x_max - x_min + 1

@@ -20,11 +20,17 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from data_engine.errors import UserError
+from data_engine.errors import UserError, is_int, is_number
 from data_engine.io.atomic import atomic_path
+from data_engine.model.build import check_finite
 
 FORMAT = "data_engine.detector/1"  # marks a checkpoint written by save_detector
 NUM_CLASSES = 2  # background + one generic "object"
+# The build settings a checkpoint holds (the detector.* keys of the same names), each with its bounds: an
+# image side of 60000 px would ask each image for tens of GB.
+MAX_SIDE = 4096
+SETTING_BOUNDS = {"min_size": (1, MAX_SIDE), "max_size": (1, MAX_SIDE), "box_detections_per_img": (1, 10000)}
+SETTING_KEYS = (*SETTING_BOUNDS, "box_nms_thresh")
 
 
 class DetectorCheckpointError(UserError, ValueError):
@@ -139,9 +145,47 @@ def load_detector(path, device=None) -> nn.Module:
     saved = read_file(path)
     if saved.get("format") != FORMAT:
         raise DetectorCheckpointError(f"detector checkpoint {path} is {describe(saved)}; {WHAT_TO_DO}")
+    check_saved(saved, path)
     model = build_detector(saved["variant"], **saved["settings"])
     load_weights(model, saved["model"], path)
     return model.to(device or "cpu").eval()
+
+
+def check_saved(saved: dict, path: Path) -> None:
+    """A checkpoint of save_detector that can be built: a known variant, valid settings, finite weights."""
+    problem = saved_problem(saved)
+    if problem:
+        raise DetectorCheckpointError(f"detector checkpoint {path} is damaged: {problem}; {WHAT_TO_DO}")
+    check_finite(saved["model"], path)  # the SAM checkpoints' check: NaN weights find nothing
+
+
+def saved_problem(saved: dict) -> str | None:
+    """What keeps a checkpoint of save_detector from being built, or None."""
+    if not isinstance(saved.get("variant"), str) or saved["variant"] not in VARIANTS:
+        return f"its variant {str(saved.get('variant'))[:40]!r} is not one of {sorted(VARIANTS)}"
+    if not isinstance(saved.get("model"), dict):
+        return f"its model is a {type(saved.get('model')).__name__}, not a state dict"
+    if not isinstance(saved.get("settings"), dict):
+        return f"its settings are a {type(saved.get('settings')).__name__}, not a mapping"
+    problem = settings_problem(saved["settings"])
+    return f"settings {problem}" if problem else None
+
+
+def settings_problem(settings: dict) -> str | None:
+    """What is wrong with a detector's build settings (a checkpoint's, or the detector.* keys), or None."""
+    unknown = sorted(map(str, set(settings) - set(SETTING_KEYS)))
+    if unknown:
+        return f"{unknown[0]}: not a detector setting (known: {list(SETTING_KEYS)})"
+    for key, (low, high) in SETTING_BOUNDS.items():
+        value = settings.get(key)
+        if key in settings and not (is_int(value) and low <= value <= high):
+            return f"{key}: must be an integer in [{low}, {high}], got {str(value)[:40]}"
+    nms = settings.get("box_nms_thresh", 0.5)
+    if not (is_number(nms) and 0 <= nms <= 1):
+        return f"box_nms_thresh: must be a number in [0, 1], got {str(nms)[:40]}"
+    if settings.get("min_size", 1) > settings.get("max_size", MAX_SIDE):
+        return f"min_size: must not exceed max_size ({settings['max_size']}), got {settings['min_size']}"
+    return None
 
 
 WHAT_TO_DO = "pass the model.pt written by stage=detector (detector.checkpoint=DET/model.pt)"
@@ -165,7 +209,8 @@ def read_file(path: Path) -> dict:
 
 def describe(saved: dict) -> str:
     """What a foreign checkpoint looks like, for the error message."""
-    keys = [k for k in saved.get("model", saved) if isinstance(k, str)]
+    state = saved.get("model", saved)
+    keys = [k for k in state if isinstance(k, str)] if isinstance(state, dict) else []
     if any(k.startswith(("image_encoder.", "mask_decoder.")) for k in keys):
         return "a SAM checkpoint (pass it as model.checkpoint), not a detector"
     if any(k.startswith(("backbone.", "rpn.", "roi_heads.")) for k in keys):
@@ -194,6 +239,8 @@ def read_start_weights(path, variant: str) -> dict:
     training checkpoint ({'model': ...}), or a user's plain torchvision state dict for `variant`."""
     path = Path(path).expanduser()
     saved = read_file(path)
+    if saved.get("format") == FORMAT:
+        check_saved(saved, path)
     if saved.get("format") == FORMAT and saved["variant"] != variant:
         raise DetectorCheckpointError(
             f"detector checkpoint {path} is a {saved['variant']!r} detector, not {variant!r}; "
@@ -204,6 +251,7 @@ def read_start_weights(path, variant: str) -> dict:
         raise DetectorCheckpointError(f"detector checkpoint {path} holds no state dict; {WHAT_TO_DO}")
     if any(isinstance(k, str) and k.startswith(("image_encoder.", "mask_decoder.")) for k in state):
         raise DetectorCheckpointError(f"detector checkpoint {path} is {describe(state)}; {WHAT_TO_DO}")
+    check_finite(state, path)
     return state
 
 

@@ -9,16 +9,14 @@ import torch
 from torch import nn
 
 from data_engine.detector.data import batch
-from data_engine.detector.model import DetectorCheckpointError, build_detector, read_start_weights
+from data_engine.detector.model import SETTING_KEYS, DetectorCheckpointError, build_detector, read_start_weights
 
 log = logging.getLogger(__name__)
 
-BUILD_KEYS = ("min_size", "max_size", "box_detections_per_img", "box_nms_thresh")  # detector.* -> FasterRCNN
-
 
 def build_settings(d: dict) -> dict:
-    """The FasterRCNN keyword arguments of the `detector` config group."""
-    return {key: d[key] for key in BUILD_KEYS}
+    """The FasterRCNN keyword arguments of the `detector` config group (detector.* -> FasterRCNN)."""
+    return {key: d[key] for key in SETTING_KEYS}
 
 
 def initial_model(d: dict, seed: int, device: str) -> nn.Module:

@@ -44,6 +44,10 @@ REFERENCE = re.compile(r"\{(?:(last|all):)?([A-Za-z][A-Za-z0-9_]*)\}")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 STEP_KEYS = {"name", "stage", "overrides", "external"}
 BLOCK_KEYS = {"rounds", "steps"}
+# Bounds checked before expanding (SA-1B's engine ran 6 assisted and 5 semi-automatic rounds): a block's
+# rounds, and the steps of the whole engine after expansion (each is composed and planned before any runs).
+MAX_ROUNDS = 100
+MAX_STEPS = 1000
 # The sections a step takes from the engine command (the rest comes from its own stage and overrides).
 INHERITED = ("runtime", "model", "log_level")
 # Characters a folder may not hold to go into an override unquoted.
@@ -69,6 +73,7 @@ def expand(entries) -> list[dict]:
 
     if not isinstance(entries, list) or not entries:
         raise ConfigError("engine.steps: give a list of steps ({name, stage, overrides}) and rounds blocks")
+    check_size(entries)
     steps, counts = [], {}
     for n, entry in enumerate(entries):
         if isinstance(entry, dict) and "rounds" in entry:
@@ -82,16 +87,37 @@ def expand(entries) -> list[dict]:
     return steps
 
 
-def expand_block(entry: dict, n: int, counts: dict, stages: dict) -> list[dict]:
-    """A `rounds: N` block: its steps N times, in order, each step named NAME_k."""
-    where = f"engine.steps[{n}]"
+def check_size(entries: list) -> None:
+    """Each block's rounds within [1, MAX_ROUNDS] and at most MAX_STEPS steps in all, before anything is expanded."""
+    total = 0
+    for n, entry in enumerate(entries):
+        if isinstance(entry, dict) and "rounds" in entry:
+            rounds, inner = check_block(entry, f"engine.steps[{n}]")
+            total += rounds * len(inner)
+        else:
+            total += 1
+    if total > MAX_STEPS:
+        raise ConfigError(
+            f"engine.steps: expand to {total} steps, above the limit of {MAX_STEPS}; use fewer rounds or steps"
+        )
+
+
+def check_block(entry: dict, where: str) -> tuple[int, list]:
+    """(rounds, steps) of a `rounds: N` block, or a ConfigError naming the bad key."""
     if set(entry) - BLOCK_KEYS:
         raise ConfigError(f"{where}: unknown keys {sorted(set(entry) - BLOCK_KEYS)}; a block has rounds and steps")
     rounds, inner = entry["rounds"], entry.get("steps")
-    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
-        raise ConfigError(f"{where}.rounds: must be an integer >= 1, got {rounds!r}")
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or not 1 <= rounds <= MAX_ROUNDS:
+        raise ConfigError(f"{where}.rounds: must be an integer >= 1 and <= {MAX_ROUNDS}, got {rounds!r}")
     if not isinstance(inner, list) or not inner:
         raise ConfigError(f"{where}.steps: give the list of steps to repeat")
+    return rounds, inner
+
+
+def expand_block(entry: dict, n: int, counts: dict, stages: dict) -> list[dict]:
+    """A `rounds: N` block: its steps N times, in order, each step named NAME_k."""
+    where = f"engine.steps[{n}]"
+    rounds, inner = check_block(entry, where)
     return [
         make_step(step, f"{where}.steps[{k}]", r, counts, stages)
         for r in range(1, rounds + 1)

@@ -22,6 +22,7 @@ from data_engine.errors import UserError
 from data_engine.io import coco, rle
 from data_engine.io.atomic import atomic_path, write_text_atomic
 from data_engine.io.dataset import mask_row, read_images, read_masks
+from data_engine.io.inputs import read_json
 
 SA1B_FIELDS = ("bbox", "area", "predicted_iou", "stability_score", "crop_box", "point_coords")
 
@@ -109,7 +110,7 @@ def read_sa1b(folder: str | Path) -> tuple[list[dict], list[dict]]:
     """(image rows, mask rows in MASK_SCHEMA) from a folder of SA-1B per-image JSON files."""
     images, masks = [], []
     for path in sorted(p for p in Path(folder).rglob("*.json") if not p.name.startswith(".")):  # not temp files
-        doc = json.loads(path.read_text())
+        doc = read_json(path, "SA-1B file")
         img = doc["image"]
         images.append({k: img[k] for k in ("image_id", "file_name", "height", "width")})
         for ann in doc["annotations"]:

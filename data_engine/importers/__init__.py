@@ -12,7 +12,7 @@ from pathlib import Path
 from data_engine.importers import coco, cvat_xml, labelme, labelstudio, png_masks
 from data_engine.io.inputs import InputError
 
-# Format name -> read(path, image_root, max_pixels) -> Results
+# Format name -> read(path, image_root, max_pixels, follow_symlinks) -> Results
 FORMATS = {
     "coco": coco.read,
     "cvat_coco": coco.read_cvat,
@@ -25,7 +25,7 @@ FORMATS = {
 
 
 def import_annotations(
-    fmt: str, path: str, image_root: str | None = None, max_pixels: int | None = None
+    fmt: str, path: str, image_root: str | None = None, max_pixels: int | None = None, follow_symlinks: bool = False
 ) -> tuple[list[dict], list[dict]]:
     """(mask rows, report rows) for the annotations of format `fmt` at `path`.
 
@@ -33,6 +33,8 @@ def import_annotations(
     must exist there with the size the annotation declares. Without it declared sizes are trusted.
     `max_pixels` (input.max_pixels; default Pillow's decompression-bomb limit): annotations of larger
     images, and mask files claiming more pixels, are rejected before anything is decoded.
+    `follow_symlinks` (input.follow_symlinks): without it, an annotation of an image that is a symlink
+    leaving the image root is rejected (io.inputs.leaves_root: the rule of every stage reading images).
     """
     if fmt not in FORMATS:
         raise InputError(f"unknown annotation format {fmt!r}; choose one of {sorted(FORMATS)}")
@@ -42,6 +44,6 @@ def import_annotations(
     root = Path(image_root).expanduser().resolve() if image_root else None
     if root is not None and not root.is_dir():
         raise InputError(f"image_root {image_root} is not a folder: give the folder holding the images")
-    results = FORMATS[fmt](source, root, max_pixels)
+    results = FORMATS[fmt](source, root, max_pixels, follow_symlinks)
     results.check()
     return results.rows, results.report

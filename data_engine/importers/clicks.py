@@ -12,7 +12,6 @@ checks; other object keys are kept as provenance. One report row per object.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -20,19 +19,19 @@ from data_engine.importers.coco import segmentation_counts
 from data_engine.importers.results import Results, mask_row
 from data_engine.importers.validate import ImageSizes, Rejected, Seen, safe_name
 from data_engine.io import rle
-from data_engine.io.inputs import InputError
+from data_engine.io.inputs import InputError, read_json
 
 OBJECT_KEYS = ("id", "clicks", "final_mask")
 
 
 def read(
-    path: str | Path, image_root: str | Path | None, max_pixels: int | None = None
+    path: str | Path, image_root: str | Path | None, max_pixels: int | None = None, follow_symlinks: bool = False
 ) -> tuple[list[dict], list[dict]]:
     """(objects ready to replay, report rows)."""
     path = Path(path).expanduser()
     images = load(path)
     res = Results("clicks")
-    sizes = ImageSizes(Path(image_root).expanduser().resolve() if image_root else None, max_pixels)
+    sizes = ImageSizes(Path(image_root).expanduser().resolve() if image_root else None, max_pixels, follow_symlinks)
     seen: dict[str, Seen] = {}
     for index, entry in enumerate(images):
         read_image(res, path, index, entry, sizes, seen)
@@ -41,10 +40,7 @@ def read(
 
 
 def load(path: Path) -> list:
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(f"click-session file {path} is not readable JSON ({type(err).__name__}: {err})") from None
+    doc = read_json(path, "click-session file")
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
         raise InputError(
             f"click-session file {path} needs an 'images' list; see docs/stages/assisted.md (click sessions) "

@@ -26,28 +26,37 @@ from data_engine.io.inputs import InputError
 STANDARD_KEYS = {"id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd"}
 
 
-def read(path: Path, image_root: Path | None, max_pixels: int | None = None, fmt: str = "coco") -> Results:
+def read(
+    path: Path, image_root: Path | None, max_pixels: int | None = None, follow_symlinks: bool = False, fmt: str = "coco"
+) -> Results:
     """Import a COCO instances file; one report row per entry of its `annotations` list."""
-    return import_document(load_document(path), path, image_root, fmt, max_pixels)
+    return import_document(load_document(path), path, image_root, fmt, max_pixels, follow_symlinks)
 
 
 def import_document(
-    doc: dict, path: Path, image_root: Path | None, fmt: str = "coco", max_pixels: int | None = None
+    doc: dict,
+    path: Path,
+    image_root: Path | None,
+    fmt: str = "coco",
+    max_pixels: int | None = None,
+    follow_symlinks: bool = False,
 ) -> Results:
     """Import a loaded COCO document (`load_document`); `path` names it in the report."""
     res = Results(fmt)
     res.expect(len(doc["annotations"]))
     images = image_table(doc["images"])
     labels = {c.get("id"): c.get("name") for c in doc.get("categories") or [] if isinstance(c, dict)}
-    sizes, seen = ImageSizes(image_root, max_pixels), Seen("annotation")
+    sizes, seen = ImageSizes(image_root, max_pixels, follow_symlinks), Seen("annotation")
     for index, ann in enumerate(doc["annotations"]):
         import_one(res, path, index, ann, images, labels, sizes, seen)
     return res
 
 
-def read_cvat(path: Path, image_root: Path | None, max_pixels: int | None = None) -> Results:
+def read_cvat(
+    path: Path, image_root: Path | None, max_pixels: int | None = None, follow_symlinks: bool = False
+) -> Results:
     """CVAT's COCO 1.0 export is COCO; its per-annotation `attributes` are kept in `extra`."""
-    return read(path, image_root, max_pixels, fmt="cvat_coco")
+    return read(path, image_root, max_pixels, follow_symlinks, fmt="cvat_coco")
 
 
 def load_document(path: Path) -> dict:

@@ -31,11 +31,11 @@ from data_engine.io.inputs import InputError
 SHAPE_KEYS = ("label", "source", "occluded", "z_order", "group_id")
 
 
-def read(path: Path, image_root: Path | None, max_pixels: int | None = None) -> Results:
+def read(path: Path, image_root: Path | None, max_pixels: int | None = None, follow_symlinks: bool = False) -> Results:
     """Import a CVAT for images 1.1 export; one report row per shape or tag."""
     root = load(path)
     meta = task_meta(root.find("meta"))
-    res, sizes, seen = Results("cvat_xml"), ImageSizes(image_root, max_pixels), Seen("image")
+    res, sizes, seen = Results("cvat_xml"), ImageSizes(image_root, max_pixels, follow_symlinks), Seen("image")
     for image in root.findall("image"):
         read_image(res, path, image, meta, sizes, seen)
     return res

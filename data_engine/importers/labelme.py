@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -30,18 +29,18 @@ from data_engine.importers.validate import (
     relative_to_root,
     safe_name,
 )
-from data_engine.io.inputs import InputError
+from data_engine.io.inputs import InputError, read_json
 
 FILE = "(file)"  # the report's annotation key for a whole file that could not be read
 
 
-def read(path: Path, image_root: Path | None, max_pixels: int | None = None) -> Results:
+def read(path: Path, image_root: Path | None, max_pixels: int | None = None, follow_symlinks: bool = False) -> Results:
     """Import one LabelMe file or every *.json under a folder; one report row per shape."""
     files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
     if not files:
         raise InputError(f"{path} holds no *.json files: give a LabelMe JSON file or a folder of them")
     root = (image_root or (path if path.is_dir() else path.parent)).resolve()
-    res, sizes = Results("labelme"), ImageSizes(image_root, max_pixels)
+    res, sizes = Results("labelme"), ImageSizes(image_root, max_pixels, follow_symlinks)
     for file in files:
         read_file(res, file, root, sizes)
     return res
@@ -70,9 +69,9 @@ def read_file(res: Results, file: Path, root: Path, sizes: ImageSizes) -> None:
 def load(file: Path):
     """The parsed document, or the reason the whole file is rejected."""
     try:
-        doc = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        return f"unreadable file: {type(err).__name__}: {err}"
+        doc = read_json(file, "LabelMe file")
+    except InputError as err:
+        return f"unreadable file: {err}"
     if not isinstance(doc, dict) or not isinstance(doc.get("shapes"), list):
         return "not a LabelMe file: no 'shapes' list"
     return doc

@@ -43,10 +43,14 @@ GEOMETRY = {
 UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")  # Label Studio prefixes uploaded file names with a hash
 
 
-def read(path: Path, image_root: Path | None, max_pixels: int | None = None) -> Results:
+def read(path: Path, image_root: Path | None, max_pixels: int | None = None, follow_symlinks: bool = False) -> Results:
     """Import a Label Studio JSON export; one report row per region of every annotation."""
     tasks = load(path)
-    res, sizes, names = Results("labelstudio"), ImageSizes(image_root, max_pixels), BaseNames(image_root)
+    res, sizes, names = (
+        Results("labelstudio"),
+        ImageSizes(image_root, max_pixels, follow_symlinks),
+        BaseNames(image_root),
+    )
     seen = {"task": Seen("task"), "annotation": Seen("annotation")}
     for index, task in enumerate(tasks):
         read_task(res, path, index, task, sizes, names, seen)

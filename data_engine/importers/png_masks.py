@@ -23,9 +23,11 @@ from data_engine.io.inputs import IMAGE_EXTENSIONS, InputError, scan_folder
 VOC_VOID = 255
 
 
-def read_masks(path: Path, image_root: Path | None, max_pixels: int | None = None) -> Results:
+def read_masks(
+    path: Path, image_root: Path | None, max_pixels: int | None = None, follow_symlinks: bool = False
+) -> Results:
     """One binary PNG per mask; one report row per PNG file."""
-    files, stems, sizes = scan(path, image_root, "png_masks", max_pixels)
+    files, stems, sizes = scan(path, image_root, "png_masks", max_pixels, follow_symlinks)
     res = Results("png_masks")
     res.expect(len(files))
     for file in files:
@@ -41,9 +43,11 @@ def read_masks(path: Path, image_root: Path | None, max_pixels: int | None = Non
     return res
 
 
-def read_labels(path: Path, image_root: Path | None, max_pixels: int | None = None) -> Results:
+def read_labels(
+    path: Path, image_root: Path | None, max_pixels: int | None = None, follow_symlinks: bool = False
+) -> Results:
     """One label image per image; one report row per instance id (or per unreadable file)."""
-    files, stems, sizes = scan(path, image_root, "png_labels", max_pixels)
+    files, stems, sizes = scan(path, image_root, "png_labels", max_pixels, follow_symlinks)
     res = Results("png_labels")
     for file in files:
         rel = file.relative_to(path)
@@ -67,7 +71,7 @@ def read_label_file(res: Results, file: Path, stem: str, stems: dict, sizes: Ima
         res.add_mask(file, f"label {value}", name, height, width, counts, {"original_id": value})
 
 
-def scan(path: Path, image_root: Path | None, fmt: str, max_pixels: int | None):
+def scan(path: Path, image_root: Path | None, fmt: str, max_pixels: int | None, follow_symlinks: bool):
     """(PNG files under `path`, image stem -> names under the root or None without a root, ImageSizes)."""
     if not path.is_dir():
         raise InputError(f"{path} is not a folder: the {fmt} format takes a folder of PNG files")
@@ -78,7 +82,11 @@ def scan(path: Path, image_root: Path | None, fmt: str, max_pixels: int | None):
         and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(path).parts)
     ]
-    return files, image_stems(image_root, path) if image_root else None, ImageSizes(image_root, max_pixels)
+    return (
+        files,
+        image_stems(image_root, path) if image_root else None,
+        ImageSizes(image_root, max_pixels, follow_symlinks),
+    )
 
 
 def image_stems(image_root: Path, masks: Path) -> dict:

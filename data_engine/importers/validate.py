@@ -6,7 +6,6 @@ A failed check raises `Rejected`; its message becomes the report's reason. Reaso
 
 from __future__ import annotations
 
-import json
 import math
 import posixpath
 import re
@@ -17,7 +16,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from data_engine.io import images, rle
-from data_engine.io.inputs import InputError
+from data_engine.io.inputs import FOLLOW, InputError, leaves_root, read_json
 
 WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:/")
 FRAME_MARGIN = 10  # polygons are clipped to the image grown by this many times its size on each side
@@ -69,11 +68,13 @@ def relative_to_root(path: Path, root: Path, shown: str) -> str:
 class ImageSizes:
     """Sizes of the images under `root` (read from headers, cached); None root: declared sizes are trusted.
 
-    No image or mask above `max_pixels` (default: Pillow's decompression-bomb limit) is imported."""
+    No image or mask above `max_pixels` (default: Pillow's decompression-bomb limit) is imported, nor, unless
+    `follow_symlinks`, an image that is a symlink leaving the root (io.inputs.leaves_root)."""
 
-    def __init__(self, root: Path | None, max_pixels: int | None = None):
+    def __init__(self, root: Path | None, max_pixels: int | None = None, follow_symlinks: bool = False):
         self.root = root
         self.max_pixels = max_pixels or Image.MAX_IMAGE_PIXELS
+        self.follow_symlinks = follow_symlinks
         self.cache: dict[str, tuple] = {}
 
     def check(self, name: str, declared: tuple[int, int] | None) -> tuple[int, int]:
@@ -100,7 +101,7 @@ class ImageSizes:
 
     def read(self, name: str) -> tuple[tuple[int, int], tuple[int, int]]:
         if name not in self.cache:
-            self.cache[name] = oriented_size(self.root / name, name)
+            self.cache[name] = oriented_size(self.root / name, name, self.root, self.follow_symlinks)
         found = self.cache[name]
         if isinstance(found, str):
             raise Rejected(found)
@@ -121,8 +122,10 @@ def is_count(value) -> bool:
     return abs(value) < 2**53 and float(value) == int(value)
 
 
-def oriented_size(path: Path, name: str):
+def oriented_size(path: Path, name: str, root: Path, follow_symlinks: bool):
     """((h, w) as the pipeline loads it, (h, w) as stored), or the reason the image cannot be used."""
+    if not follow_symlinks and leaves_root(path, root):
+        return f"symlink leaves image root: {name} is a symlink to a path outside the image root ({FOLLOW})"
     if not path.is_file():
         return f"unknown image: {name} not found under the image root"
     try:
@@ -374,7 +377,4 @@ def read_json_file(path: Path, fmt: str, expects: str):
     """Parse one exported JSON file; a folder or unreadable JSON is an InputError naming the format."""
     if path.is_dir():
         raise InputError(f"{path} is a folder: the {fmt} format takes {expects}")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputError(f"{path} is not a readable JSON file ({type(err).__name__}: {err})") from None
+    return read_json(path, f"{fmt} export")

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from data_engine.io.atomic import write_text_atomic
+from data_engine.io.inputs import read_json
 
 
-def load(path: str | Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+def load(path: str | Path):
+    """The parsed COCO file (io.inputs.read_json: an InputError when it is not readable JSON)."""
+    return read_json(path, "COCO file")
 
 
 def write(path: str | Path, images: list[dict], annotations: list[dict], categories=None) -> None:

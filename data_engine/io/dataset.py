@@ -11,8 +11,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_engine.errors import UserError
 from data_engine.io import rle
 from data_engine.io.atomic import atomic_path
+from data_engine.io.inputs import JsonFileError, read_json
 
 MASK_SCHEMA = pa.schema(
     [
@@ -155,3 +157,49 @@ def read_part(dataset, part: str, schema: pa.Schema, columns) -> pa.Table:
     if not files:
         return schema.empty_table().select(columns) if columns else schema.empty_table()
     return pq.ParquetDataset(files, schema=schema).read(columns=columns)
+
+
+# ----------------------------------------------------------------------------------------------
+# Run records: another stage's output read as input
+# ----------------------------------------------------------------------------------------------
+
+RERUN = "rerun the stage that wrote it, or give another output folder"
+
+
+class RunRecordError(UserError, ValueError):
+    """A data-engine output folder given as input (or resumed) has no usable run.json."""
+
+
+def read_run_record(
+    folder: str | Path, key: str, what_to_do: str = RERUN, missing_ok: bool = False, fingerprint: bool = False
+) -> dict:
+    """The checked run.json of a data-engine output folder ({} when it has none and `missing_ok`): a JSON
+    object whose `input_root` is a path or null, `config` an object and `fingerprint` a string (needed with
+    `fingerprint`: to resume or to record what it was made from). Anything else is a RunRecordError naming
+    `key` (the setting that gave the folder), the file and `what_to_do`."""
+    path = Path(folder) / "run.json"
+    if not path.is_file():
+        if missing_ok:
+            return {}
+        raise RunRecordError(f"{key}: {folder} holds no run.json, so it is not a data-engine output; {what_to_do}")
+    try:
+        record = read_json(path, "run record")
+    except JsonFileError as err:
+        raise RunRecordError(f"{key}: {path} is not a usable run record ({err.reason}); {what_to_do}") from None
+    problem = run_record_problem(record, fingerprint)
+    if problem:
+        raise RunRecordError(f"{key}: {path} is not a usable run record ({problem}); {what_to_do}")
+    return record
+
+
+def run_record_problem(record, fingerprint: bool) -> str | None:
+    """What makes a parsed run.json unusable, or None."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+    if not isinstance(record.get("fingerprint"), str) and (fingerprint or "fingerprint" in record):
+        return "no fingerprint" if "fingerprint" not in record else f"fingerprint is {record['fingerprint']!r}"
+    if not isinstance(record.get("input_root"), (str, type(None))):
+        return f"input_root is {record['input_root']!r}, not a folder"
+    if not isinstance(record.get("config", {}), dict):
+        return "config is not an object"
+    return None

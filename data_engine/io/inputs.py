@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 SAMPLES = Path(__file__).parent.parent / "samples"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 NOT_AN_IMAGE = "not an image by extension"
-LEAVES_ROOT = "a symlink to a path outside the input folder (input.follow_symlinks=true follows it)"
+FOLLOW = "input.follow_symlinks=true follows it"
+LEAVES_ROOT = f"a symlink to a path outside the input folder ({FOLLOW})"
 FILE_KINDS = {
     stat.S_IFIFO: "a FIFO",
     stat.S_IFCHR: "a character device",
@@ -30,6 +31,14 @@ FILE_KINDS = {
 
 class InputError(UserError, ValueError):
     """The input path or manifest cannot be used; the message says what to do."""
+
+
+class JsonFileError(InputError):
+    """A JSON file that cannot be read; `reason` says why (e.g. 'JSONDecodeError: ...')."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 class Listing(NamedTuple):
@@ -80,15 +89,34 @@ def keep_link(path: Path, root: Path, follow_symlinks: bool, ignored: dict) -> b
     """False (and the link recorded in `ignored`) for a symlink leaving the root, unless following links."""
     if follow_symlinks or not path.is_symlink():
         return True
+    if leaves_root(path, root):
+        ignored[rel(path, root)] = LEAVES_ROOT
+        return False
+    return not os.path.isdir(path)  # a link to a folder inside: its files are listed under their own path
+
+
+def leaves_root(path: Path, root: Path) -> bool:
+    """True when `path`, its symlinks (its own or its folders') followed, lies outside `root`: the one rule
+    for links out of an input folder, which every stage reading images follows only with input.follow_symlinks."""
     target, real_root = os.path.realpath(path), os.path.realpath(root)
-    if target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep):
-        return not os.path.isdir(target)  # a link to a folder inside: its files are listed under their own path
-    ignored[rel(path, root)] = LEAVES_ROOT
-    return False
+    return not (target == real_root or target.startswith(real_root.rstrip(os.sep) + os.sep))
 
 
 def rel(path: Path, root) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
+
+
+def read_json(path: str | Path, what: str = "file"):
+    """The parsed JSON of a file a user gives (an export, a run record), or an InputError naming it: the one
+    reader of such files, so a file that is unreadable, not UTF-8, not JSON or nested too deeply is one line."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except RecursionError:  # '[' * 200000: the parser's recursion limit, not a crash
+        reason = "RecursionError: lists or objects nested too deeply"
+    except (OSError, ValueError) as err:  # ValueError covers JSONDecodeError and UnicodeDecodeError
+        reason = f"{type(err).__name__}: {err}"
+    message = f"{what} {path} is not a readable JSON file ({reason}); give a JSON file written by its tool"
+    raise JsonFileError(message, reason)
 
 
 def read_manifest(manifest: Path) -> tuple[list[str], dict, list | None]:

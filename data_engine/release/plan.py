@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_engine.errors import UserError
-from data_engine.io.dataset import read_images, read_masks
+from data_engine.io.dataset import read_images, read_masks, read_run_record
 
 
 class ReleaseError(UserError, ValueError):
@@ -52,14 +52,20 @@ def find_image_root(folder: Path, image_root: str | None) -> Path:
         )
     if image_root:
         return Path(image_root).expanduser().resolve()
-    record = json.loads((folder / "run.json").read_text()) if (folder / "run.json").is_file() else {}
-    stage = record.get("config", {}).get("stage", {}).get("name")
-    root = record.get("input_root") or record.get("config", {}).get(stage, {}).get("image_root")
+    record = read_run_record(folder, "release.data", missing_ok=True)
+    root = record.get("input_root") or stage_image_root(record.get("config", {}))
     if not root or not Path(root).is_dir():
         raise ReleaseError(
             f"release.data: cannot tell where the images of {folder} are; pass release.image_root=FOLDER"
         )
     return Path(root).resolve()
+
+
+def stage_image_root(config: dict) -> str | None:
+    """The image_root setting of the stage a run record's config ran (assisted, semi_merge), if any."""
+    stage = config.get("stage")
+    section = config.get(stage.get("name")) if isinstance(stage, dict) else None
+    return section.get("image_root") if isinstance(section, dict) else None
 
 
 def add_image(images: dict[int, dict], row: dict, root: Path, folder: Path) -> None:

@@ -19,6 +19,7 @@ from PIL import Image
 from data_engine.errors import UserError
 from data_engine.io import rle
 from data_engine.io.atomic import sha256_file
+from data_engine.io.inputs import leaves_root
 from data_engine.release.manifest import TAR_NAME
 
 MEMBER = re.compile(rb"sa_(\d{1,19})\.(jpg|json)")
@@ -121,6 +122,9 @@ def well_formed(entry, problems: Problems) -> bool:
 def check_tar(path: Path, entry: dict, ids: set[int], problems: Problems) -> tuple[int, int]:
     """Checksum, then every member; returns (images, masks) found, compared with the manifest entry."""
     name = path.name
+    if leaves_root(path, path.parent):
+        problems.add(f"{name} is a symlink to a path outside the release folder; a release holds its own tars")
+        return 0, 0
     if not path.is_file():
         problems.add(f"{name} is listed in manifest.json but missing")
         return 0, 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from data_engine.errors import UserError
 from data_engine.io.atomic import write_text_atomic
-from data_engine.io.dataset import shard_files, shard_path, write_shard
+from data_engine.io.dataset import RunRecordError, read_run_record, shard_files, shard_path, write_shard
 from data_engine.runtime.reasons import reason
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ SHARD_BYTES = 16 << 20
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # summary.json fields that differ on every run although the output does not (kept from the run that wrote it).
 VOLATILE = ("seconds",)
+REPLACE = "choose another output.dir, or pass output.overwrite=true to replace it"
 
 
 class OutputConflict(UserError, RuntimeError):
@@ -98,15 +99,11 @@ def prepare_output(out_dir: Path, cfg: dict, extra: dict, info: dict | None = No
     changed is checked shard by shard, see `pending`)."""
     record = {"fingerprint": fingerprint(cfg, extra), "config": cfg, "versions": versions(), **extra, **(info or {})}
     existing = out_dir / "run.json"
-    if existing.exists():
-        old = json.loads(existing.read_text())
-        if old.get("fingerprint") != record["fingerprint"]:
-            if not cfg.get("output", {}).get("overwrite"):
-                raise OutputConflict(
-                    f"{out_dir} holds a run made with different settings (see its run.json); "
-                    "choose another output.dir, or pass output.overwrite=true to replace it"
-                )
-            clear(out_dir)
+    overwrite = cfg.get("output", {}).get("overwrite")
+    if existing.exists() and recorded_fingerprint(out_dir, overwrite) != record["fingerprint"]:
+        if not overwrite:
+            raise OutputConflict(f"{out_dir} holds a run made with different settings (see its run.json); {REPLACE}")
+        clear(out_dir)
     with disk_errors(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_record(existing, record)
@@ -131,6 +128,16 @@ def same_record(path: Path, record: dict, volatile: tuple[str, ...]) -> bool:
 
 def drop(record: dict, keys: tuple[str, ...]) -> dict:
     return {k: v for k, v in record.items() if k not in keys}
+
+
+def recorded_fingerprint(out_dir: Path, overwrite: bool) -> str | None:
+    """The fingerprint in out_dir's run.json; a damaged run.json is one line (None when overwrite replaces it)."""
+    try:
+        return read_run_record(out_dir, "output.dir", REPLACE, fingerprint=True)["fingerprint"]
+    except RunRecordError:
+        if overwrite:
+            return None
+        raise
 
 
 def clear(out_dir: Path) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from data_engine.errors import ConfigError
 from data_engine.io import coco, rle
 from data_engine.io.atomic import write_text_atomic
-from data_engine.io.dataset import read_masks
+from data_engine.io.dataset import read_masks, read_run_record
 from data_engine.runtime import runs
 from data_engine.synth import clicks
 
@@ -99,8 +99,7 @@ def check(a: dict) -> dict:
 
 def input_root(source: str) -> str | None:
     """The source's image folder (its run.json input_root)."""
-    record = Path(source) / "run.json"
-    return json.loads(record.read_text()).get("input_root") if record.is_file() else None
+    return read_run_record(source, "annotate.source", missing_ok=True).get("input_root")
 
 
 def source_images(source: str, min_area: int) -> dict[str, dict]:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def run(cfg: dict) -> dict:
     """Import, replay and write; resumes an interrupted run in the same output.dir."""
     a = check(cfg["assisted"])
-    rows, objects, report = import_inputs(a, cfg["input"]["max_pixels"])
+    rows, objects, report = import_inputs(a, cfg["input"]["max_pixels"], cfg["input"]["follow_symlinks"])
     out_dir = Path(cfg["output"]["dir"])
     shards = make_shards(group_by_image(rows, objects), cfg["input"]["shard_size"])
     log.info(
@@ -80,11 +80,12 @@ def check(a: dict) -> dict:
     return {**a, **paths}
 
 
-def import_inputs(a: dict, max_pixels: int) -> tuple[list[dict], list[dict], list[dict]]:
-    """(human mask rows, click objects, report rows of both); images above max_pixels are rejected."""
+def import_inputs(a: dict, max_pixels: int, follow: bool) -> tuple[list[dict], list[dict], list[dict]]:
+    """(human mask rows, click objects, report rows of both); images above max_pixels, and without `follow`
+    (input.follow_symlinks) images that are symlinks leaving the image root, are rejected."""
     fmt, root = a["format"], a["image_root"]
-    rows, report = import_annotations(fmt, a["annotations"], root, max_pixels) if a["annotations"] else ([], [])
-    objects, click_report = clicks.read(a["clicks"], root, max_pixels) if a["clicks"] else ([], [])
+    rows, report = import_annotations(fmt, a["annotations"], root, max_pixels, follow) if a["annotations"] else ([], [])
+    objects, click_report = clicks.read(a["clicks"], root, max_pixels, follow) if a["clicks"] else ([], [])
     return rows, objects, report + click_report
 
 

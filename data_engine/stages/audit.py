@@ -13,7 +13,7 @@ from data_engine.audit.load import load_side
 from data_engine.audit.report import GROUP_COLUMNS, write_report
 from data_engine.errors import check_choice, check_int, check_number, check_path
 from data_engine.io.atomic import write_text_atomic
-from data_engine.io.dataset import write_atomic
+from data_engine.io.dataset import read_run_record, write_atomic
 
 PAIRS_SCHEMA = pa.schema(
     [
@@ -69,9 +69,8 @@ def image_root(a: dict, pred: dict, expert: dict):
     """audit.image_root, else the generated run's input folder, else a COCO file's folder."""
     if a["image_root"]:
         return Path(a["image_root"]).expanduser()
-    run_record = Path(pred["path"]) / "run.json"
-    if pred["kind"] == "dataset" and run_record.is_file():
-        root = json.loads(run_record.read_text()).get("input_root")
+    if pred["kind"] == "dataset":
+        root = read_run_record(pred["path"], "audit.pred", missing_ok=True).get("input_root")
         if root:
             return Path(root)
     for side in (expert, pred):

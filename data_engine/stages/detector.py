@@ -18,16 +18,16 @@ import torch
 
 from data_engine.detector.data import load_examples, split
 from data_engine.detector.evaluate import box_metrics
-from data_engine.detector.model import VARIANTS, save_detector
+from data_engine.detector.model import VARIANTS, save_detector, settings_problem
 from data_engine.detector.train import build_settings, initial_model, make_optimizer, train_step
-from data_engine.errors import check_bool, check_choice, check_int, check_number, require
+from data_engine.errors import ConfigError, check_bool, check_choice, check_int, check_number, require
 from data_engine.io.atomic import write_json_atomic
 from data_engine.model.build import default_device
 from data_engine.train import loop
 
 log = logging.getLogger(__name__)
 
-POSITIVE_INTS = ("steps", "images_per_step", "checkpoint_every", "min_size", "max_size", "box_detections_per_img")
+POSITIVE_INTS = ("steps", "images_per_step", "checkpoint_every")
 
 
 def run(cfg: dict) -> dict:
@@ -54,16 +54,13 @@ def check(d: dict) -> dict:
         require(Path(path).expanduser().exists(), "detector.data", f"{path} does not exist")
     for key in POSITIVE_INTS:
         check_int(d, f"detector.{key}", 1)
-    require(
-        d["min_size"] <= d["max_size"],
-        "detector.min_size",
-        f"must not exceed max_size ({d['max_size']}), got {d['min_size']}",
-    )
+    problem = settings_problem(build_settings(d))  # the same check as a checkpoint's settings
+    if problem:
+        raise ConfigError(f"detector.{problem}")
     check_int(d, "detector.warmup_steps", 0)
     for key in ("lr", "weight_decay", "grad_clip"):
         check_number(d, f"detector.{key}", 0)
-    for key in ("val_fraction", "box_nms_thresh"):
-        check_number(d, f"detector.{key}", 0, 1)
+    check_number(d, "detector.val_fraction", 0, 1)
     check_choice(d, "detector.optimizer", ("adamw", "sgd"))
     for key in ("hflip", "deterministic"):
         check_bool(d, f"detector.{key}")

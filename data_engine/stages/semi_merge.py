@@ -12,7 +12,6 @@ and summary.json with the overall counts.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from functools import partial
@@ -25,7 +24,15 @@ from data_engine.errors import ConfigError, check_number, check_path, require
 from data_engine.importers import FORMATS, import_annotations
 from data_engine.importers.results import IMPORTED, REJECTED, inputs_digest, write_report
 from data_engine.io import inputs
-from data_engine.io.dataset import read_images, read_masks, shard_files, shard_path, table, write_atomic
+from data_engine.io.dataset import (
+    read_images,
+    read_masks,
+    read_run_record,
+    shard_files,
+    shard_path,
+    table,
+    write_atomic,
+)
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
 from data_engine.semi.merge import COUNTS, merge_image, totals
@@ -41,9 +48,12 @@ def run(cfg: dict) -> dict:
     """Import the annotators' export, merge it image by image; resumes in the same output.dir."""
     m = check(cfg["semi_merge"])
     prefill = Path(m["prefill"])
-    prefill_run = json.loads((prefill / "run.json").read_text())
+    prefill_run = read_run_record(
+        prefill, "semi_merge.prefill", "give the output.dir of a stage=semi run", fingerprint=True
+    )
     image_root = m["image_root"] or prefill_run.get("input_root")
-    rows, report = import_annotations(m["format"], m["annotations"], image_root, cfg["input"]["max_pixels"])
+    i = cfg["input"]
+    rows, report = import_annotations(m["format"], m["annotations"], image_root, i["max_pixels"], i["follow_symlinks"])
     images = sorted(read_images(prefill).to_pylist(), key=lambda r: r["file_name"])
     drawn = assign(rows, report, images)
     out_dir = Path(cfg["output"]["dir"])

@@ -3,7 +3,6 @@ to the model's input frame (long side resized to the encoder size, padded at the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import cv2
@@ -15,7 +14,7 @@ from data_engine.errors import UserError
 from data_engine.importers import coco as coco_import
 from data_engine.importers.results import REJECTED
 from data_engine.io import rle
-from data_engine.io.dataset import read_images, read_masks
+from data_engine.io.dataset import read_images, read_masks, read_run_record
 from data_engine.io.images import ImageError, load_rgb
 
 MIN_FRAME_AREA = 20  # masks smaller than this many pixels in the model frame are skipped
@@ -101,11 +100,9 @@ def parquet_source(path: Path, image_root: str | None):
 
 
 def parquet_image_root(path: Path) -> Path:
-    record = path / "run.json"
-    if record.exists():
-        root = json.loads(record.read_text()).get("input_root")
-        if root and Path(root).is_dir():
-            return Path(root)
+    root = read_run_record(path, "train.data", missing_ok=True).get("input_root")
+    if root and Path(root).is_dir():
+        return Path(root)
     if (path / "pictures").is_dir():
         return path / "pictures"
     raise TrainDataError(f"train.data: cannot tell where the images of {path} are; pass train.image_root=FOLDER")

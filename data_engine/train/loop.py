@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from data_engine.errors import UserError
 from data_engine.io.atomic import atomic_path, write_text_atomic
 from data_engine.runtime import runs
 
@@ -84,6 +85,7 @@ def run_steps(
             group["lr"] = learning_rate(step, t)
         stats = one_step(step)
         step += 1
+        check_loss(stats["loss"], step, run["desc"])
         row = {"step": step, "lr": learning_rate(step - 1, t), "seconds": round(time.time() - start, 3)}
         append_log(out_dir, {**row, **{k: round(v, 5) for k, v in stats.items()}})
         bar.update(1)
@@ -93,6 +95,19 @@ def run_steps(
             save_checkpoint({**state, "fingerprint": fingerprint}, out_dir / "checkpoints" / "last.pt")
     bar.close()
     return step
+
+
+class TrainingDiverged(UserError, FloatingPointError):
+    """A training step's loss is NaN or infinite: the run stops before writing a model."""
+
+
+def check_loss(loss: float, step: int, section: str) -> None:
+    """Stop at a non-finite loss: every later step, and the model written at the end, would be NaN."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"training diverged: the loss of step {step} is {loss}, so no model was written; "
+            f"lower {section}.lr, or check the starting checkpoint and {section}.data"
+        )
 
 
 def resume(out_dir: Path, model, optimizer, fingerprint: str, device) -> int:
