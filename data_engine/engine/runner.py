@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from data_engine.engine import evaluate, report
@@ -37,13 +38,31 @@ def run_engine(cfg: dict) -> dict:
     log.info("engine: %d steps under %s: %s", len(steps), out_dir, ", ".join(s["folder"] for s in steps))
     rerun = False  # once a step runs, every later step runs too
     try:
-        for step in steps:
-            rerun = run_step(step, out_dir, rerun) or rerun
-            if settings:
-                evaluate.models(cfg, steps, settings, out_dir, lambda s: read_record(out_dir, s))
+        with torch_threads(cfg["engine"].get("num_threads")):
+            for step in steps:
+                rerun = run_step(step, out_dir, rerun) or rerun
+                if settings:
+                    evaluate.models(cfg, steps, settings, out_dir, lambda s: read_record(out_dir, s))
     finally:
         doc = report.write(cfg, steps, settings, out_dir, lambda s: read_record(out_dir, s))
     return {"output": str(out_dir), "steps": len(steps), **doc["totals"], "report": str(out_dir / report.HTML)}
+
+
+@contextmanager
+def torch_threads(num_threads: int | None):
+    """engine.num_threads torch CPU threads for the loop (None: torch's default), restored afterwards.
+    Sums split across threads round differently, so a trained model's figures depend on the count; one
+    count for every machine makes them the same on machines of other core counts."""
+    import torch
+
+    before = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+        log.info("engine: %d torch threads (engine.num_threads)", num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def record_path(out_dir: Path, step: dict) -> Path:

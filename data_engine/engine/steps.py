@@ -36,7 +36,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from data_engine.errors import ConfigError
+from data_engine.errors import ConfigError, check_int
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def check_section(section: dict) -> dict:
     steps = expand(section.get("steps"))
     for step in steps:
         resolve(step, steps, Path("/OUT"))  # rejects unknown and forward references before anything runs
+    check_int({"num_threads": section.get("num_threads")}, "engine.num_threads", 1, nullable=True)
     return {**section, "expanded": steps}
 
 
