@@ -38,7 +38,13 @@ def encode_transposed_runs(masks: torch.Tensor) -> list[str]:
     flat = masks.reshape(n, w * h)
     # (mask, position) of every pixel that differs from the one before it: a run ends there
     changes = torch.nonzero(flat[:, 1:] != flat[:, :-1]).cpu().numpy()
-    first = flat[:, 0].cpu().numpy()
+    return counts_from_changes(changes, flat[:, 0].cpu().numpy(), h, w)
+
+
+def counts_from_changes(changes: np.ndarray, first: np.ndarray, height: int, width: int) -> list[str]:
+    """The host side of encode_transposed_runs: [K, 2] (mask, position) where a run ends (positions in
+    the flattened transposed mask, minus one) and each mask's first pixel -> RLE counts."""
+    n, h, w = len(first), height, width
     runs = []
     for i, ends in enumerate(np.split(changes[:, 1] + 1, np.searchsorted(changes[:, 0], np.arange(1, n)))):
         counts = np.diff(np.concatenate([[0], ends, [w * h]]))

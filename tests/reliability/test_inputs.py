@@ -182,3 +182,35 @@ def test_bad_new_input_settings_are_refused(make_cfg, bad):
 
     with pytest.raises(ConfigError, match=bad.split("=")[0]):
         validate(make_cfg(bad))
+
+
+@pytest.mark.parametrize(
+    "size, mtime",
+    [
+        ([10, 20, 30, 40, 50], [1_700_000_000_123_456_789 + i for i in range(5)]),  # nanoseconds
+        ([10, 20, 30, 40, 50], [1.7e9 + i / 3 for i in range(5)]),  # seconds as floats
+        ([10, None, 30, 40, 50], [1, 2, 3, None, 5]),  # nulls: kept as None, as before
+    ],
+)
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_a_manifest_table_gives_the_same_shards_read_in_batches(tmp_path, monkeypatch, size, mtime, suffix):
+    """Stamps are held as arrays and a Parquet manifest read a batch at a time (memory at 11M files),
+    giving the digests a list of (size, mtime) tuples gives."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    from data_engine.io import inputs
+
+    table = pa.table({"path": [f"d/{i}.jpg" for i in range(5)], "size": size, "mtime": mtime})
+    manifest = tmp_path / f"manifest{suffix}"
+    pq.write_table(table, manifest) if suffix == ".parquet" else pa_csv.write_csv(table, manifest)
+    monkeypatch.setattr(inputs, "MANIFEST_BATCH", 2)
+    listing = inputs.list_inputs(manifest)
+    assert listing.names == table.column("path").to_pylist()
+    as_tuples = list(zip(size, mtime))
+    assert listing.stamps[0:5] == as_tuples
+    if None not in size + mtime:
+        assert isinstance(listing.stamps, inputs.Stamps)
+    expected = inputs.make_shards(listing.names, 2, tmp_path, as_tuples)
+    assert inputs.make_shards(listing.names, 2, tmp_path, listing.stamps) == expected
