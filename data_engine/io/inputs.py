@@ -13,7 +13,6 @@ from typing import NamedTuple
 import numpy as np
 
 from data_engine.errors import UserError
-from data_engine.io.dataset import shard_name
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +207,8 @@ def make_shards(names: list[str], shard_size: int, root: Path | None = None, sta
     shard also carries `inputs`: a digest of its files' names, sizes and modification times (`stamps` when
     a manifest gives them, else from the file system), which a resume compares to redo a shard whose files
     changed."""
+    from data_engine.io.dataset import shard_name  # the dataset layout reads user JSON through this module
+
     shards = []
     for i in range(0, len(names), shard_size):
         shard = {"shard_id": shard_name(i // shard_size), "files": names[i : i + shard_size]}

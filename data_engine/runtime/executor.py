@@ -127,15 +127,15 @@ def one_pass(ray, shards: list[dict], make_worker, runtime: dict, resources: dic
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
             ShardMapper,
             batch_size=1,
-            # one shard at a time per worker: a dead worker loses only the shard it was running. The pool may
-            # shrink (a fixed-size pool waits forever for a dead actor's slot) and grows back while shards wait
-            compute=ActorPoolStrategy(min_size=1, max_size=size, initial_size=size, max_tasks_in_flight_per_actor=1),
+            # one shard at a time per worker: a dead worker loses only the shard it was running
+            compute=ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=1),
             fn_constructor_kwargs={"make_worker": make_worker, "timeout_s": runtime["shard_timeout_s"]},
             num_cpus=resources["CPU"],
             num_gpus=resources.get("GPU", 0),
-            # A dead actor is replaced by a fresh one, never restarted with its task (a restart waits for a
-            # node with room, forever if the cluster lost it); its shard runs in the next pass
-            ray_remote_args_fn=lambda: {"max_restarts": 0},
+            # A dead actor is restarted (on another node if its node is gone) but its shard is not retried in
+            # place (that retry would wait for the restart, forever if no node has room): the pass goes on
+            # with the live actors and the shard runs in the next pass
+            ray_remote_args_fn=lambda: {"max_restarts": -1, "max_task_retries": 0},
         )
     for row in dataset.iter_rows():
         yield row["shard_id"], json.loads(row["stats"])
