@@ -91,18 +91,18 @@ def test_ctrl_c_ends_in_one_line_with_exit_130_and_a_rerun_resumes(tmp_path):
     args = [*SYNTH, f"output.dir={out}", "runtime=serial", "runtime.progress=false", "log_level=WARNING"]
     run = subprocess.Popen([sys.executable, "-m", "data_engine", *args], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not list((out / "_done").glob("*.json")) and run.poll() is None and time.time() < deadline:
+    while not list((out / "_done").rglob("*.json")) and run.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     run.send_signal(signal.SIGINT)
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 130
     assert stderr == "data-engine: interrupted; rerun the same command to resume\n"
-    kept = {p.name: p.stat().st_mtime_ns for p in (out / "_done").glob("*.json")}
+    kept = {p: p.stat().st_mtime_ns for p in (out / "_done").rglob("*.json")}
     assert 0 < len(kept) < 200 and not (out / ".lock").exists()
     result = cli(*args)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["images"] == 1000
-    assert all((out / "_done" / name).stat().st_mtime_ns == mtime for name, mtime in kept.items())  # not redone
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in kept.items())  # not redone
 
 
 def test_a_run_refused_for_its_checkpoint_or_engine_steps_leaves_no_output_folder(tmp_path):
