@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,13 @@ def one_thread():
 @pytest.fixture
 def make_cfg(tmp_path):
     return lambda *overrides, small=True: compose_cfg(list(overrides), tmp_path, small)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_ray_per_module():
+    """A module that started Ray shuts it down, so the next module's runtime=local starts a Ray of its own
+    (a long-lived session carried across modules made a later Ray Data run wait forever)."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
