@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -137,8 +138,52 @@ def one_pass(ray, shards: list[dict], make_worker, runtime: dict, resources: dic
             # with the live actors and the shard runs in the next pass
             ray_remote_args_fn=lambda: {"max_restarts": -1, "max_task_retries": 0},
         )
-    for row in dataset.iter_rows():
-        yield row["shard_id"], json.loads(row["stats"])
+    with DroppedLines(RAY_NOTICES):
+        for row in dataset.iter_rows():
+            yield row["shard_id"], json.loads(row["stats"])
+
+
+# Ray core prints this in red for every Ray Data actor pool (Ray Data passes its actors object references
+# and restarts them, ray-project/ray#53727): it says nothing a user of this project can act on.
+RAY_NOTICES = (b"has constructor arguments in the object store and max_restarts > 0",)
+
+
+class DroppedLines:
+    """While active, lines of this process's stderr (fd 2, where Ray core's C++ logger writes) that contain
+    one of `patterns` are dropped; everything else passes through unchanged (progress bars included)."""
+
+    def __init__(self, patterns: tuple[bytes, ...]):
+        self.patterns = patterns
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        self.pump = threading.Thread(target=self.forward, args=(read_end,), daemon=True)
+        self.pump.start()
+        return self
+
+    def forward(self, read_end: int) -> None:
+        pending = b""
+        while chunk := os.read(read_end, 65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            out = b"".join(line + b"\n" for line in lines if not any(p in line for p in self.patterns))
+            cut = pending.rfind(b"\r") + 1  # a progress bar's redraw goes out before its line ends
+            out, pending = out + pending[:cut], pending[cut:]
+            if out:
+                os.write(self.saved, out)
+        if pending:
+            os.write(self.saved, pending)
+        os.close(read_end)
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)  # closes the pipe's last write end: the pump drains it and stops
+        self.pump.join(timeout=5)
+        os.close(self.saved)
 
 
 class ShardMapper:
@@ -228,10 +273,12 @@ def init_ray(runtime: dict) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return
-    address = "local"
     if runtime["name"] == "ray_cluster":
         address = cluster_address(runtime)
         check_reachable(address, runtime["connect_timeout_s"])
+    else:  # a Ray of the run's own, on this machine only: its token notice says nothing to act on
+        address = "local"
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     ray.init(
         address=address,
         include_dashboard=False,
