@@ -2,7 +2,7 @@
 
     python benchmarks/scale.py --sizes 10000,100000,1000000 --workers 1,2 --host-side
 
-Planning and resume (issue 48, item 5): for each size N, a manifest table of N entries (path, size, mtime)
+Planning and resume: for each size N, a manifest table of N entries (path, size, mtime)
 and an output folder whose shards are 90% done (_done records, masks/ and images/ files in the nested
 layout) are written as the fixture, untimed. A fresh process per size then times what run_job does on the
 driver: plan (read the manifest, make_shards with the manifest's stamps: no input file is stat'ed), resume
@@ -15,7 +15,7 @@ at once (`stub`), or writes each shard's image rows, masks/ file and _done recor
 and runtime=local (Ray Data) with N workers. The rate is the marginal one between two image counts, so Ray's
 start and the actor pool's start are left out.
 
-Host side (item 6, --host-side): real 1500x2250 JPEGs, and a stub generator whose output is SA-1B-like (about
+Host side (--host-side): real 1500x2250 JPEGs, and a stub generator whose output is SA-1B-like (about
 100 masks per image, irregular polygons, RLE in the generator's format). Timed in CPU seconds per image: JPEG
 decode, the generator's host steps (RLE from a GPU's run ends, area and box, small-region clean-up), and the
 worker around the model (AutoWorker with the stub: decode ahead, mask rows, background Parquet write).
@@ -512,7 +512,7 @@ def main(argv=None) -> None:
     p.add_argument("--workers", default="1,2", help="Ray Data workers to try ('' for serial only)")
     p.add_argument("--rate-images", default="20000,100000", help="images through the executor (two: marginal)")
     p.add_argument("--rate-kinds", default="stub,write", help="stub: stats only; write: also a tiny shard")
-    p.add_argument("--host-side", action="store_true", help="also the GPU worker's host side (item 6)")
+    p.add_argument("--host-side", action="store_true", help="also the GPU worker's host side")
     p.add_argument("--host-images", type=int, default=16)
     p.add_argument("--clean-images", type=int, default=4, help="images whose masks go through the clean-up")
     p.add_argument("--masks", type=int, default=100)

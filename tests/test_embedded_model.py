@@ -61,8 +61,8 @@ def test_single_point_prompts_segment_fresh_scenes(fresh_point_miou):
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="the committed tiny model misses the issue's single-point target of 0.85 "
-    "(issue 3, part 4): remove this marker when a checkpoint reaching it is committed",
+    reason="the committed tiny model's single-point mean IoU is under 0.85 (the model card's figure): "
+    "remove this marker when a checkpoint reaching it is committed",
 )
 def test_single_point_prompts_reach_the_target(fresh_point_miou):
     assert fresh_point_miou[0] >= 0.85

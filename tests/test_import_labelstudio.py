@@ -161,6 +161,30 @@ def test_image_references_resolve_uploads_local_files_and_urls(root, tmp_path):
     assert rows[0]["file_name"] == "park.png" and rows[0]["bbox"] == [0.0, 0.0, 20.0, 15.0]
 
 
+def test_local_files_under_a_document_root_above_the_image_root(root, tmp_path):
+    """Label Studio serves local files only from a storage below its document root, so a task names the
+    image with the image root's own folder in front: ?d=images/photos/park.png under the root images/."""
+    make_images(root, {"elsewhere/park.png": (40, 30)})  # the base name alone would be ambiguous
+    task = {
+        "id": 1,
+        "data": {"image": "/data/local-files/?d=images/photos/park.png"},
+        "annotations": [{"id": 1, "result": [rectangle("a")]}],
+    }
+    (tmp_path / "export.json").write_text(json.dumps([task]))
+    rows, report = import_annotations("labelstudio", str(tmp_path / "export.json"), str(root))
+    assert [r["file_name"] for r in rows] == ["photos/park.png"] and report[0]["status"] == "imported"
+
+
+def rectangle(region_id: str) -> dict:
+    return {
+        "id": region_id,
+        "type": "rectanglelabels",
+        "original_width": 40,
+        "original_height": 30,
+        "value": {"x": 0, "y": 0, "width": 50, "height": 50, "rectanglelabels": ["x"]},
+    }
+
+
 @pytest.mark.parametrize("doc", [{"tasks": []}, [{"image": "a.jpg", "label": ["x"], "id": 1}]])
 def test_not_a_full_json_export_fails_clearly(tmp_path, doc):
     path = tmp_path / "export.json"

@@ -1,4 +1,4 @@
-"""Figures of data_engine/quality.py: where correction clicks land, per-group means, grid-prompt IoUs."""
+"""Figures of data_engine/train/evaluate.py: where correction clicks land, per-group means, grid-prompt IoUs."""
 
 from __future__ import annotations
 

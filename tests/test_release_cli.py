@@ -1,4 +1,4 @@
-"""The issue's end-to-end check through the CLI: the automatic stage on a folder holding a photo above 1500 px
+"""The release end to end through the CLI: the automatic stage on a folder holding a photo above 1500 px
 and a photo with a face, released with the default settings, verified, released again byte for byte."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""benchmarks/scale.py --quick runs and prints its table's rows (issue 48, items 5 and 6; no timing asserted)."""
+"""benchmarks/scale.py --quick runs and prints its table's rows (no timing asserted)."""
 
 import os
 import subprocess

@@ -152,6 +152,10 @@ def test_empty_detection_on_every_image_gives_ok_images_without_masks(scenes, de
     # Every image is still exported, for the annotators to draw on
     tasks = json.loads((tmp_path / "semi" / "preannotations" / "labelstudio_tasks.json").read_text())
     assert len(tasks) == 3 and all(t["predictions"][0]["result"] == [] for t in tasks)
+    # Label Studio's local files, its document root at the input folder's parent (the default semi.image_url)
+    assert [t["data"]["image"] for t in tasks] == [
+        f"/data/local-files/?d=pictures/{t['meta']['file_name']}" for t in tasks
+    ]
 
 
 def test_untrained_detector_runs_end_to_end(scenes, detector_file, tmp_path):

@@ -9,7 +9,7 @@ are not needed:
 - the predicted-IoU head reads only the IoU token, so prompts none of whose masks can pass the
   predicted-IoU filter skip the upscaling and the hypernetwork product.
 The arithmetic is segment_anything's, op for op in the same order, so the logits are bit-identical
-(tests/test_fast_decoder.py checks that with torch.equal).
+(tests/test_generator_fast_paths.py checks that with torch.equal).
 """
 
 from __future__ import annotations

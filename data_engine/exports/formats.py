@@ -4,6 +4,8 @@
   such a folder back into mask rows.
 - coco: `<out>/coco/instances.json`, one "object" category, RLE segmentations; image and annotation
   ids are the dataset's image_id and mask_id.
+- coco_polygons: `<out>/coco_polygons/instances.json`, as coco with polygon segmentations
+  (exports/polygons.py: simplified to `polygon_tolerance` px, holes filled).
 - png: `<out>/png/layer0/<file_name stem>.png`, pixel value = instance number (0 = background;
   8-bit, or 16-bit above 255 instances). A label image cannot hold overlapping masks, so masks that
   overlap one already placed go to `layer1/`, `layer2/`, ...; every layer folder is a complete
@@ -19,6 +21,7 @@ import cv2
 import numpy as np
 
 from data_engine.errors import UserError
+from data_engine.exports import polygons
 from data_engine.io import coco, rle
 from data_engine.io.atomic import atomic_path, write_text_atomic
 from data_engine.io.dataset import mask_row, read_images, read_masks
@@ -31,13 +34,15 @@ class ExportError(UserError, ValueError):
     """The dataset cannot be exported as asked; the message says what to do."""
 
 
-def export(dataset: str | Path, out_dir: str | Path, fmt: str) -> dict:
-    """Write `dataset` in format `fmt` under out_dir/fmt; returns counts and the written path."""
+def export(dataset: str | Path, out_dir: str | Path, fmt: str, polygon_tolerance: float = polygons.TOLERANCE) -> dict:
+    """Write `dataset` in format `fmt` under out_dir/fmt; returns counts and the written path.
+    polygon_tolerance (px) applies to coco_polygons."""
     if fmt not in WRITERS:
         raise ExportError(f"export.format={fmt!r}: choose one of {sorted(WRITERS)}")
     images, masks = load_dataset(Path(dataset))
     target = Path(out_dir) / fmt
-    written = WRITERS[fmt](images, masks, target)
+    options = {"polygon_tolerance": polygon_tolerance} if fmt == "coco_polygons" else {}
+    written = WRITERS[fmt](images, masks, target, **options)
     return {
         "format": fmt,
         "images": len(images),
@@ -130,16 +135,27 @@ def read_sa1b(folder: str | Path) -> tuple[list[dict], list[dict]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def write_coco(images: list[dict], masks: dict, out_dir: Path) -> dict:
+def write_coco(images: list[dict], masks: dict, out_dir: Path, polygon_tolerance: float | None = None) -> dict:
     """instances.json with one "object" category; image and annotation ids are the dataset's image_id and
-    mask_id; score = predicted_iou, as COCO results carry it."""
+    mask_id; score = predicted_iou, as COCO results carry it. With polygon_tolerance (px), segmentations
+    are polygons (exports/polygons.py)."""
     coco_images, annotations = [], []
     for img in images:
         coco_images.append({k: img[k] for k in ("file_name", "height", "width")} | {"id": img["image_id"]})
         annotations += [coco_annotation(row) for row in masks.get(img["file_name"], [])]
+    conversion = {}
+    if polygon_tolerance is not None:
+        annotations, conversion = polygons.to_polygons(annotations, polygon_tolerance)
     path = out_dir / "instances.json"
     coco.write(path, coco_images, annotations)
-    return {"files": 1}
+    return {"files": 1, **conversion}
+
+
+def write_coco_polygons(
+    images: list[dict], masks: dict, out_dir: Path, polygon_tolerance: float = polygons.TOLERANCE
+) -> dict:
+    """instances.json as write_coco writes it, with polygon segmentations simplified to polygon_tolerance px."""
+    return write_coco(images, masks, out_dir, polygon_tolerance)
 
 
 def coco_annotation(row: dict) -> dict:
@@ -203,4 +219,4 @@ def write_png_atomic(labels: np.ndarray, path: Path) -> None:
             raise ExportError(f"could not write {path}")
 
 
-WRITERS = {"sa1b": write_sa1b, "coco": write_coco, "png": write_png}
+WRITERS = {"sa1b": write_sa1b, "coco": write_coco, "coco_polygons": write_coco_polygons, "png": write_png}

@@ -233,7 +233,7 @@ def image_candidates(task: dict) -> list[str]:
     parsed = urlparse(ref)
     query = parse_qs(parsed.query)
     if parsed.path.startswith("/data/local-files") and query.get("d"):
-        names = [query["d"][0]]
+        names = path_tails(query["d"][0])  # the document root may lie above the image root
     elif parsed.path.startswith("/data/upload/") or parsed.scheme:
         base = posixpath.basename(unquote(parsed.path))
         names = [base, UPLOAD_PREFIX.sub("", base)]
@@ -242,6 +242,12 @@ def image_candidates(task: dict) -> list[str]:
     if isinstance(task.get("file_upload"), str):
         names += [task["file_upload"], UPLOAD_PREFIX.sub("", task["file_upload"])]
     return [safe_name(n) for n in dict.fromkeys(names) if n]
+
+
+def path_tails(path: str) -> list[str]:
+    """'a/b/c.png' -> ['a/b/c.png', 'b/c.png', 'c.png']: the path, then the path less its leading folders."""
+    parts = path.split("/")
+    return ["/".join(parts[i:]) for i in range(len(parts))]
 
 
 def image_reference(data) -> str:

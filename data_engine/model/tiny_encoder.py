@@ -5,8 +5,7 @@ stride-8 feature maps; SAM's ViT blocks (windowed and global attention, relative
 the stride-8 grid, and SAM's neck projects them to the prompt dimension. The stride-2 and stride-4
 maps feed the mask decoder's upscaling (the high-resolution path of `tiny_decoder.py`), packed into the
 embedding, so `HighResMaskDecoder`, SamPredictor and the generator use it unchanged. On the
-synthetic scenes it learns far faster per CPU-minute than a ViT with a patch embedding (measured while
-the embedded model was made; the record is in git history, data_engine/model/weights/sam_tiny.md).
+synthetic scenes it learns far faster per CPU-minute than a ViT with a patch embedding.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 - labelstudio: `labelstudio_tasks.json`, a list of tasks whose `predictions` hold one brush region
   (Label Studio's RLE) per mask, and `labelstudio_config.xml`, the labeling config they fit (an Image
   named "image", BrushLabels named "tag" with the label "object"). Images are referenced as
-  `image_url` + file name (default: Label Studio's local-files serving, `/data/local-files/?d=`).
+  `image_url` + file name; the stage's default is `local_files_url(input folder)`, Label Studio's
+  local-files serving with its document root at the input folder's parent.
 - cvat_xml: `cvat_annotations.xml`, CVAT for images 1.1 with one <mask> per prefilled mask (upload it
   to a task holding the same images with "Upload annotations", format "CVAT 1.1").
 - coco: `coco_instances.json`, COCO instances with RLE segmentations, image ids 1..N in file-name
@@ -67,7 +68,14 @@ def load_dataset(dataset: Path) -> tuple[list[dict], dict[str, list[dict]]]:
 # Label Studio
 
 
-def write_labelstudio(images, masks, path, image_url: str = "/data/local-files/?d=", kind="predictions") -> None:
+def local_files_url(image_root: str | Path) -> str:
+    """The URL prefix under which Label Studio serves the images of image_root as local files, with
+    LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT at image_root's parent and a local-files storage at image_root
+    (Label Studio refuses a storage at the document root itself)."""
+    return f"/data/local-files/?d={quote(Path(image_root).name)}/"
+
+
+def write_labelstudio(images, masks, path, image_url: str = "", kind="predictions") -> None:
     tasks = [
         labelstudio_task(k + 1, img, masks.get(img["file_name"], []), image_url, kind) for k, img in enumerate(images)
     ]

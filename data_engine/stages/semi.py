@@ -35,11 +35,10 @@ def run(cfg: dict) -> dict:
     out_dir = Path(cfg["output"]["dir"])
 
     def export(summary: dict) -> dict:
-        from data_engine.semi.preannotations import write_preannotations
+        from data_engine.semi.preannotations import local_files_url, write_preannotations
 
-        return {
-            "preannotations": write_preannotations(out_dir, out_dir / "preannotations", s["export"], s["image_url"])
-        }
+        image_url = local_files_url(listing.root) if s["image_url"] is None else s["image_url"]
+        return {"preannotations": write_preannotations(out_dir, out_dir / "preannotations", s["export"], image_url)}
 
     job = ShardedJob(
         out_dir=out_dir,
@@ -85,7 +84,11 @@ def check(s: dict) -> dict:
         "semi.export",
         f"must be a list of formats from {list(EXPORTS)} (or []), got {export!r}",
     )
-    require(isinstance(s["image_url"], str), "semi.image_url", f"must be a string, got {s['image_url']!r}")
+    require(
+        s["image_url"] is None or isinstance(s["image_url"], str),
+        "semi.image_url",
+        f"must be a string or null, got {s['image_url']!r}",
+    )
     return s
 
 

@@ -1,4 +1,4 @@
-"""Hostile checkpoints (issue 42): non-finite weights and code-running pickles are refused, naming the file."""
+"""Hostile checkpoints: non-finite weights and code-running pickles are refused, naming the file."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The command line under user mistakes and interruptions: one line on stderr, no traceback (issue 47)."""
+"""The command line under user mistakes and interruptions: one line on stderr,, no traceback."""
 
 import json
 import signal

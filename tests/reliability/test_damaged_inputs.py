@@ -1,4 +1,4 @@
-"""Damaged and hostile inputs that once ended in a traceback (issue 47): deeply nested JSON given as an export,
+"""Damaged and hostile inputs that once ended in a traceback: deeply nested JSON given as an export,
 and a run folder whose run.json is not a run record, given as another stage's input or as output.dir.
 
 Each must be one line saying what is wrong and what to do: a UserError, which the CLI prints on one

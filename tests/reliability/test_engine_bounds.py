@@ -1,4 +1,4 @@
-"""Engine sections that would expand to more steps than can be planned (issue 47): `rounds: 1000000000`
+"""Engine sections that would expand to more steps than can be planned: `rounds: 1000000000`
 once ran out of memory while validating. Rounds and the total number of steps are bounded before any
 step is expanded."""
 

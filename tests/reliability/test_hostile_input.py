@@ -1,4 +1,4 @@
-"""Hostile input (issue 42): crafted annotations, decompression bombs, XML entity attacks, pickles.
+"""Hostile input: crafted annotations, decompression bombs, XML entity attacks, pickles.
 
 Every crafted file is read in a subprocess under a memory limit, so a regression (a crash in the
 rasteriser, a 10 GB allocation) fails its test instead of taking the machine down. Each import
@@ -84,7 +84,7 @@ def kind(reason: str) -> str:
     return reason.split(":")[0]
 
 
-# Item 2: one annotation must not end an import
+# One annotation must not end an import
 
 
 def test_coco_hostile_coordinates_and_rle_sizes_reject_only_themselves(root, tmp_path):
@@ -234,7 +234,7 @@ def test_labelstudio_hostile_values_reject_only_themselves(root, tmp_path):
     assert [kind(v) for v in got.values()] == ["imported", "imported", "bad annotation", "bad image size"]
 
 
-# Item 3: decompression bombs are refused from their header
+# Decompression bombs are refused from their header
 
 
 @pytest.mark.parametrize("fmt", ["png_masks", "png_labels"])

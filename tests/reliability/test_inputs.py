@@ -1,5 +1,5 @@
 """Hostile and changing inputs: special files, stuck reads, links out of the root, files changed
-between runs; and a worker that reads images while the model runs (issues 42 and 43)."""
+between runs; and a worker that reads images while the model runs."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""Runtime faults: dead workers, failure reasons, a full disk, two drivers on one output (issue 42)."""
+"""Runtime faults: dead workers, failure reasons, a full disk,, two drivers on one output."""
 
 import errno
 import json

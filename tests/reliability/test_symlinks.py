@@ -1,4 +1,4 @@
-"""Symlinks leaving the folder a stage reads (issue 47): one rule for every stage that reads images
+"""Symlinks leaving the folder a stage reads: one rule for every stage that reads images
 (io.inputs.leaves_root). stage=auto skips such links; the importers reject the annotations of such an
 image with the reason, without opening it, unless input.follow_symlinks=true; release.verify refuses a tar
 that is a link out of the release folder."""

@@ -1,7 +1,8 @@
 """The best single-point mean IoU a model of this input size could reach: each object's exact mask seen
 through the model's low-res output (resized into the input frame, area-averaged to the low-res grid,
 then upscaled by the model's own postprocess_masks and thresholded), scored against the exact mask. Objects of at
-least --min-area px on the quality scenes (seed 1000), grouped as quality.py groups them by size.
+least --min-area px on the quality scenes (seed 1000), grouped by size as
+data_engine/train/evaluate.py groups them.
 
     python tools/tiny_model/resolution_ceiling.py [--variant tiny] [--seed 1000] [--scenes 50]
 """
@@ -19,7 +20,7 @@ from data_engine.io import rle
 from data_engine.model.build import seeded_sam
 from data_engine.synth import scenes as synth
 
-SMALL = 400  # px: quality.py's "under 400 px" group
+SMALL = 400  # px: the evaluation's "under 400 px" group
 
 
 def seen_at_low_res(sam, mask: np.ndarray) -> np.ndarray:
