@@ -9,14 +9,16 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.amg import batched_mask_to_box
 
 from data_engine.amg.postprocess import (
+    box_of,
     clean_small_regions,
-    clean_small_regions_in_box,
+    clean_small_regions_rle,
     largest_component,
     stability_score,
     stability_thresholds,
     support_windows,
     window_filters,
 )
+from data_engine.io import rle
 
 
 def test_probability_levels_become_logit_thresholds():
@@ -100,11 +102,15 @@ def test_cleaning_inside_the_box_is_the_full_image_result(keep_largest):
     for mask in cases + [ring, ~ring, band, empty]:
         for min_area in (1, 5, 30, 100):
             full, full_changed = clean_small_regions(mask, min_area, keep_largest)
-            boxed, boxed_changed = clean_small_regions_in_box(mask, min_area, keep_largest)
+            counts, boxed_changed, box = clean_small_regions_rle(
+                rle.encode(mask[None])[0], *mask.shape, min_area, keep_largest
+            )
             assert boxed_changed == full_changed
-            assert (boxed is None) == (full is None)
+            assert (counts is None) == (full is None)
             if full is not None:
-                assert np.array_equal(boxed, full)
+                assert np.array_equal(rle.decode(counts, *mask.shape), full)
+                assert counts == rle.encode(full[None])[0]
+                assert box == box_of(full)
 
 
 def low_res_logits(rng, n, side) -> torch.Tensor:

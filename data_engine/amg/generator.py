@@ -31,7 +31,7 @@ from torchvision.ops.boxes import batched_nms, box_area
 
 from data_engine.amg.decoder import SharedImageDecoder, supports
 from data_engine.amg.postprocess import (
-    clean_small_regions_in_box,
+    clean_small_regions_rle,
     stability_thresholds,
     support_windows,
     window_filters,
@@ -412,15 +412,15 @@ class MaskGenerator:
 
     def _clean_small_regions(self, data: dict, height: int, width: int) -> dict:
         """Fill small holes, remove small islands, then NMS again preferring untouched masks. Each mask is
-        cleaned inside its box (clean_small_regions_in_box); an untouched mask keeps its RLE."""
+        cleaned inside its box (clean_small_regions_rle); an untouched mask keeps its RLE."""
         counts, boxes, scores, kept = [], [], [], []
         for i, old in enumerate(data["rles"]):
-            mask, changed = clean_small_regions_in_box(
-                rle.decode(old, height, width), self.min_mask_region_area, self.keep_largest_small_region
+            new, changed, box = clean_small_regions_rle(
+                old, height, width, self.min_mask_region_area, self.keep_largest_small_region
             )
-            if mask is not None:
-                counts.append(rle.encode(mask[None])[0] if changed else old)
-                boxes.append(mask_box(mask))
+            if new is not None:
+                counts.append(new)
+                boxes.append(box)
                 scores.append(0.0 if changed else 1.0)
                 kept.append(i)
         if not kept:
@@ -431,12 +431,6 @@ class MaskGenerator:
         scores = torch.as_tensor(scores, device=self.device)
         keep = batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores), self.box_nms_thresh)
         return take(data, keep)
-
-
-def mask_box(mask: np.ndarray) -> list[int]:
-    """XYXY box of a [H, W] mask, max inclusive, [0, 0, 0, 0] when empty (as batched_mask_to_box)."""
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    return [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])] if len(rows) else [0, 0, 0, 0]
 
 
 def encode_uncropped(masks: list[torch.Tensor], windows: torch.Tensor, crop_box, height: int, width: int) -> list[str]:

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from segment_anything.utils.amg import batched_mask_to_box, calculate_stability_score, remove_small_regions
 
+from data_engine.io import rle
+
 
 def stability_thresholds(mask_threshold: float, levels, offset) -> tuple[float, float]:
     """(low, high) logit thresholds: from SAM's offset when given, else from probability levels."""
@@ -42,29 +44,47 @@ def largest_component(mask: np.ndarray) -> int:
     return int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
 
 
-def clean_small_regions_in_box(mask: np.ndarray, min_area: int, keep_largest: bool) -> tuple[np.ndarray | None, bool]:
-    """clean_small_regions of a full-image mask, computed inside its bounding box with a margin: the same
-    result at the cost of the box, not of the image.
+def cleaning_window(y0: int, y1: int, x0: int, x1: int, shape, min_area: int) -> tuple[int, int, int, int]:
+    """A mask's box [y0, y1) x [x0, x1) widened by margins within the image, so that small regions found in
+    the window are those of the whole image.
 
     Foreground lies inside the box, so islands are the same. A background region is a hole only if it
     does not reach past the window; the margins are wide enough that a region reaching a window side
     holds that side's whole background strip (at least the box's extent times the margin, >= min_area
     px), so it is not filled in the window either, as in the full image. Sides at the image edge need
-    no margin. An empty mask is left to the full-image function (there the whole image decides).
-    """
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if len(rows) == 0:
-        return clean_small_regions(mask, min_area, keep_largest)
-    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    no margin."""
     margin_y, margin_x = -(-min_area // (x1 - x0)), -(-min_area // (y1 - y0))  # ceil, >= 1
-    y0, x0 = max(0, y0 - margin_y), max(0, x0 - margin_x)
-    y1, x1 = min(mask.shape[0], y1 + margin_y), min(mask.shape[1], x1 + margin_x)
-    window, changed = clean_small_regions(mask[y0:y1, x0:x1], min_area, keep_largest)
-    if window is None or not changed:
-        return (None if window is None else mask), changed
-    out = mask.copy()
-    out[y0:y1, x0:x1] = window
-    return out, True
+    return max(0, y0 - margin_y), min(shape[0], y1 + margin_y), max(0, x0 - margin_x), min(shape[1], x1 + margin_x)
+
+
+def clean_small_regions_rle(
+    counts: str, height: int, width: int, min_area: int, keep_largest: bool
+) -> tuple[str | None, bool, list[int]]:
+    """clean_small_regions of an RLE mask at the cost of its box, not of the image: only the columns of its
+    cleaning_window are decoded and, when changed, re-encoded (the rest of the mask stays runs).
+
+    Returns (counts or None when the mask is removed, changed, XYXY box max-inclusive). An empty mask is
+    left to the full image (there the whole image decides)."""
+    x, y, w, h = (int(v) for v in rle.bbox([counts], height, width)[0])
+    if w == 0:  # empty: the whole image decides
+        mask, changed = clean_small_regions(rle.decode(counts, height, width), min_area, keep_largest)
+        return (None, True, []) if mask is None else (rle.encode(mask[None])[0], changed, box_of(mask))
+    y0, y1, x0, x1 = cleaning_window(y, y + h, x, x + w, (height, width), min_area)
+    columns = rle.decode_columns(counts, height, width, x0, x1)
+    window, changed = clean_small_regions(columns[y0:y1], min_area, keep_largest)
+    if window is None:
+        return None, True, []
+    if not changed:
+        return counts, False, [x, y, x + w - 1, y + h - 1]
+    columns[y0:y1] = window
+    bx0, by0, bx1, by1 = box_of(window)
+    return rle.replace_columns(counts, height, width, x0, columns), True, [bx0 + x0, by0 + y0, bx1 + x0, by1 + y0]
+
+
+def box_of(mask: np.ndarray) -> list[int]:
+    """XYXY box of a [H, W] mask, max inclusive, [0, 0, 0, 0] when empty (as batched_mask_to_box)."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])] if len(rows) else [0, 0, 0, 0]
 
 
 def support_windows(low_res: torch.Tensor, threshold: float, encoder_side: int, input_size, crop_size) -> torch.Tensor:

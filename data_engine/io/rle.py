@@ -115,3 +115,52 @@ def parse_counts(counts: str) -> np.ndarray | None:
     runs[1::2] = np.cumsum(values[1::2])
     runs[2::2] = np.cumsum(values[2::2])
     return runs
+
+
+def runs_of(counts: str, height: int, width: int) -> np.ndarray:
+    """Run lengths of a well-formed RLE (background first), as int64."""
+    runs = parse_counts(counts)
+    if runs is None or runs.sum() != height * width:
+        raise ValueError("malformed RLE counts")
+    return runs
+
+
+def decode_columns(counts: str, height: int, width: int, x0: int, x1: int) -> np.ndarray:
+    """Columns x0..x1-1 of a mask, [H, x1 - x0] bool, decoding only those columns: COCO's order is column
+    by column, so they are one stretch of the runs."""
+    runs = runs_of(counts, height, width)
+    ends = np.cumsum(runs)
+    lo, hi = x0 * height, x1 * height
+    # the runs that overlap [lo, hi), clipped to it; odd-numbered runs are foreground
+    first, last = np.searchsorted(ends, lo, "right"), np.searchsorted(ends, hi, "left")
+    idx = np.arange(first, min(last + 1, len(runs)))
+    starts = np.maximum(ends[idx] - runs[idx], lo)
+    lengths = np.minimum(ends[idx], hi) - starts
+    flat = np.repeat((idx % 2).astype(bool), lengths)
+    return flat.reshape(x1 - x0, height).T
+
+
+def replace_columns(counts: str, height: int, width: int, x0: int, columns: np.ndarray) -> str:
+    """The RLE with columns x0..x0+K-1 replaced by `columns` ([H, K] bool); the rest of the mask is kept
+    as runs, never decoded."""
+    runs = runs_of(counts, height, width)
+    ends = np.cumsum(runs)
+    lo, hi = x0 * height, (x0 + columns.shape[1]) * height
+    values = np.arange(len(runs)) % 2
+    # before: the runs up to lo, clipped; after: from hi on, clipped
+    before = np.minimum(ends, lo) - np.minimum(ends - runs, lo)
+    after = np.maximum(ends, hi) - np.maximum(ends - runs, hi)
+    flat = np.ascontiguousarray(columns.T).reshape(-1)
+    cut = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    window_lengths = np.diff(np.concatenate([[0], cut, [flat.size]]))
+    window_values = flat[np.concatenate([[0], cut])].astype(np.int64) if flat.size else np.zeros(0, np.int64)
+    lengths = np.concatenate([before, window_lengths, after])
+    kinds = np.concatenate([values, window_values, values])
+    lengths, kinds = lengths[lengths > 0], kinds[lengths > 0]
+    # merge neighbours of one value, then start with a (possibly empty) background run
+    starts = np.concatenate([[True], kinds[1:] != kinds[:-1]]) if kinds.size else np.zeros(0, bool)
+    merged = np.add.reduceat(lengths, np.flatnonzero(starts)) if kinds.size else np.zeros(0, np.int64)
+    if kinds.size and kinds[0] == 1:
+        merged = np.concatenate([[0], merged])
+    rle = mask_utils.frPyObjects({"counts": merged.tolist(), "size": [height, width]}, height, width)
+    return rle["counts"].decode("ascii")
