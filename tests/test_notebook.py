@@ -44,6 +44,8 @@ def test_notebook_runs_top_to_bottom(make_cfg, tmp_path, monkeypatch):
 
 
 def test_the_notebook_reads_the_dataset_through_the_dataset_handle():
-    code = "\n".join("".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code")
+    code = "\n".join(
+        "".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code"
+    )
     assert "Dataset.open(DATASET)" in code and ".join_audit(AUDIT" in code
     assert not any(name in code for name in ("read_masks", "read_images", "rle.decode", "run.json", "input_root"))
