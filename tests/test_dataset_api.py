@@ -2,6 +2,9 @@
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
@@ -14,10 +17,18 @@ from data_engine import Dataset, run
 from data_engine.cli import config_key
 from data_engine.config import CONF_DIR
 from data_engine.errors import ConfigError
-from data_engine.io.dataset import DatasetError
+from data_engine.io.dataset import MASK_SCHEMA, DatasetError, shard_name, shard_path, table, write_atomic
 from data_engine.io.images import load_rgb
 
 QUIET = ["runtime=serial", "runtime.progress=false", "output.overlays=0"]
+# Reads a dataset's masks, all of them or one image's, in a fresh interpreter: rows read, peak Arrow memory
+PEAK = """
+import sys, pyarrow as pa, pyarrow.compute as pc
+from data_engine import Dataset
+ds = Dataset.open(sys.argv[1])
+got = ds.masks(filter=pc.field("image_id") == 7) if sys.argv[2] == "filter" else ds.masks()
+print(got.num_rows, pa.default_memory_pool().max_memory())
+"""
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +72,25 @@ def test_a_mask_filter_is_applied_while_the_shards_are_read(synth):
     assert set(ds.masks(filter=pc.field("image_id") == one)["image_id"].to_pylist()) == {one}
 
 
+def test_a_filtered_read_holds_only_the_rows_it_passes(tmp_path):
+    """40 shards of 1,000 masks (10 images each): one image's masks are read without holding the others."""
+    for s in range(40):
+        rows = [
+            {"mask_id": s * 1000 + i, "image_id": s * 10 + i // 100, "height": 1, "width": 1, "segmentation": "x" * 400}
+            for i in range(1000)
+        ]
+        write_atomic(table(rows, MASK_SCHEMA), shard_path(tmp_path, "masks", shard_name(s)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    read = {}
+    for mode in ("filter", "full"):
+        done = subprocess.run(
+            [sys.executable, "-c", PEAK, str(tmp_path), mode], capture_output=True, text=True, env=env
+        )
+        read[mode] = [int(v) for v in done.stdout.split()]
+    assert read["filter"][0] == 100 and read["full"][0] == 40_000
+    assert read["filter"][1] * 8 < read["full"][1], read
+
+
 def test_image_and_decode_give_the_picture_and_the_mask(synth):
     out, _ = synth
     ds = Dataset.open(out)
@@ -98,9 +128,14 @@ def test_to_coco_writes_every_mask_as_rle(synth, tmp_path):
     assert set(coco.getAnnIds()) == set(rows) and len(coco.getImgIds()) == 3
     for ann_id, row in list(rows.items())[:5]:
         assert np.array_equal(coco.annToMask(coco.loadAnns(ann_id)[0]).astype(bool), ds.decode(row))
-    assert len(json.loads(ds.to_coco(tmp_path / "big.json", pc.field("area") > 100).read_text())["annotations"]) == sum(
-        r["area"] > 100 for r in rows.values()
-    )
+    big = json.loads(ds.to_coco(tmp_path / "big.json", pc.field("area") > 100).read_text())
+    assert len(big["annotations"]) == sum(r["area"] > 100 for r in rows.values())
+    # The same file as the export stage's
+    run("export", export_format="coco", export_dataset=synth[0], output_dir=tmp_path / "export", overrides=QUIET)
+    exported = json.loads((tmp_path / "export" / "coco" / "instances.json").read_text())
+    written = json.loads(path.read_text())
+    for part in ("images", "annotations"):
+        assert {a["id"]: a for a in written[part]} == {a["id"]: a for a in exported[part]}
 
 
 def test_join_audit_gives_each_mask_its_pair(synth, tmp_path):

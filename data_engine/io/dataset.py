@@ -313,13 +313,18 @@ class Dataset:
         return rle.decode(mask["segmentation"], int(mask["height"]), int(mask["width"]))
 
     def to_coco(self, path: str | Path, filter=None) -> Path:
-        """A COCO instances file of the ok images and their masks (those `filter` passes): RLE segmentations,
-        image and annotation ids the dataset's image_id and mask_id (io.coco.write_coco)."""
+        """A COCO instances file of the ok images and their masks (those `filter` passes), as
+        `stage=export export.format=coco` writes it: RLE segmentations, ids the dataset's image_id and
+        mask_id, score = predicted_iou."""
         masks = self.masks(filter).to_pylist()
         images = {r["image_id"]: r for r in self.images(pc.field("status") == "ok").to_pylist()}
         for row in masks:
             images.setdefault(row["image_id"], row)  # images known only from masks/
-        coco.write_coco(path, sorted(images.values(), key=lambda r: r["file_name"]), masks)
+        entries = [
+            {"id": r["image_id"], **{k: r[k] for k in ("file_name", "height", "width")}}
+            for r in sorted(images.values(), key=lambda r: r["file_name"])
+        ]
+        coco.write(path, entries, [coco_annotation(row) for row in masks])
         return Path(path)
 
     def join_audit(self, audit_dir: str | Path, columns=None, as_pandas: bool = False):
@@ -333,6 +338,22 @@ class Dataset:
         for name in AUDIT_COLUMNS[1:]:
             masks = masks.append_column(name, taken[name])
         return masks.to_pandas() if as_pandas else masks
+
+
+def coco_annotation(row: dict) -> dict:
+    """A mask row as a COCO annotation: its RLE, area and box, score = predicted_iou, and its provenance."""
+    provenance = ("predicted_iou", "stability_score", "point_coords", "crop_box", "stage", "source", "model")
+    return {
+        "id": row["mask_id"],
+        "image_id": row["image_id"],
+        "category_id": 1,
+        "iscrowd": 0,
+        "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
+        "area": row["area"],
+        "bbox": row["bbox"],
+        "score": row["predicted_iou"],
+        **{k: row[k] for k in provenance},
+    }
 
 
 def find_image_root(folder: Path, record: dict) -> Path | None:
