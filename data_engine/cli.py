@@ -6,14 +6,17 @@ import ast
 import importlib.util
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 import hydra
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from data_engine.config import CONF_DIR, register_configs, unknown_key
-from data_engine.errors import UserError
+from data_engine.config import CONF_DIR, compose, known_keys, register_configs, unknown_key
+from data_engine.errors import ConfigError, UserError
 
 USAGE = """usage: data-engine [stage=NAME] [GROUP=OPTION ...] [key=value ...]
 
@@ -55,14 +58,8 @@ def main() -> None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def run_composed(cfg: DictConfig) -> None:
     logging.basicConfig(level=cfg.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain["output"]["dir"] = str(Path(plain["output"]["dir"]).expanduser().resolve())
     try:
-        from data_engine.config import validate
-        from data_engine.stages import run_stage
-
-        validate(plain)
-        summary = run_stage(plain)
+        summary = run_checked(OmegaConf.to_container(cfg, resolve=True))
     except UserError as err:
         print(f"data-engine: error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -71,6 +68,52 @@ def run_composed(cfg: DictConfig) -> None:
     if problem:
         print(f"data-engine: {problem}", file=sys.stderr)
         sys.exit(1)
+
+
+def run(stage: str, overrides: list[str] = (), **keys) -> dict:
+    """Run a stage from Python with the config and checks of the command
+    `data-engine stage=STAGE OVERRIDES... KEY=VALUE...`; returns its summary.
+
+    `overrides`: command-line strings, for group options ("amg=tiny", "runtime=serial") and any key;
+    `keys`: keys as Python values, a section's name and its key joined by "_" (input_path=..., output_dir=...,
+    train_steps=...; amg_points_per_side=...). A bad key or value raises ConfigError, a bad input or output
+    the stage's UserError (the CLI's one-line errors, as exceptions)."""
+    args = [f"stage={stage}", *overrides]
+    bad = bad_group_option(args) or bad_key(args)
+    if bad:
+        raise ConfigError(bad)
+    values = {config_key(name): os.fspath(v) if isinstance(v, os.PathLike) else v for name, v in keys.items()}
+    for key in values:
+        if key in groups():
+            raise ConfigError(f"{key}: a config group; choose its option with overrides=['{key}=...']")
+        if unknown_key(key):
+            raise ConfigError(unknown_key(key))
+    try:
+        cfg = compose(args, values)
+    except (HydraException, OmegaConfBaseException) as err:  # an override Hydra cannot parse or apply
+        raise ConfigError(f"{' '.join(args)}: {str(err).strip().splitlines()[0]}") from None
+    return run_checked(cfg)
+
+
+def config_key(name: str) -> str:
+    """A keyword of `run` as a dotted config key: input_path -> input.path, semi_merge_prefill ->
+    semi_merge.prefill (the longest section name the keyword starts with); dotted names pass as they are."""
+    if "." in name:
+        return name
+    for section in sorted(known_keys(), key=len, reverse=True):
+        if name.startswith(section + "_"):
+            return f"{section}.{name[len(section) + 1 :]}"
+    return name
+
+
+def run_checked(cfg: dict) -> dict:
+    """A composed config, output.dir made absolute, checked and run: the CLI's and `run`'s one path to a stage."""
+    from data_engine.config import validate
+    from data_engine.stages import run_stage
+
+    cfg["output"]["dir"] = str(Path(cfg["output"]["dir"]).expanduser().resolve())
+    validate(cfg)
+    return run_stage(cfg)
 
 
 def summary_problem(summary: dict) -> str | None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
-from data_engine.errors import check_bool, check_int, check_number, check_path, is_number, require
+from data_engine.errors import ConfigError, check_bool, check_int, check_number, check_path, is_number, require
 
 CONF_DIR = Path(__file__).parent / "conf"
 GENERATOR_SOURCE = Path(__file__).parent / "amg" / "generator.py"
@@ -48,17 +49,42 @@ def constant(node: ast.expr):
     return eval(compile(ast.Expression(node), "<default>", "eval"), {"__builtins__": {}})  # noqa: S307
 
 
-def compose(overrides: list[str]) -> dict:
-    """The project's Hydra config with `overrides` (as on the command line), as a plain dict: what the
-    CLI hands to the stages, for scripts and tests that run outside the CLI."""
+def compose(overrides: list[str], values: dict | None = None) -> dict:
+    """The project's Hydra config with `overrides` (as on the command line), then `values` ({dotted key:
+    Python value}) set, as a plain dict: what the CLI hands to the stages. Hydra's global state is left as
+    it was, also inside a running Hydra app (the CLI's engine composes each step's config)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     register_configs()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with outside_hydra_app(), initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=overrides)
+    for key, value in (values or {}).items():
+        try:
+            OmegaConf.update(cfg, key, value, merge=False)
+        except OmegaConfBaseException as err:  # a key of another stage's section, a value of the wrong type
+            reason = str(err).strip().splitlines()[0]
+            raise ConfigError(f"{key}: cannot be set for stage={cfg.stage.name} ({reason})") from None
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+@contextmanager
+def outside_hydra_app():
+    """Compose a config while a Hydra app (the CLI) is running: its global state is set aside meanwhile."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():
+        yield
+        return
+    app = GlobalHydra.instance().hydra
+    GlobalHydra.instance().clear()
+    try:
+        yield
+    finally:
+        GlobalHydra.instance().clear()
+        GlobalHydra.instance().initialize(app)
 
 
 def validate(cfg: dict) -> None:

@@ -41,3 +41,11 @@ def test_notebook_runs_top_to_bottom(make_cfg, tmp_path, monkeypatch):
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 4  # masks, scores, audit plots, worst image
+
+
+def test_the_notebook_reads_the_dataset_through_the_dataset_handle():
+    code = "\n".join(
+        "".join(c["source"]) for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code"
+    )
+    assert "Dataset.open(DATASET)" in code and ".join_audit(AUDIT" in code
+    assert not any(name in code for name in ("read_masks", "read_images", "rle.decode", "run.json", "input_root"))

@@ -43,6 +43,17 @@ FIELDS = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "p
 
 
 class MaskGenerator:
+    """The automatic stage's mask generation, usable on its own: an image in, its masks' columns out.
+
+        from data_engine import MaskGenerator, build_sam
+        from data_engine.config import compose
+
+        generator = MaskGenerator(build_sam("tiny"), **compose(["amg=tiny"])["amg"])  # a preset, or any settings
+        masks = generator.generate(image)  # [H, W, 3] uint8 RGB -> {"segmentation": [COCO RLE counts], ...}
+
+    The keyword arguments are the `amg` config section, one to one (conf/amg/ holds the presets).
+    """
+
     def __init__(
         self,
         model: Sam,

@@ -33,7 +33,6 @@ import json
 import logging
 import re
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 from data_engine.errors import ConfigError, check_int
@@ -277,8 +276,7 @@ def compose_step(name: str, stage: str, overrides: list[str], step_dir: Path, en
     from data_engine.config import compose
 
     try:
-        with outside_hydra_app():
-            cfg = compose([f"stage={stage}", *overrides, f"output.dir={step_dir}"])
+        cfg = compose([f"stage={stage}", *overrides, f"output.dir={step_dir}"])
         keys = override_keys(overrides)
     except Exception as err:  # Hydra's parse and composition errors: one line naming the step
         raise ConfigError(f"engine step {name}: {first_line(err)}") from None
@@ -294,23 +292,6 @@ def override_keys(overrides: list[str]) -> set[str]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     return {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)}
-
-
-@contextmanager
-def outside_hydra_app():
-    """Compose a config while a Hydra app (the CLI) is running: its global state is set aside meanwhile."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    if not GlobalHydra.instance().is_initialized():
-        yield
-        return
-    app = GlobalHydra.instance().hydra
-    GlobalHydra.instance().clear()
-    try:
-        yield
-    finally:
-        GlobalHydra.instance().clear()
-        GlobalHydra.instance().initialize(app)
 
 
 def first_line(err: Exception) -> str:

@@ -1,4 +1,4 @@
-"""The project's Parquet layout: schemas, atomic shard writes, and reading a dataset back."""
+"""The project's Parquet layout: schemas, atomic shard writes, and reading a dataset back (`Dataset`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from data_engine.errors import UserError
-from data_engine.io import rle
+from data_engine.io import coco, inputs, rle
 from data_engine.io.atomic import atomic_path
+from data_engine.io.images import load_rgb
 from data_engine.io.inputs import JsonFileError, read_json
 
 MASK_SCHEMA = pa.schema(
@@ -144,19 +148,23 @@ def write_shard(out_dir: str | Path, shard_id: str, masks: list[dict], images: l
     write_atomic(table(images, IMAGE_SCHEMA), shard_path(out_dir, "images", shard_id))
 
 
-def read_masks(dataset: str | Path, columns=None) -> pa.Table:
-    return read_part(dataset, "masks", MASK_SCHEMA, columns)
+def read_masks(dataset: str | Path, columns=None, filter=None) -> pa.Table:
+    return read_part(dataset, "masks", MASK_SCHEMA, columns, filter)
 
 
-def read_images(dataset: str | Path, columns=None) -> pa.Table:
-    return read_part(dataset, "images", IMAGE_SCHEMA, columns)
+def read_images(dataset: str | Path, columns=None, filter=None) -> pa.Table:
+    return read_part(dataset, "images", IMAGE_SCHEMA, columns, filter)
 
 
-def read_part(dataset, part: str, schema: pa.Schema, columns) -> pa.Table:
-    files = [str(p) for p in shard_files(dataset, part)]
-    if not files:
-        return schema.empty_table().select(columns) if columns else schema.empty_table()
-    return pq.ParquetDataset(files, schema=schema).read(columns=columns)
+def read_part(dataset, part: str, schema: pa.Schema, columns=None, filter=None) -> pa.Table:
+    """The rows of a part (masks, images) that pass `filter` (a pyarrow.compute expression), read shard by
+    shard: only the matching rows of the asked columns are held."""
+    return scan_part(dataset, part, schema).to_table(columns=columns, filter=filter)
+
+
+def scan_part(dataset, part: str, schema: pa.Schema) -> pads.Dataset:
+    """A part's shard files as one pyarrow dataset; nothing is read until it is scanned."""
+    return pads.dataset([str(p) for p in shard_files(dataset, part)], schema=schema, format="parquet")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,3 +211,180 @@ def run_record_problem(record, fingerprint: bool) -> str | None:
     if not isinstance(record.get("config", {}), dict):
         return "config is not an object"
     return None
+
+
+# ----------------------------------------------------------------------------------------------
+# A dataset folder read back
+# ----------------------------------------------------------------------------------------------
+
+IMPORT_FIRST = (
+    "a COCO file goes through stage 1's importer first: data-engine stage=assisted assisted.format=coco "
+    "assisted.annotations=FILE.json input.path=IMAGES output.dir=OUT, then open OUT"
+)
+AUDIT_COLUMNS = ["pred_mask_id", "expert_mask_id", "expert_image_id", "iou", "boundary_iou", "expert_area", "size"]
+
+
+class DatasetError(UserError, ValueError):
+    """A folder that is not a dataset, or a part of one that cannot be read; the message says what to do."""
+
+
+class Dataset:
+    """A data-engine output folder (auto, semi, semi_merge, assisted, synth, ...) read back: the one place
+    that knows its layout.
+
+    masks/ and images/ hold Parquet shards (MASK_SCHEMA, IMAGE_SCHEMA) in folders of SHARDS_PER_FOLDER;
+    run.json the resolved config and where the images were read from. Tables are read shard by shard,
+    keeping only the rows a filter passes, so a filter over an 11M-image dataset holds only its result.
+
+        ds = Dataset.open("out/auto")
+        good = ds.masks(filter=pc.field("predicted_iou") > 0.9)   # pyarrow.Table; as_pandas=True: pandas
+        picture, mask = ds.image(image_id), ds.decode(good.to_pylist()[0])
+    """
+
+    def __init__(self, path: Path, record: dict, image_root: Path | None):
+        self.path, self.record, self.image_root = path, record, image_root
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        key: str = "Dataset.open",
+        what_to_do: str = RERUN,
+        fingerprint: bool = False,
+        image_root: str | Path | None = None,
+    ) -> Dataset:
+        """The dataset in folder `path`. `key` names the setting that gave it in errors; with `fingerprint`
+        its run.json must exist and carry one (read_run_record). `image_root` overrides where its images
+        are found (else run.json's input_root, the stage's image_root, or the folder's pictures/)."""
+        folder = Path(path).expanduser()
+        if not any((folder / name).exists() for name in ("masks", "images", "run.json")):
+            raise DatasetError(not_a_dataset(folder, key))
+        record = read_run_record(folder, key, what_to_do, missing_ok=not fingerprint, fingerprint=fingerprint)
+        root = Path(image_root).expanduser() if image_root else find_image_root(folder, record)
+        return cls(folder, record, root)
+
+    @property
+    def run(self) -> dict:
+        """The resolved config the stage ran with ({} for a folder without run.json)."""
+        return self.record.get("config", {})
+
+    def images(self, filter=None, columns=None, as_pandas: bool = False):
+        """One row per input file (IMAGE_SCHEMA): image_id, file_name, height, width, status, error, ...
+        `filter`: a pyarrow.compute expression, e.g. pc.field("status") == "ok"."""
+        tbl = read_images(self.path, columns, filter)
+        return tbl.to_pandas() if as_pandas else tbl
+
+    def masks(self, filter=None, columns=None, as_pandas: bool = False):
+        """One row per mask (MASK_SCHEMA): mask_id, image_id, file_name, segmentation (COCO RLE counts),
+        area, bbox, scores, provenance. `filter`: a pyarrow.compute expression on any column."""
+        tbl = read_masks(self.path, columns, filter)
+        return tbl.to_pandas() if as_pandas else tbl
+
+    def scan(self, part: str = "masks") -> pads.Dataset:
+        """masks/ or images/ as a pyarrow dataset, for streaming (to_batches) or counting without reading."""
+        schemas = {"masks": MASK_SCHEMA, "images": IMAGE_SCHEMA}
+        if part not in schemas:
+            raise DatasetError(f"Dataset.scan: part {part!r} is not one of {sorted(schemas)}")
+        return scan_part(self.path, part, schemas[part])
+
+    def image(self, image_id: int) -> np.ndarray:
+        """[H, W, 3] uint8 RGB of one image, read from image_root as the stage read it: only a regular file,
+        and a symlink out of image_root only if the run followed symlinks (input.follow_symlinks)."""
+        # The image's file name, from images/ (or masks/, where an importer listed no image row)
+        wanted = pc.field("image_id") == image_id
+        found = self.images(wanted, ["file_name"])
+        found = found if found.num_rows else self.masks(wanted, ["file_name"])
+        if not found.num_rows:
+            raise DatasetError(f"image_id {image_id} is not an image of {self.path}")
+        if self.image_root is None:
+            raise DatasetError(f"cannot tell where the images of {self.path} are; open it with image_root=FOLDER")
+        # Read it as the stage did
+        name, settings = found["file_name"][0].as_py(), self.run.get("input", {})
+        path = inputs.resolve(self.image_root, name)
+        follows = Path(name).is_absolute() or settings.get("follow_symlinks")
+        if not follows and inputs.leaves_root(path, self.image_root):
+            raise DatasetError(f"{name} leads out of {self.image_root}, and the run did not follow symlinks")
+        inputs.check_regular(path)
+        return load_rgb(path, settings.get("max_pixels") or 1 << 62)
+
+    @staticmethod
+    def decode(mask: dict) -> np.ndarray:
+        """A mask row (a dict, or a pandas row) -> its [H, W] bool mask."""
+        return rle.decode(mask["segmentation"], int(mask["height"]), int(mask["width"]))
+
+    def to_coco(self, path: str | Path, filter=None) -> Path:
+        """A COCO instances file of the ok images and their masks (those `filter` passes), as
+        `stage=export export.format=coco` writes it: RLE segmentations, ids the dataset's image_id and
+        mask_id, score = predicted_iou."""
+        masks = self.masks(filter).to_pylist()
+        images = {r["image_id"]: r for r in self.images(pc.field("status") == "ok").to_pylist()}
+        for row in masks:
+            images.setdefault(row["image_id"], row)  # images known only from masks/
+        entries = [
+            {"id": r["image_id"], **{k: r[k] for k in ("file_name", "height", "width")}}
+            for r in sorted(images.values(), key=lambda r: r["file_name"])
+        ]
+        coco.write(path, entries, [coco_annotation(row) for row in masks])
+        return Path(path)
+
+    def join_audit(self, audit_dir: str | Path, columns=None, as_pandas: bool = False):
+        """Each mask (of `columns`) with its row of a stage=audit run's pairs.parquet, joined on mask_id =
+        pred_mask_id: expert_mask_id, expert_image_id, iou, boundary_iou, expert_area, size (null where no
+        expert mask matched). The audit must have had this dataset as audit.pred."""
+        pairs = audit_pairs(Path(audit_dir).expanduser(), self.path)
+        masks = self.masks(columns=columns if columns is None or "mask_id" in columns else ["mask_id", *columns])
+        # Each mask's pair row (null where it has none), in the masks' order
+        taken = pairs.take(pc.index_in(masks["mask_id"], value_set=pairs["pred_mask_id"]))
+        for name in AUDIT_COLUMNS[1:]:
+            masks = masks.append_column(name, taken[name])
+        return masks.to_pandas() if as_pandas else masks
+
+
+def coco_annotation(row: dict) -> dict:
+    """A mask row as a COCO annotation: its RLE, area and box, score = predicted_iou, and its provenance."""
+    provenance = ("predicted_iou", "stability_score", "point_coords", "crop_box", "stage", "source", "model")
+    return {
+        "id": row["mask_id"],
+        "image_id": row["image_id"],
+        "category_id": 1,
+        "iscrowd": 0,
+        "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
+        "area": row["area"],
+        "bbox": row["bbox"],
+        "score": row["predicted_iou"],
+        **{k: row[k] for k in provenance},
+    }
+
+
+def find_image_root(folder: Path, record: dict) -> Path | None:
+    """Where a dataset's images are: the first existing of run.json's input_root, the image_root setting of
+    the stage that wrote it (assisted, semi_merge) and the folder's pictures/ (synth); None when none is."""
+    config = record.get("config", {})
+    stage = config.get("stage")
+    section = config.get(stage.get("name")) if isinstance(stage, dict) else None
+    candidates = [
+        record.get("input_root"),
+        section.get("image_root") if isinstance(section, dict) else None,
+        folder / "pictures",
+    ]
+    return next((Path(c) for c in candidates if c and Path(c).is_dir()), None)
+
+
+def not_a_dataset(folder: Path, key: str) -> str:
+    """What is wrong with a path that is not a dataset folder, and what to do."""
+    what = "is not a dataset folder (no masks/, images/ or run.json)" if folder.is_dir() else "is no folder"
+    if folder.suffix.lower() == ".json" or (folder / "annotations.json").is_file():
+        return f"{key}: {folder} {what}; {IMPORT_FIRST}"
+    return f"{key}: {folder} {what}; give the output.dir of a stage that writes masks (auto, semi, assisted, synth)"
+
+
+def audit_pairs(audit_dir: Path, dataset: Path) -> pa.Table:
+    """The pairs of generated masks of an audit of `dataset` (AUDIT_COLUMNS)."""
+    pairs = audit_dir / "pairs.parquet"
+    if not pairs.is_file():
+        raise DatasetError(f"{audit_dir} has no pairs.parquet: give the output.dir of a stage=audit run")
+    metrics = read_json(audit_dir / "metrics.json", "audit metrics") if (audit_dir / "metrics.json").is_file() else {}
+    audited = metrics.get("settings", {}).get("pred") if isinstance(metrics, dict) else None
+    if audited and Path(audited).exists() and not Path(audited).samefile(dataset):
+        raise DatasetError(f"{audit_dir} audited {audited}, not {dataset}: join the dataset it audited")
+    return pq.read_table(pairs, columns=AUDIT_COLUMNS).filter(pc.is_valid(pc.field("pred_mask_id")))

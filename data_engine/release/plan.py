@@ -1,7 +1,7 @@
 """What a release holds: the ok images of one or more datasets, in image-id order, cut into tar shards.
 
 A dataset is any stage's output folder (masks/ and images/ Parquet tables). The images are found under
-`image_root`, or under each dataset's own run record (`input_root`, or its stage's `image_root`).
+`image_root`, or where each dataset's own images are (io.dataset.Dataset.image_root).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_engine.errors import UserError
-from data_engine.io.dataset import read_images, read_masks, read_run_record
+from data_engine.io.dataset import Dataset
 
 
 class ReleaseError(UserError, ValueError):
@@ -32,10 +32,9 @@ def plan(datasets: list[str], image_root: str | None, stages: list[str], images_
     An image entry: {image_id, file_name, height, width, path (absolute), datasets (folders holding it)}."""
     images: dict[int, dict] = {}
     for folder in [Path(d).expanduser().resolve() for d in datasets]:
-        root = find_image_root(folder, image_root)
-        for row in read_images(folder).to_pylist():
-            if row["status"] == "ok":
-                add_image(images, row, root, folder)
+        dataset = open_dataset(folder, image_root)
+        for row in dataset.images(pc.field("status") == "ok").to_pylist():
+            add_image(images, row, dataset.image_root, folder)
     check_mask_ids(datasets, stages)
     ordered = [images[k] for k in sorted(images)]
     return [
@@ -44,28 +43,19 @@ def plan(datasets: list[str], image_root: str | None, stages: list[str], images_
     ]
 
 
-def find_image_root(folder: Path, image_root: str | None) -> Path:
-    """release.image_root, else the folder the dataset's run read its images from."""
+def open_dataset(folder: Path, image_root: str | None) -> Dataset:
+    """The dataset with its images under release.image_root, or where its run read them from."""
     if not (folder / "images").is_dir() or not (folder / "masks").is_dir():
         raise ReleaseError(
             f"release.data: {folder} has no masks/ and images/ tables; give the output.dir of a data-engine stage"
         )
-    if image_root:
-        return Path(image_root).expanduser().resolve()
-    record = read_run_record(folder, "release.data", missing_ok=True)
-    root = record.get("input_root") or stage_image_root(record.get("config", {}))
-    if not root or not Path(root).is_dir():
+    dataset = Dataset.open(folder, "release.data", image_root=image_root)
+    if dataset.image_root is None:
         raise ReleaseError(
             f"release.data: cannot tell where the images of {folder} are; pass release.image_root=FOLDER"
         )
-    return Path(root).resolve()
-
-
-def stage_image_root(config: dict) -> str | None:
-    """The image_root setting of the stage a run record's config ran (assisted, semi_merge), if any."""
-    stage = config.get("stage")
-    section = config.get(stage.get("name")) if isinstance(stage, dict) else None
-    return section.get("image_root") if isinstance(section, dict) else None
+    dataset.image_root = dataset.image_root.resolve()
+    return dataset
 
 
 def add_image(images: dict[int, dict], row: dict, root: Path, folder: Path) -> None:
@@ -95,8 +85,8 @@ def check_mask_ids(datasets: list[str], stages: list[str]) -> None:
     """Released mask ids must be unique: a dataset given twice, or two copies of one, would repeat them."""
     ids = Counter()
     for folder in datasets:
-        tbl = read_masks(Path(folder).expanduser(), columns=["mask_id", "stage"])
-        ids.update(tbl.filter(pc.is_in(tbl["stage"], value_set=pa.array(stages, pa.string())))["mask_id"].to_pylist())
+        released = pc.field("stage").isin(pa.array(stages, pa.string()))
+        ids.update(Dataset.open(folder, "release.data").masks(released, ["mask_id"])["mask_id"].to_pylist())
     repeated = [k for k, n in ids.items() if n > 1]
     if repeated:
         raise ReleaseError(

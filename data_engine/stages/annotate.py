@@ -18,7 +18,7 @@ from pathlib import Path
 from data_engine.errors import ConfigError
 from data_engine.io import coco, rle
 from data_engine.io.atomic import write_text_atomic
-from data_engine.io.dataset import read_masks, read_run_record
+from data_engine.io.dataset import Dataset
 from data_engine.runtime import runs
 from data_engine.synth import clicks
 
@@ -32,10 +32,11 @@ def run(cfg: dict) -> dict:
         raise ConfigError(
             f"annotate.source: {a['source']} has no masks/: give a data-engine output (e.g. a synth output)"
         )
-    runs.prepare_output(out_dir, cfg, {"input_root": input_root(a["source"])})
+    source = Dataset.open(a["source"], "annotate.source")
+    runs.prepare_output(out_dir, cfg, {"input_root": str(source.image_root) if source.image_root else None})
     if a["prefill"]:
         return review_prefill(a, out_dir, start)
-    images = source_images(a["source"], a["min_area"])
+    images = source_images(source, a["min_area"])
     clicked = clicks.click_images(sorted(images), a["click_fraction"], a["seed"])
     sessions = [
         clicks.image_sessions(images[name], images[name]["objects"], a["seed"], i, a["max_clicks"], a["final_mask"])
@@ -97,16 +98,11 @@ def check(a: dict) -> dict:
     return {**a, "source": str(source.resolve()), "prefill": prefill}
 
 
-def input_root(source: str) -> str | None:
-    """The source's image folder (its run.json input_root)."""
-    return read_run_record(source, "annotate.source", missing_ok=True).get("input_root")
-
-
-def source_images(source: str, min_area: int) -> dict[str, dict]:
+def source_images(source: Dataset, min_area: int) -> dict[str, dict]:
     """{file_name: image with its objects (id, counts, mask) of at least min_area px, and how many were skipped}."""
     columns = ["file_name", "height", "width", "segmentation", "area", "mask_id"]
     images: dict[str, dict] = {}
-    for row in read_masks(source, columns).to_pylist():
+    for row in source.masks(columns=columns).to_pylist():
         image = images.setdefault(
             row["file_name"],
             {

@@ -13,7 +13,7 @@ from data_engine.audit.load import load_side
 from data_engine.audit.report import GROUP_COLUMNS, write_report
 from data_engine.errors import check_choice, check_int, check_number, check_path
 from data_engine.io.atomic import write_text_atomic
-from data_engine.io.dataset import read_run_record, write_atomic
+from data_engine.io.dataset import Dataset, write_atomic
 
 PAIRS_SCHEMA = pa.schema(
     [
@@ -66,13 +66,13 @@ def check(a: dict) -> None:
 
 
 def image_root(a: dict, pred: dict, expert: dict):
-    """audit.image_root, else the generated run's input folder, else a COCO file's folder."""
+    """audit.image_root, else where the generated dataset's images are, else a COCO file's folder."""
     if a["image_root"]:
         return Path(a["image_root"]).expanduser()
     if pred["kind"] == "dataset":
-        root = read_run_record(pred["path"], "audit.pred", missing_ok=True).get("input_root")
+        root = Dataset.open(pred["path"], "audit.pred").image_root
         if root:
-            return Path(root)
+            return root
     for side in (expert, pred):
         if side["kind"] == "coco":
             return Path(side["path"]).parent

@@ -24,15 +24,7 @@ from data_engine.errors import ConfigError, check_number, check_path, require
 from data_engine.importers import FORMATS, import_annotations
 from data_engine.importers.results import IMPORTED, REJECTED, inputs_digest, write_report
 from data_engine.io import inputs
-from data_engine.io.dataset import (
-    read_images,
-    read_masks,
-    read_run_record,
-    shard_files,
-    shard_path,
-    table,
-    write_atomic,
-)
+from data_engine.io.dataset import Dataset, shard_files, shard_path, table, write_atomic
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
 from data_engine.semi.merge import COUNTS, merge_image, totals
@@ -47,22 +39,25 @@ MERGE_SCHEMA = pa.schema(
 def run(cfg: dict) -> dict:
     """Import the annotators' export, merge it image by image; resumes in the same output.dir."""
     m = check(cfg["semi_merge"])
-    prefill = Path(m["prefill"])
-    prefill_run = read_run_record(
-        prefill, "semi_merge.prefill", "give the output.dir of a stage=semi run", fingerprint=True
+    prefill = Dataset.open(
+        m["prefill"],
+        "semi_merge.prefill",
+        what_to_do="give the output.dir of a stage=semi run",
+        fingerprint=True,
+        image_root=m["image_root"],
     )
-    image_root = m["image_root"] or prefill_run.get("input_root")
+    image_root = str(prefill.image_root) if prefill.image_root else None
     i = cfg["input"]
     rows, report = import_annotations(m["format"], m["annotations"], image_root, i["max_pixels"], i["follow_symlinks"])
-    images = sorted(read_images(prefill).to_pylist(), key=lambda r: r["file_name"])
+    images = sorted(prefill.images().to_pylist(), key=lambda r: r["file_name"])
     drawn = assign(rows, report, images)
     out_dir = Path(cfg["output"]["dir"])
     record = {
-        "prefill_fingerprint": prefill_run["fingerprint"],
+        "prefill_fingerprint": prefill.record["fingerprint"],
         "annotations_sha256": inputs_digest(m),
         "input_root": image_root,  # where the train stage finds this output's images
     }
-    prefilled = group(read_masks(prefill).to_pylist())
+    prefilled = group(prefill.masks().to_pylist())
     shards = inputs.make_shards([img["file_name"] for img in images], cfg["input"]["shard_size"])
     by_name = {img["file_name"]: img for img in images}
 

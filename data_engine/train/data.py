@@ -14,7 +14,7 @@ from data_engine.errors import UserError
 from data_engine.importers import coco as coco_import
 from data_engine.importers.results import REJECTED
 from data_engine.io import rle
-from data_engine.io.dataset import read_images, read_masks, read_run_record
+from data_engine.io.dataset import Dataset
 from data_engine.io.images import ImageError, load_rgb
 
 MIN_FRAME_AREA = 20  # masks smaller than this many pixels in the model frame are skipped
@@ -90,9 +90,10 @@ def list_source(path: Path, image_root: str | None):
 def parquet_source(path: Path, image_root: str | None):
     """Masks of any stage's output; images from image_root, the run's input folder, or pictures/.
     Images of the output's images table without a mask (failed ones too) come with no masks."""
-    root = Path(image_root).expanduser() if image_root else parquet_image_root(path)
-    table = read_masks(path, ["file_name", "height", "width", "segmentation"]).to_pylist()
-    by_file: dict[str, list] = {name: [] for name in read_images(path, ["file_name"]).column("file_name").to_pylist()}
+    dataset = open_dataset(path, image_root)
+    root = dataset.image_root
+    table = dataset.masks(columns=["file_name", "height", "width", "segmentation"]).to_pylist()
+    by_file: dict[str, list] = {name: [] for name in dataset.images(columns=["file_name"])["file_name"].to_pylist()}
     for row in table:
         by_file.setdefault(row["file_name"], []).append((row["segmentation"], row["height"], row["width"]))
     for name in sorted(by_file):
@@ -100,12 +101,16 @@ def parquet_source(path: Path, image_root: str | None):
 
 
 def parquet_image_root(path: Path) -> Path:
-    root = read_run_record(path, "train.data", missing_ok=True).get("input_root")
-    if root and Path(root).is_dir():
-        return Path(root)
-    if (path / "pictures").is_dir():
-        return path / "pictures"
-    raise TrainDataError(f"train.data: cannot tell where the images of {path} are; pass train.image_root=FOLDER")
+    return open_dataset(path, None).image_root
+
+
+def open_dataset(path: Path, image_root: str | None) -> Dataset:
+    """The dataset with its images under image_root, or where its run read them; a TrainDataError when
+    neither is known."""
+    dataset = Dataset.open(path, "train.data", image_root=image_root)
+    if dataset.image_root is None:
+        raise TrainDataError(f"train.data: cannot tell where the images of {path} are; pass train.image_root=FOLDER")
+    return dataset
 
 
 def coco_source(path: Path, image_root: str | None):

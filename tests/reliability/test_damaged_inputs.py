@@ -139,9 +139,11 @@ def test_semi_merge_from_a_damaged_prefill_folder_is_one_line(tmp_path, text):
 
 
 @pytest.mark.parametrize("text", ["{not json", '{"input_root": 5}'], ids=["not-json", "bad-input-root"])
-def test_a_dataset_read_by_release_train_audit_and_annotate_with_a_damaged_run_json_is_one_line(tmp_path, text):
-    from data_engine.release.plan import find_image_root
-    from data_engine.stages.annotate import input_root
+def test_a_dataset_read_by_release_train_audit_and_annotate_with_a_damaged_run_json_is_one_line(
+    tmp_path, make_cfg, text
+):
+    from data_engine.release.plan import open_dataset
+    from data_engine.stages import annotate
     from data_engine.stages.audit import image_root
     from data_engine.train.data import parquet_image_root
 
@@ -149,10 +151,10 @@ def test_a_dataset_read_by_release_train_audit_and_annotate_with_a_damaged_run_j
     (folder / "images").mkdir()
     (folder / "masks").mkdir()
     readers = {
-        "release.data": lambda: find_image_root(folder, None),
+        "release.data": lambda: open_dataset(folder, None),
         "train.data": lambda: parquet_image_root(folder),
         "audit.pred": lambda: image_root({"image_root": None}, {"kind": "dataset", "path": str(folder)}, {}),
-        "annotate.source": lambda: input_root(str(folder)),
+        "annotate.source": lambda: annotate.run(make_cfg("stage=annotate", f"annotate.source={folder}")),
     }
     for key, read in readers.items():
         with pytest.raises(RunRecordError, match=rf"^{key}: .*run\.json is not a usable run record"):
