@@ -12,6 +12,8 @@ import io
 
 import numpy as np
 
+from data_engine.io import coco
+
 PAIR_THRESHOLDS = (0.90, 0.75)  # SA-1B's audit: share of pairs with IoU above these
 RECALL_THRESHOLDS = (0.5, 0.75, 0.9)  # expert masks matched at IoU >= t
 AR_MAX_DETS = (10, 100, 1000)
@@ -131,26 +133,19 @@ def coco_documents(images: list[dict]) -> tuple[dict, list[dict]]:
     gt = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "object"}]}
     dets = []
     for image_id, img in enumerate(images, start=1):
-        size = [img["height"], img["width"]]
-        gt["images"].append({"id": image_id, "height": img["height"], "width": img["width"]})
+        h, w = img["height"], img["width"]
+        gt["images"].append({"id": image_id, "height": h, "width": w})
         for m in img["expert"]:
-            gt["annotations"].append(
-                {
-                    "id": len(gt["annotations"]) + 1,
-                    "image_id": image_id,
-                    "category_id": 1,
-                    "segmentation": {"size": size, "counts": m["counts"]},
-                    "area": m["area"],
-                    "iscrowd": 0,
-                }
-            )
+            ann_id = len(gt["annotations"]) + 1
+            gt["annotations"].append(coco.annotation(ann_id, image_id, m["counts"], h, w, area=m["area"]))
         for m in img["pred"]:
+            score = 1.0 if m["score"] is None else m["score"]
             dets.append(
                 {
                     "image_id": image_id,
                     "category_id": 1,
-                    "segmentation": {"size": size, "counts": m["counts"]},
-                    "score": 1.0 if m["score"] is None else m["score"],
+                    "segmentation": coco.segmentation(m["counts"], h, w),
+                    "score": score,
                 }
             )
     return gt, dets

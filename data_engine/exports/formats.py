@@ -101,7 +101,7 @@ def write_sa1b(images: list[dict], masks: dict, out_dir: Path) -> dict:
 def sa1b_annotation(row: dict) -> dict:
     return {
         "id": row["mask_id"],
-        "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
+        "segmentation": coco.segmentation(row["segmentation"], row["height"], row["width"]),
         **{k: row[k] for k in SA1B_FIELDS},
     }
 
@@ -135,28 +135,16 @@ def write_coco(images: list[dict], masks: dict, out_dir: Path) -> dict:
     mask_id; score = predicted_iou, as COCO results carry it."""
     coco_images, annotations = [], []
     for img in images:
-        coco_images.append({k: img[k] for k in ("file_name", "height", "width")} | {"id": img["image_id"]})
+        coco_images.append(coco.image_entry(img, img["image_id"]))
         annotations += [coco_annotation(row) for row in masks.get(img["file_name"], [])]
-    path = out_dir / "instances.json"
-    coco.write(path, coco_images, annotations)
+    coco.write(out_dir / "instances.json", coco_images, annotations)
     return {"files": 1}
 
 
 def coco_annotation(row: dict) -> dict:
-    return {
-        "id": row["mask_id"],
-        "image_id": row["image_id"],
-        "category_id": 1,
-        "iscrowd": 0,
-        "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
-        "area": row["area"],
-        "bbox": row["bbox"],
-        "score": row["predicted_iou"],
-        **{
-            k: row[k]
-            for k in ("predicted_iou", "stability_score", "point_coords", "crop_box", "stage", "source", "model")
-        },
-    }
+    provenance = ("predicted_iou", "stability_score", "point_coords", "crop_box", "stage", "source", "model")
+    fields = {k: row[k] for k in provenance}
+    return coco.row_annotation(row, row["mask_id"], row["image_id"], score=row["predicted_iou"], **fields)
 
 
 # ---------------------------------------------------------------------------------------------

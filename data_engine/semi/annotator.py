@@ -107,17 +107,7 @@ def result_annotations(image: dict, pre: list[str], expert: list[str], decided: 
     masks += [(expert[e], "drawn") for e in decided["drawn"]]
     h, w = image["height"], image["width"]
     return [
-        {
-            "id": start + k + 1,
-            "image_id": image["id"],
-            "category_id": 1,
-            "iscrowd": 0,
-            "segmentation": {"size": [h, w], "counts": counts},
-            "area": int(rle.area([counts], h, w)[0]),
-            "bbox": rle.bbox([counts], h, w)[0].tolist(),
-            "annotator": "simulated",
-            "action": action,
-        }
+        coco.annotation(start + k + 1, image["id"], counts, h, w, annotator="simulated", action=action)
         for k, (counts, action) in enumerate(masks)
     ]
 

@@ -149,21 +149,7 @@ def write_coco(out_dir: Path) -> None:
     annotations = []
     for m in sorted(masks, key=lambda r: json.loads(r["extra"])["id"]):
         extra = json.loads(m["extra"])
-        annotations.append(
-            {
-                "id": extra["id"],
-                "image_id": m["image_id"],
-                "category_id": 1,
-                "iscrowd": 0,
-                "segmentation": {"size": [m["height"], m["width"]], "counts": m["segmentation"]},
-                "area": m["area"],
-                "bbox": m["bbox"],
-                "shape": extra["shape"],
-                "level": extra["level"],
-                "part_of": extra["part_of"],
-            }
-        )
-    coco_images = [
-        {"id": r["image_id"], "file_name": r["file_name"], "height": r["height"], "width": r["width"]} for r in images
-    ]
+        scene_fields = {k: extra[k] for k in ("shape", "level", "part_of")}
+        annotations.append(coco.row_annotation(m, extra["id"], m["image_id"], **scene_fields))
+    coco_images = [coco.image_entry(r, r["image_id"]) for r in images]
     coco.write(out_dir / "instances.json", coco_images, annotations)
