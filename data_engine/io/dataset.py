@@ -100,6 +100,21 @@ def mask_row(
     }
 
 
+def image_row(image: dict, num_masks: int = 0, seconds: float | None = None, error: str | None = None) -> dict:
+    """The one builder of an IMAGE_SCHEMA row: the image's id, file name and size (None where it could not be
+    read), status "ok", or "failed" with the `error` that says why, its mask count and seconds spent."""
+    return {
+        "image_id": image["image_id"],
+        "file_name": image["file_name"],
+        "height": image.get("height"),
+        "width": image.get("width"),
+        "status": "ok" if error is None else "failed",
+        "error": error,
+        "num_masks": num_masks,
+        "seconds": seconds,
+    }
+
+
 def mask_id(image_id: int, stage: str, index: int) -> int:
     """Stable 63-bit id of the `index`-th mask a stage wrote for an image: the same on every rerun."""
     digest = hashlib.sha1(f"{image_id}/{stage}/{index}".encode()).digest()

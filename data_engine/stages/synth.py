@@ -13,7 +13,7 @@ import numpy as np
 from data_engine.errors import check_int, require
 from data_engine.io import coco, inputs, rle
 from data_engine.io.atomic import atomic_path
-from data_engine.io.dataset import mask_row, read_images, read_masks, shard_name
+from data_engine.io.dataset import image_row, mask_row, read_images, read_masks, shard_name
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
 from data_engine.synth import scenes as synth
@@ -89,12 +89,8 @@ def write_scenes(out_dir: Path, shard: dict, s: dict) -> dict:
             "file_name": name,
             "height": scene["height"],
             "width": scene["width"],
-            "status": "ok",
-            "error": None,
-            "num_masks": len(rows),
-            "seconds": None,
         }
-        results.append((image, rows))
+        results.append((image_row(image, num_masks=len(rows)), rows))
     return runs.complete_shard(out_dir, shard["shard_id"], results, start)
 
 
