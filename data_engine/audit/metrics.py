@@ -7,9 +7,6 @@ with None for the side that is absent.
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
 
 from data_engine.io import coco
@@ -106,25 +103,8 @@ def coco_ar(images: list[dict], max_dets=AR_MAX_DETS) -> dict:
     `images`: [{height, width, expert: [{counts, area}], pred: [{counts, score}]}]. AR@k is the mean
     over IoU thresholds 0.50:0.95 of eval['recall'] at maxDets k; None where no expert mask counts.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     gt_doc, dets = coco_documents(images)
-    if not dets:  # COCO.loadRes refuses an empty list: nothing found, recall 0 where there is ground truth
-        areas = [a["area"] for a in gt_doc["annotations"]]
-        return {
-            name: {f"ar@{k}": 0.0 if any(lo <= a <= hi for a in areas) else None for k in max_dets}
-            for name, (lo, hi) in COCO_AREAS.items()
-        }
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        gt = COCO()
-        gt.dataset = gt_doc
-        gt.createIndex()
-        evaluator = COCOeval(gt, gt.loadRes(dets), "segm")
-        evaluator.params.useCats = 0
-        evaluator.params.maxDets = list(max_dets)
-        evaluator.evaluate()
-        evaluator.accumulate()
+    evaluator = coco.evaluate(gt_doc, dets, "segm", max_dets)
     return read_ar(evaluator.eval["recall"], max_dets)
 
 

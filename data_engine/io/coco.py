@@ -6,6 +6,8 @@ carry compressed RLE: {"size": [height, width], "counts": str}.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -90,6 +92,31 @@ def categories(labels: list[str]) -> tuple[list[dict], dict[str, int]]:
     """(COCO categories of the labels, {label: category id}): ids 1..N in the labels' order."""
     ids = {label: k + 1 for k, label in enumerate(labels)}
     return [{"id": ids[label], "name": label, "supercategory": LABEL} for label in labels], ids
+
+
+def evaluate(truth: dict, results: list[dict], iou_type: str, max_dets):
+    """The pycocotools COCOeval of COCO `results` (iou_type "segm" or "bbox") against the ground-truth document
+    `truth`, class-agnostic (useCats=0) with maxDets = max_dets: evaluated and accumulated, its printing
+    silenced. No results count as an empty result set."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = truth
+        gt.createIndex()
+        if results:
+            found = gt.loadRes(results)
+        else:  # loadRes refuses an empty list
+            found = COCO()
+            found.dataset = {"images": truth["images"], "annotations": [], "categories": truth["categories"]}
+            found.createIndex()
+        evaluator = COCOeval(gt, found, iou_type)
+        evaluator.params.useCats = 0
+        evaluator.params.maxDets = list(max_dets)
+        evaluator.evaluate()
+        evaluator.accumulate()
+    return evaluator
 
 
 def to_builtin(value):
