@@ -1,7 +1,8 @@
-"""COCO instances JSON files: load; build image entries, annotation dicts and categories; write atomically.
+"""COCO instances JSON: load; build image entries, annotation dicts and categories; write atomically;
+evaluate with pycocotools' COCOeval.
 
-Every COCO file the project writes is built here (importers/coco.py reads segmentations). Annotations
-carry compressed RLE: {"size": [height, width], "counts": str}.
+Every COCO document the project writes is built here (importers/coco.py reads segmentations).
+Annotations carry compressed RLE: {"size": [height, width], "counts": str}.
 """
 
 from __future__ import annotations
