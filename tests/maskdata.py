@@ -8,7 +8,7 @@ import numpy as np
 
 from data_engine.audit.load import mask_record
 from data_engine.io import coco, rle
-from data_engine.io.dataset import mask_id, write_shard
+from data_engine.io.dataset import image_row, mask_id, write_shard
 from data_engine.io.inputs import image_id
 
 
@@ -51,18 +51,8 @@ def write_dataset(out_dir: Path, images: dict, size=(64, 80), stage: str = "auto
     masks, rows = [], []
     for name, ms in images.items():
         masks += mask_rows(name, ms, stage)
-        rows.append(
-            {
-                "image_id": image_id(name),
-                "file_name": name,
-                "height": size[0],
-                "width": size[1],
-                "status": "ok",
-                "error": None,
-                "num_masks": len(ms),
-                "seconds": 0.0,
-            }
-        )
+        image = {"image_id": image_id(name), "file_name": name, "height": size[0], "width": size[1]}
+        rows.append(image_row(image, num_masks=len(ms), seconds=0.0))
     write_shard(out_dir, "shard-000000000", masks, rows)
     return out_dir
 
@@ -71,18 +61,9 @@ def write_coco(path: Path, images: dict, size=(64, 80)) -> Path:
     """images: {file_name: [masks]} -> a COCO instances file with RLE segmentations."""
     imgs, anns = [], []
     for i, (name, ms) in enumerate(images.items(), start=1):
-        imgs.append({"id": i, "file_name": name, "height": size[0], "width": size[1]})
-        for c, m in zip(rle.encode(np.stack(ms)) if ms else [], ms):
-            anns.append(
-                {
-                    "id": len(anns) + 1,
-                    "image_id": i,
-                    "category_id": 1,
-                    "iscrowd": 0,
-                    "area": int(m.sum()),
-                    "segmentation": {"size": list(size), "counts": c},
-                }
-            )
+        imgs.append(coco.image_entry({"file_name": name, "height": size[0], "width": size[1]}, i))
+        for c in rle.encode(np.stack(ms)) if ms else []:
+            anns.append(coco.annotation(len(anns) + 1, i, c, *size))
     coco.write(path, imgs, anns)
     return path
 

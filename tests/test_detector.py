@@ -298,6 +298,20 @@ def test_images_without_masks_or_files_are_listed_with_their_reason(scenes):
     assert "is missing; pass detector.image_root" in reasons["absent.png"]
 
 
+def test_a_dataset_without_its_images_is_refused_naming_the_detector_keys(tmp_path):
+    from maskdata import rect, write_dataset
+
+    from data_engine.io.dataset import RunRecordError
+    from data_engine.train.data import TrainDataError
+
+    folder = write_dataset(tmp_path / "data", {"a.png": [rect(64, 80, 0, 0, 30, 30)]})  # no run.json, no pictures/
+    with pytest.raises(TrainDataError, match=r"^detector\.data: cannot tell .* pass detector\.image_root="):
+        load_examples([str(folder)], None, 96)
+    (folder / "run.json").write_text("{not json")
+    with pytest.raises(RunRecordError, match=r"^detector\.data: .*run\.json is not a usable run record"):
+        load_examples([str(folder)], None, 96)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_stage_trains_on_the_gpu_and_the_model_detects_there(make_cfg, scenes, tmp_path):

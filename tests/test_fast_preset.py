@@ -9,7 +9,7 @@ import torch
 from segment_anything.modeling.image_encoder import Attention
 
 from data_engine.amg import decoder as decoder_module
-from data_engine.amg.agreement import agreement, match
+from data_engine.amg.agreement import agreement
 from data_engine.amg.generator import MaskGenerator
 from data_engine.config import check_amg
 from data_engine.io import rle
@@ -168,14 +168,6 @@ def test_agreement_figures_on_constructed_masks():
     assert figures["count_differs"] == 0.0
     figures = agreement([(a1, b1[:2], 40, 40), (a2, a2, 20, 20)])
     assert figures["count_differs"] == 0.5 and figures["only_b"] == 0
-
-
-def test_matching_is_one_to_one_best_first():
-    # Two near-copies of one mask on one side: only one is matched, the better one
-    a = squares(30, 30, [(0, 0, 10, 10)])
-    b = squares(30, 30, [(0, 0, 10, 9), (0, 0, 10, 10)])
-    assert match(a, b, 30, 30) == [(0, 1, 1.0)]
-    assert match(a, b, 30, 30, min_iou=1.01) == []
 
 
 def test_exact_settings_do_not_touch_the_fast_paths(tiny):

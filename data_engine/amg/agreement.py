@@ -6,22 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from data_engine.io import rle
-
-
-def match(a: list[str], b: list[str], height: int, width: int, min_iou: float = 0.5) -> list[tuple[int, int, float]]:
-    """One-to-one greedy matching of two images' masks (RLE counts), highest IoU first: (i, j, IoU)
-    for every pair with IoU >= min_iou."""
-    iou = rle.iou_matrix(a, b, height, width)
-    pairs, used_a, used_b = [], set(), set()
-    for flat in np.argsort(-iou, axis=None, kind="stable"):
-        i, j = divmod(int(flat), iou.shape[1])
-        if iou[i, j] < min_iou:
-            break
-        if i not in used_a and j not in used_b:
-            used_a.add(i)
-            used_b.add(j)
-            pairs.append((i, j, float(iou[i, j])))
-    return pairs
+from data_engine.io.match import greedy_pairs
 
 
 def agreement(images: list[tuple[list[str], list[str], int, int]], min_iou: float = 0.5) -> dict:
@@ -30,7 +15,7 @@ def agreement(images: list[tuple[list[str], list[str], int, int]], min_iou: floa
     only_b count masks left unmatched (IoU < min_iou with every mask of the other side)."""
     ious, differs, only_a, only_b = [], 0, 0, 0
     for a, b, height, width in images:
-        pairs = match(a, b, height, width, min_iou)
+        pairs = greedy_pairs(rle.iou_matrix(a, b, height, width), min_iou)  # best pairs first, one to one
         ious += [iou for _, _, iou in pairs]
         differs += len(a) != len(b)
         only_a += len(a) - len(pairs)

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from data_engine.io import inputs
-from data_engine.io.dataset import mask_row
+from data_engine.io.dataset import image_row, mask_row
 from data_engine.io.images import load_rgb
 from data_engine.io.prefetch import prefetch
 from data_engine.runtime import runs
@@ -98,22 +98,20 @@ class AutoWorker:
         the exception its load raised; `generated`: its generator columns when already computed, in
         `seconds`."""
         start = time.time() - seconds
-        row = {"image_id": inputs.image_id(name), "file_name": name, "num_masks": 0}
+        entry = {"image_id": inputs.image_id(name), "file_name": name}  # then its size, once decoded
         try:
             if isinstance(image, BaseException):
                 raise image
-            row.update(height=image.shape[0], width=image.shape[1])
+            entry.update(height=image.shape[0], width=image.shape[1])
             if generated is None:
-                masks = self.image_masks(image, row)
+                masks = self.image_masks(image, entry)
             else:
-                masks = mask_rows(generated, row, self.model_name)
+                masks = mask_rows(generated, entry, self.model_name)
         except Exception as err:  # per-image boundary: one bad file never stops the shard
             log.warning("%s failed: %s", name, reason(err))
-            row.update(status="failed", error=reason(err), seconds=time.time() - start)
-            return row, []
+            return image_row(entry, seconds=time.time() - start, error=reason(err)), []
         self.model_seconds += time.time() - start
-        row.update(status="ok", error=None, num_masks=len(masks), seconds=time.time() - start)
-        return row, masks
+        return image_row(entry, num_masks=len(masks), seconds=time.time() - start), masks
 
     def image_masks(self, image, row: dict) -> list[dict]:
         """The mask rows of one decoded image (a stage built on this worker prompts differently)."""

@@ -7,8 +7,8 @@ import logging
 from data_engine.audit import metrics
 from data_engine.audit.boundary import band_width, boundary_iou
 from data_engine.audit.load import AuditError
-from data_engine.audit.match import assign_max, match
 from data_engine.io import rle
+from data_engine.io.match import exact_pairs
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def evaluate_image(key, pred: dict, expert: dict, min_iou: float) -> dict:
     img = expert["images"][key]
     p, e = pred["masks"].get(key, []), expert["masks"].get(key, [])
     ids = {"image_id": pred["images"][key]["image_id"], "expert_image_id": img["image_id"]}
-    iou, pairs = match([m["counts"] for m in p], [m["counts"] for m in e], img["height"], img["width"], min_iou)
+    iou = rle.iou_matrix([m["counts"] for m in p], [m["counts"] for m in e], img["height"], img["width"])  # [P, E]
     return {
         **img,
         **ids,
@@ -87,7 +87,7 @@ def evaluate_image(key, pred: dict, expert: dict, min_iou: float) -> dict:
         "pred": p,
         "expert": e,
         "iou": iou,
-        "pairs": pairs,
+        "pairs": [(i, j) for i, j, _ in exact_pairs(iou, min_iou)],
         "min_iou": min_iou,
         "boundary_cache": {},
     }
@@ -159,7 +159,7 @@ def pred_groups(images: list[dict], field: str, min_iou: float, boundary_ratio: 
         rows, subsets = [], []
         for img in images:
             keep = [i for i, m in enumerate(img["pred"]) if m[field] == value]
-            pairs = [(keep[r], c) for r, c in assign_max(img["iou"][keep], min_iou)] if keep else []
+            pairs = [(keep[r], c) for r, c, _ in exact_pairs(img["iou"][keep], min_iou)] if keep else []
             rows += mask_rows(img, pairs, keep, boundary_ratio)
             subsets.append({**img, "pred": [img["pred"][i] for i in keep]})
         out[value] = {**metrics.summarize(rows), **metrics.coco_ar(subsets)["all"]}

@@ -7,10 +7,9 @@ with None for the side that is absent.
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
+
+from data_engine.io import coco
 
 PAIR_THRESHOLDS = (0.90, 0.75)  # SA-1B's audit: share of pairs with IoU above these
 RECALL_THRESHOLDS = (0.5, 0.75, 0.9)  # expert masks matched at IoU >= t
@@ -104,25 +103,8 @@ def coco_ar(images: list[dict], max_dets=AR_MAX_DETS) -> dict:
     `images`: [{height, width, expert: [{counts, area}], pred: [{counts, score}]}]. AR@k is the mean
     over IoU thresholds 0.50:0.95 of eval['recall'] at maxDets k; None where no expert mask counts.
     """
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     gt_doc, dets = coco_documents(images)
-    if not dets:  # COCO.loadRes refuses an empty list: nothing found, recall 0 where there is ground truth
-        areas = [a["area"] for a in gt_doc["annotations"]]
-        return {
-            name: {f"ar@{k}": 0.0 if any(lo <= a <= hi for a in areas) else None for k in max_dets}
-            for name, (lo, hi) in COCO_AREAS.items()
-        }
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        gt = COCO()
-        gt.dataset = gt_doc
-        gt.createIndex()
-        evaluator = COCOeval(gt, gt.loadRes(dets), "segm")
-        evaluator.params.useCats = 0
-        evaluator.params.maxDets = list(max_dets)
-        evaluator.evaluate()
-        evaluator.accumulate()
+    evaluator = coco.evaluate(gt_doc, dets, "segm", max_dets)
     return read_ar(evaluator.eval["recall"], max_dets)
 
 
@@ -131,26 +113,19 @@ def coco_documents(images: list[dict]) -> tuple[dict, list[dict]]:
     gt = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "object"}]}
     dets = []
     for image_id, img in enumerate(images, start=1):
-        size = [img["height"], img["width"]]
-        gt["images"].append({"id": image_id, "height": img["height"], "width": img["width"]})
+        h, w = img["height"], img["width"]
+        gt["images"].append({"id": image_id, "height": h, "width": w})
         for m in img["expert"]:
-            gt["annotations"].append(
-                {
-                    "id": len(gt["annotations"]) + 1,
-                    "image_id": image_id,
-                    "category_id": 1,
-                    "segmentation": {"size": size, "counts": m["counts"]},
-                    "area": m["area"],
-                    "iscrowd": 0,
-                }
-            )
+            ann_id = len(gt["annotations"]) + 1
+            gt["annotations"].append(coco.annotation(ann_id, image_id, m["counts"], h, w, area=m["area"]))
         for m in img["pred"]:
+            score = 1.0 if m["score"] is None else m["score"]
             dets.append(
                 {
                     "image_id": image_id,
                     "category_id": 1,
-                    "segmentation": {"size": size, "counts": m["counts"]},
-                    "score": 1.0 if m["score"] is None else m["score"],
+                    "segmentation": coco.segmentation(m["counts"], h, w),
+                    "score": score,
                 }
             )
     return gt, dets

@@ -1,16 +1,14 @@
-"""One self-contained HTML file: figure tables, and matplotlib plots embedded as base64 PNG."""
+"""The audit's report.html: figure tables, plots and the worst images' overlays (io.html_report's kit)."""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from pathlib import Path
 
 import numpy as np
 
 from data_engine.audit import metrics
 from data_engine.io import rle
+from data_engine.io.html_report import esc, figure, fmt, img_tag, page, table, to_png
 from data_engine.io.images import load_rgb
 from data_engine.io.overlays import draw, outline
 
@@ -70,7 +68,6 @@ def write_report(result: dict, path: str | Path, image_root: str | Path | None, 
     """report.html from audit() output; `image_root` holds the images for the worst-image overlays."""
     m = result["metrics"]
     parts = [
-        f"<h1>{esc(title)}</h1>",
         f"<p>{esc(NOTE)}</p>",
         settings_table(inputs),
         "<h2>Summary</h2>",
@@ -89,35 +86,7 @@ def write_report(result: dict, path: str | Path, image_root: str | Path | None, 
         table([[fmt(w.get(c)) for c in WORST_COLUMNS] for w in m["worst_images"]], WORST_COLUMNS),
         *worst_overlays(result, image_root),
     ]
-    Path(path).write_text(page(title, "\n".join(parts)))
-
-
-def page(title: str, body: str) -> str:
-    style = (
-        "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
-        "td:first-child{text-align:left}img{max-width:100%}"
-    )
-    return (
-        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{esc(title)}</title>"
-        f"<style>{style}</style></head><body>\n{body}\n</body></html>\n"
-    )
-
-
-def esc(value) -> str:
-    return html.escape(str(value))
-
-
-def fmt(value) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def table(rows: list[list], header: list[str]) -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    Path(path).write_text(page(title, parts))
 
 
 def group_table(groups: dict) -> str:
@@ -130,28 +99,6 @@ def group_table(groups: dict) -> str:
 
 def settings_table(inputs: dict) -> str:
     return table([[k, fmt(v)] for k, v in inputs.items()], ["setting", "value"])
-
-
-def img_tag(png: bytes, alt: str = "plot") -> str:
-    return f"<p><img alt='{esc(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'></p>"
-
-
-def to_png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def figure(ncols: int = 1, width: float = 6.0, height: float = 3.5):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
 
 
 def iou_histograms(rows: list[dict]) -> bytes:

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from data_engine.io import rle
-from data_engine.io.dataset import RunRecordError
 from data_engine.io.inputs import image_id
 from data_engine.train.data import TrainDataError, load_sources
 
@@ -23,19 +22,11 @@ def load_examples(
 ) -> tuple[list[dict], list[dict]]:
     """Examples {'image': [3, h, w] uint8, 'boxes': [K, 4] float32 XYXY, 'areas': [K] mask areas,
     'file_name', 'small_masks'} and the images or annotations left out, each with its reason."""
-    try:
-        examples, skipped = load_sources(paths, image_root, size, max_images)
-    except (TrainDataError, RunRecordError) as err:  # both name train.* keys
-        raise TrainDataError(own_keys(str(err))) from None
+    examples, skipped = load_sources(paths, image_root, size, max_images, section="detector")
     for ex in examples:
         xywh = rle.bbox(ex["masks"], size, size)  # [K, 4], w = x_max - x_min + 1
         ex["boxes"] = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.float32)
-    return examples, [{**row, "reason": own_keys(row["reason"])} for row in skipped]
-
-
-def own_keys(message: str) -> str:
-    """The shared reader names train.* keys in its messages; this stage's keys are detector.*."""
-    return message.replace("train.data", "detector.data").replace("train.image_root", "detector.image_root")
+    return examples, skipped
 
 
 def split(examples: list[dict], val_fraction: float) -> tuple[list[dict], list[dict]]:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from data_engine.detector.model import detect
+from data_engine.io import coco
 
 MAX_DETS = (1, 10, 100, 300)
 AP_MAX_DETS = 100  # COCO's convention for AP
@@ -24,11 +20,11 @@ def box_metrics(model, examples: list[dict], score_thresh: float = 0.0) -> dict:
     gt = ground_truth(examples)
     dets = detections(model, examples, score_thresh)
     counts["detections"] = len(dets)
-    return {**summarize(run_cocoeval(gt, dets)), **counts}
+    return {**summarize(coco.evaluate(gt, dets, "bbox", MAX_DETS)), **counts}
 
 
-def ground_truth(examples: list[dict]) -> COCO:
-    """A COCO object of the examples' boxes: image ids are positions, one category."""
+def ground_truth(examples: list[dict]) -> dict:
+    """A COCO document of the examples' boxes: image ids are positions, one category."""
     images, annotations = [], []
     for i, ex in enumerate(examples):
         h, w = ex["image"].shape[-2:]
@@ -45,11 +41,7 @@ def ground_truth(examples: list[dict]) -> COCO:
                     "iscrowd": 0,
                 }
             )
-    gt = COCO()
-    gt.dataset = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
-    return gt
+    return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "object"}]}
 
 
 def detections(model, examples: list[dict], score_thresh: float) -> list[dict]:
@@ -62,22 +54,7 @@ def detections(model, examples: list[dict], score_thresh: float) -> list[dict]:
     return results
 
 
-def run_cocoeval(gt: COCO, dets: list[dict]) -> COCOeval:
-    """COCOeval for boxes, class-agnostic (useCats=0), maxDets raised to MAX_DETS; its printing silenced."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes(dets) if dets else COCO()
-        if not dets:
-            dt.dataset = {"images": gt.dataset["images"], "annotations": [], "categories": gt.dataset["categories"]}
-            dt.createIndex()
-        ev = COCOeval(gt, dt, iouType="bbox")
-        ev.params.useCats = 0
-        ev.params.maxDets = list(MAX_DETS)
-        ev.evaluate()
-        ev.accumulate()
-    return ev
-
-
-def summarize(ev: COCOeval) -> dict:
+def summarize(ev) -> dict:
     """AP and AR read from ev.eval (summarize() hard-codes maxDets positions), area range 'all'."""
     p = ev.params
     area, at = p.areaRngLbl.index("all"), MAX_DETS.index(AP_MAX_DETS)

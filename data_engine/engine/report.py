@@ -1,5 +1,5 @@
 """The loop's report: OUT/engine_report.json and OUT/engine_report.html (tables and embedded plots,
-built with the audit report's helpers).
+built with io.html_report's kit).
 
 Per step: what went in and out (its summary's figures; images, masks and masks per image of its
 images/ table; for imports of click sessions, how closely the model followed the clicks). Per model
@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from data_engine.audit.report import esc, figure, fmt, img_tag, page, table, to_png
 from data_engine.engine import evaluate
 from data_engine.io.atomic import write_text_atomic
+from data_engine.io.html_report import esc, figure, fmt, img_tag, page, table, to_png
 
 JSON = "engine_report.json"
 HTML = "engine_report.html"
@@ -164,7 +164,7 @@ def model_entries(cfg: dict, steps: list[dict], rows: list[dict], out_dir: Path)
 
 def html_page(doc: dict) -> str:
     title = "Data engine loop" + (f": {doc['engine']}" if doc["engine"] else "")
-    parts = [f"<h1>{esc(title)}</h1>", f"<p>{esc(NOTE)}</p>", f"<p>output: {esc(doc['output'])}</p>"]
+    parts = [f"<p>{esc(NOTE)}</p>", f"<p>output: {esc(doc['output'])}</p>"]
     parts += ["<h2>Steps</h2>", steps_table(doc["steps"])]
     if doc["models"]:
         parts += ["<h2>Model quality per round</h2>", models_table(doc["models"])]
@@ -178,7 +178,7 @@ def html_page(doc: dict) -> str:
         if rows:
             parts += [f"<h2>{esc(stage)} steps</h2>", figures_table(rows)]
     parts += ["<h2>Step definitions</h2>", definitions_table(doc["steps"])]
-    return page(title, "\n".join(parts))
+    return page(title, parts)
 
 
 def steps_table(steps: list[dict]) -> str:

@@ -106,7 +106,7 @@ def write_sa1b(images: list[dict], masks: dict, out_dir: Path) -> dict:
 def sa1b_annotation(row: dict) -> dict:
     return {
         "id": row["mask_id"],
-        "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
+        "segmentation": coco.segmentation(row["segmentation"], row["height"], row["width"]),
         **{k: row[k] for k in SA1B_FIELDS},
     }
 
@@ -141,8 +141,8 @@ def write_coco(images: list[dict], masks: dict, out_dir: Path, polygon_tolerance
     are polygons (exports/polygons.py)."""
     coco_images, annotations = [], []
     for img in images:
-        coco_images.append({k: img[k] for k in ("file_name", "height", "width")} | {"id": img["image_id"]})
-        annotations += [coco_annotation(row) for row in masks.get(img["file_name"], [])]
+        coco_images.append(coco.image_entry(img, img["image_id"]))
+        annotations += [coco.dataset_annotation(row) for row in masks.get(img["file_name"], [])]
     conversion = {}
     if polygon_tolerance is not None:
         annotations, conversion = polygons.to_polygons(annotations, polygon_tolerance)
@@ -156,23 +156,6 @@ def write_coco_polygons(
 ) -> dict:
     """instances.json as write_coco writes it, with polygon segmentations simplified to polygon_tolerance px."""
     return write_coco(images, masks, out_dir, polygon_tolerance)
-
-
-def coco_annotation(row: dict) -> dict:
-    return {
-        "id": row["mask_id"],
-        "image_id": row["image_id"],
-        "category_id": 1,
-        "iscrowd": 0,
-        "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
-        "area": row["area"],
-        "bbox": row["bbox"],
-        "score": row["predicted_iou"],
-        **{
-            k: row[k]
-            for k in ("predicted_iou", "stability_score", "point_coords", "crop_box", "stage", "source", "model")
-        },
-    }
 
 
 # ---------------------------------------------------------------------------------------------

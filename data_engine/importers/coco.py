@@ -161,36 +161,27 @@ def export(rows: list[dict], path: str | Path) -> dict:
     Image ids are 1..N in file-name order; categories come from each row's extra `label` ("object"
     when it has none). Returns {"images": N, "annotations": M}.
     """
-    names = sorted({r["file_name"] for r in rows})
-    image_ids = {name: i + 1 for i, name in enumerate(names)}
-    sizes = {r["file_name"]: (r["height"], r["width"]) for r in rows}
-    labels = sorted({label_of(r) for r in rows})
-    category_ids = {label: i + 1 for i, label in enumerate(labels)}
-    images = [{"id": image_ids[n], "file_name": n, "height": sizes[n][0], "width": sizes[n][1]} for n in names]
+    by_name = {r["file_name"]: r for r in rows}
+    image_ids = {name: i + 1 for i, name in enumerate(sorted(by_name))}
+    categories, category_ids = coco_json.categories(sorted({label_of(r) for r in rows}))
+    images = [coco_json.image_entry(by_name[name], image_id) for name, image_id in image_ids.items()]
     annotations = [coco_annotation(i + 1, r, image_ids, category_ids) for i, r in enumerate(rows)]
-    categories = [{"id": category_ids[label], "name": label, "supercategory": "object"} for label in labels]
     coco_json.write(path, images, annotations, categories)
     return {"images": len(images), "annotations": len(annotations)}
 
 
 def coco_annotation(ann_id: int, row: dict, image_ids: dict, category_ids: dict) -> dict:
-    extra = json.loads(row.get("extra") or "{}")
-    ann = {
-        "id": ann_id,
-        "image_id": image_ids[row["file_name"]],
-        "category_id": category_ids[label_of(row)],
-        "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
-        "area": int(row["area"]),
-        "bbox": [float(v) for v in row["bbox"]],
-        "iscrowd": int(extra.get("iscrowd", 0)),
-        "source": row.get("source"),
-        "stage": row.get("stage"),
-    }
+    """The COCO annotation of a mask row: its label's category, iscrowd and score as it was imported."""
+    iscrowd = int(json.loads(row.get("extra") or "{}").get("iscrowd", 0))
+    fields = {"source": row.get("source"), "stage": row.get("stage")}
     if row.get("predicted_iou") is not None:
-        ann["score"] = float(row["predicted_iou"])
-    return ann
+        fields["score"] = float(row["predicted_iou"])
+    category = category_ids[label_of(row)]
+    return coco_json.row_annotation(
+        row, ann_id, image_ids[row["file_name"]], category_id=category, iscrowd=iscrowd, **fields
+    )
 
 
 def label_of(row: dict) -> str:
     label = json.loads(row.get("extra") or "{}").get("label")
-    return str(label) if label not in (None, "") else "object"
+    return str(label) if label not in (None, "") else coco_json.LABEL

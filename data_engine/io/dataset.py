@@ -104,6 +104,21 @@ def mask_row(
     }
 
 
+def image_row(image: dict, num_masks: int = 0, seconds: float | None = None, error: str | None = None) -> dict:
+    """The one builder of an IMAGE_SCHEMA row: the image's id, file name and size (None where it could not be
+    read), status "ok", or "failed" with the `error` that says why, its mask count and seconds spent."""
+    return {
+        "image_id": image["image_id"],
+        "file_name": image["file_name"],
+        "height": image.get("height"),
+        "width": image.get("width"),
+        "status": "ok" if error is None else "failed",
+        "error": error,
+        "num_masks": num_masks,
+        "seconds": seconds,
+    }
+
+
 def mask_id(image_id: int, stage: str, index: int) -> int:
     """Stable 63-bit id of the `index`-th mask a stage wrote for an image: the same on every rerun."""
     digest = hashlib.sha1(f"{image_id}/{stage}/{index}".encode()).digest()
@@ -320,11 +335,8 @@ class Dataset:
         images = {r["image_id"]: r for r in self.images(pc.field("status") == "ok").to_pylist()}
         for row in masks:
             images.setdefault(row["image_id"], row)  # images known only from masks/
-        entries = [
-            {"id": r["image_id"], **{k: r[k] for k in ("file_name", "height", "width")}}
-            for r in sorted(images.values(), key=lambda r: r["file_name"])
-        ]
-        coco.write(path, entries, [coco_annotation(row) for row in masks])
+        entries = [coco.image_entry(r, r["image_id"]) for r in sorted(images.values(), key=lambda r: r["file_name"])]
+        coco.write(path, entries, [coco.dataset_annotation(row) for row in masks])
         return Path(path)
 
     def join_audit(self, audit_dir: str | Path, columns=None, as_pandas: bool = False):
@@ -338,22 +350,6 @@ class Dataset:
         for name in AUDIT_COLUMNS[1:]:
             masks = masks.append_column(name, taken[name])
         return masks.to_pandas() if as_pandas else masks
-
-
-def coco_annotation(row: dict) -> dict:
-    """A mask row as a COCO annotation: its RLE, area and box, score = predicted_iou, and its provenance."""
-    provenance = ("predicted_iou", "stability_score", "point_coords", "crop_box", "stage", "source", "model")
-    return {
-        "id": row["mask_id"],
-        "image_id": row["image_id"],
-        "category_id": 1,
-        "iscrowd": 0,
-        "segmentation": {"size": [row["height"], row["width"]], "counts": row["segmentation"]},
-        "area": row["area"],
-        "bbox": row["bbox"],
-        "score": row["predicted_iou"],
-        **{k: row[k] for k in provenance},
-    }
 
 
 def find_image_root(folder: Path, record: dict) -> Path | None:

@@ -20,12 +20,11 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from data_engine.errors import UserError
 from data_engine.importers.coco import segmentation_counts
 from data_engine.importers.validate import Rejected
 from data_engine.io import coco, rle
+from data_engine.io.match import greedy_pairs
 
 
 class AnnotatorError(UserError, ValueError):
@@ -44,16 +43,8 @@ def review(
     """One image's decisions, as indices: {"kept": [(p, e, iou)], "fixed": [(p, e, iou)], "deleted": [p],
     "drawn": [e]} for prefilled masks p and expert masks e (RLE counts of an height x width image)."""
     iou = rle.iou_matrix(prefilled, expert, height, width)  # [P, E]
-    # Best pairs first, one to one, at IoU >= keep_iou
-    pairs, used_p, used_e = [], set(), set()
-    for flat in np.argsort(-iou, axis=None, kind="stable"):
-        p, e = divmod(int(flat), len(expert))
-        if iou[p, e] < keep_iou:
-            break
-        if p not in used_p and e not in used_e:
-            pairs.append((p, e, float(iou[p, e])))
-            used_p.add(p)
-            used_e.add(e)
+    pairs = greedy_pairs(iou, keep_iou)  # best pairs first, one to one
+    used_p, used_e = {p for p, _, _ in pairs}, {e for _, e, _ in pairs}
     fixed = [pair for pair in pairs if fix_below is not None and pair[2] < fix_below]
     areas = rle.area(expert, height, width)
     return {
@@ -107,17 +98,7 @@ def result_annotations(image: dict, pre: list[str], expert: list[str], decided: 
     masks += [(expert[e], "drawn") for e in decided["drawn"]]
     h, w = image["height"], image["width"]
     return [
-        {
-            "id": start + k + 1,
-            "image_id": image["id"],
-            "category_id": 1,
-            "iscrowd": 0,
-            "segmentation": {"size": [h, w], "counts": counts},
-            "area": int(rle.area([counts], h, w)[0]),
-            "bbox": rle.bbox([counts], h, w)[0].tolist(),
-            "annotator": "simulated",
-            "action": action,
-        }
+        coco.annotation(start + k + 1, image["id"], counts, h, w, annotator="simulated", action=action)
         for k, (counts, action) in enumerate(masks)
     ]
 

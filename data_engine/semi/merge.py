@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from data_engine.io import rle
 from data_engine.io.dataset import mask_row
+from data_engine.io.match import greedy_pairs
 
 KEPT, EDITED, ADDED = "prefill_kept", "prefill_edited", "annotator"
 COUNTS = ("prefilled", "kept", "edited", "deleted", "added", "masks_before", "masks_after")
@@ -39,15 +38,9 @@ def match(prefilled: list[str], drawn: list[str], height: int, width: int, edit_
     # Changed masks: the best remaining overlaps at IoU >= edit_iou, greedily
     dl, pl = sorted(free_d), sorted(free_p)
     iou = rle.iou_matrix([drawn[d] for d in dl], [prefilled[p] for p in pl], height, width)  # [D, P]
-    edited = []
-    for flat in np.argsort(-iou, axis=None, kind="stable"):
-        i, j = divmod(int(flat), len(pl))
-        if iou[i, j] < edit_iou or iou[i, j] <= 0:
-            break
-        if dl[i] in free_d and pl[j] in free_p:
-            edited.append((dl[i], pl[j], float(iou[i, j])))
-            free_d.discard(dl[i])
-            free_p.discard(pl[j])
+    edited = [(dl[i], pl[j], v) for i, j, v in greedy_pairs(iou, edit_iou)]
+    free_d -= {d for d, _, _ in edited}
+    free_p -= {p for _, p, _ in edited}
     return {"kept": kept, "edited": edited, "added": sorted(free_d), "deleted": sorted(free_p)}
 
 

@@ -168,22 +168,14 @@ def cvat_mask(row: dict) -> dict:
 def write_coco(images, masks, path, image_url: str = "", kind="predictions") -> None:
     image_ids = {img["file_name"]: k + 1 for k, img in enumerate(images)}
     rows = [row for img in images for row in masks.get(img["file_name"], [])]
-    labels = sorted({label_of(r) for r in rows} | {LABEL})
-    category_ids = {name: k + 1 for k, name in enumerate(labels)}
+    categories, category_ids = coco.categories(sorted({label_of(r) for r in rows} | {LABEL}))
     coco_images = [
-        {
-            "id": image_ids[img["file_name"]],
-            "file_name": img["file_name"],
-            "height": img["height"],
-            "width": img["width"],
-            "dataset_image_id": img["image_id"],
-        }
-        for img in images
+        coco.image_entry(img, image_ids[img["file_name"]], dataset_image_id=img["image_id"]) for img in images
     ]
-    annotations = [coco_annotation(n + 1, row, image_ids, category_ids) for n, row in enumerate(rows)]
-    for ann, row in zip(annotations, rows):
-        ann["extra"] = json.loads(row["extra"]) if row.get("extra") else None
-    categories = [{"id": i, "name": name, "supercategory": LABEL} for name, i in category_ids.items()]
+    annotations = [
+        {**coco_annotation(n + 1, row, image_ids, category_ids), "extra": json.loads(row["extra"] or "null")}
+        for n, row in enumerate(rows)
+    ]
     coco.write(path, coco_images, annotations, categories)
 
 

@@ -125,20 +125,9 @@ def source_images(source: Dataset, min_area: int) -> dict[str, dict]:
 
 def write_coco(path: Path, images: list[dict]) -> None:
     """A COCO instances file of the images' objects (RLE; ids from the source's mask ids)."""
-    coco_images = [
-        {"id": n + 1, "file_name": img["file_name"], "height": img["height"], "width": img["width"]}
-        for n, img in enumerate(images)
-    ]
+    coco_images = [coco.image_entry(img, n + 1) for n, img in enumerate(images)]
     annotations = [
-        {
-            "id": obj["id"],
-            "image_id": n + 1,
-            "category_id": 1,
-            "iscrowd": 0,
-            "segmentation": {"size": [img["height"], img["width"]], "counts": obj["counts"]},
-            "area": obj["area"],
-            "bbox": rle.bbox([obj["counts"]], img["height"], img["width"])[0].tolist(),
-        }
+        coco.annotation(obj["id"], n + 1, obj["counts"], img["height"], img["width"], area=obj["area"])
         for n, img in enumerate(images)
         for obj in img["objects"]
     ]

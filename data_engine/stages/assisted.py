@@ -16,6 +16,7 @@ from data_engine.errors import check_choice, check_path, require
 from data_engine.importers import FORMATS, clicks, import_annotations
 from data_engine.importers.results import inputs_digest, write_report
 from data_engine.io import inputs
+from data_engine.io.dataset import image_row
 from data_engine.io.images import load_rgb
 from data_engine.model.build import model_args, model_record
 from data_engine.runtime import runs
@@ -135,23 +136,15 @@ class AssistedWorker:
     def process_image(self, item: dict) -> tuple[dict, list[dict]]:
         """The image row and its mask rows; a failed replay keeps the human masks and records why."""
         start = time.time()
-        row = {
-            "image_id": inputs.image_id(item["file_name"]),
-            "file_name": item["file_name"],
-            "height": item["height"],
-            "width": item["width"],
-            "status": "ok",
-            "error": None,
-        }
-        rows = list(item["masks"])
+        image = {**item, "image_id": inputs.image_id(item["file_name"])}
+        rows, error = list(item["masks"]), None
         if item["objects"]:
             try:
                 rows += self.replay(item)
             except Exception as err:  # per-image boundary: one bad image never stops the shard
                 log.warning("click replay on %s failed: %s", item["file_name"], err)
-                row.update(status="failed", error=f"click replay: {type(err).__name__}: {err}")
-        row.update(num_masks=len(rows), seconds=time.time() - start)
-        return row, rows
+                error = f"click replay: {type(err).__name__}: {err}"
+        return image_row(image, num_masks=len(rows), seconds=time.time() - start, error=error), rows
 
     def replay(self, item: dict) -> list[dict]:
 

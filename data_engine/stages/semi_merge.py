@@ -24,7 +24,7 @@ from data_engine.errors import ConfigError, check_number, check_path, require
 from data_engine.importers import FORMATS, import_annotations
 from data_engine.importers.results import IMPORTED, REJECTED, inputs_digest, write_report
 from data_engine.io import inputs
-from data_engine.io.dataset import Dataset, shard_files, shard_path, table, write_atomic
+from data_engine.io.dataset import Dataset, image_row, shard_files, shard_path, table, write_atomic
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
 from data_engine.semi.merge import COUNTS, merge_image, totals
@@ -156,13 +156,12 @@ class MergeWorker:
     def __call__(self, shard: dict, on_image=lambda *event: None) -> dict:
         start, results, per_image = time.time(), [], []
         for i, name in enumerate(shard["files"]):
-            t0, image = time.time(), dict(self.images[name])
+            t0, image = time.time(), self.images[name]
             counts = dict.fromkeys(COUNTS, 0)
             rows = []
             if image["status"] == "ok":
                 rows, counts = merge_image(image, self.prefilled.get(name, []), self.drawn.get(name, []), self.edit_iou)
-            image.update(num_masks=len(rows), seconds=time.time() - t0)
-            results.append((image, rows))
+            results.append((image_row(image, len(rows), time.time() - t0, image["error"]), rows))
             per_image.append({"image_id": image["image_id"], "file_name": name, "status": image["status"], **counts})
             on_image(shard["shard_id"], i, len(rows), image["status"] == "failed")
         write_atomic(table(per_image, MERGE_SCHEMA), shard_path(self.out_dir, "merge", shard["shard_id"]))

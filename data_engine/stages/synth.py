@@ -13,7 +13,7 @@ import numpy as np
 from data_engine.errors import check_int, require
 from data_engine.io import coco, inputs, rle
 from data_engine.io.atomic import atomic_path
-from data_engine.io.dataset import mask_row, read_images, read_masks, shard_name
+from data_engine.io.dataset import image_row, mask_row, read_images, read_masks, shard_name
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
 from data_engine.synth import scenes as synth
@@ -89,12 +89,8 @@ def write_scenes(out_dir: Path, shard: dict, s: dict) -> dict:
             "file_name": name,
             "height": scene["height"],
             "width": scene["width"],
-            "status": "ok",
-            "error": None,
-            "num_masks": len(rows),
-            "seconds": None,
         }
-        results.append((image, rows))
+        results.append((image_row(image, num_masks=len(rows)), rows))
     return runs.complete_shard(out_dir, shard["shard_id"], results, start)
 
 
@@ -149,21 +145,7 @@ def write_coco(out_dir: Path) -> None:
     annotations = []
     for m in sorted(masks, key=lambda r: json.loads(r["extra"])["id"]):
         extra = json.loads(m["extra"])
-        annotations.append(
-            {
-                "id": extra["id"],
-                "image_id": m["image_id"],
-                "category_id": 1,
-                "iscrowd": 0,
-                "segmentation": {"size": [m["height"], m["width"]], "counts": m["segmentation"]},
-                "area": m["area"],
-                "bbox": m["bbox"],
-                "shape": extra["shape"],
-                "level": extra["level"],
-                "part_of": extra["part_of"],
-            }
-        )
-    coco_images = [
-        {"id": r["image_id"], "file_name": r["file_name"], "height": r["height"], "width": r["width"]} for r in images
-    ]
+        scene_fields = {k: extra[k] for k in ("shape", "level", "part_of")}
+        annotations.append(coco.row_annotation(m, extra["id"], m["image_id"], **scene_fields))
+    coco_images = [coco.image_entry(r, r["image_id"]) for r in images]
     coco.write(out_dir / "instances.json", coco_images, annotations)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from data_engine.io import coco
+
 
 def inside_distance(mask: np.ndarray) -> np.ndarray:
     """[H, W] float: distance of each mask pixel to the nearest pixel outside it (0 outside)."""
@@ -79,9 +81,7 @@ def image_sessions(image: dict, objects: list[dict], seed: int, index: int, max_
             {
                 "id": obj["id"],
                 "clicks": session(obj["mask"], rng, max_clicks),
-                "final_mask": {"size": [image["height"], image["width"]], "counts": obj["counts"]}
-                if final_mask
-                else None,
+                "final_mask": coco.segmentation(obj["counts"], image["height"], image["width"]) if final_mask else None,
                 "annotator": "simulated",
             }
         )

@@ -25,17 +25,18 @@ class TrainDataError(UserError, ValueError):
 
 
 def load_sources(
-    paths: list[str], image_root: str | None, img_size: int, max_images: int | None = None
+    paths: list[str], image_root: str | None, img_size: int, max_images: int | None = None, section: str = "train"
 ) -> tuple[list[dict], list[dict]]:
     """Examples from every source: {'image': [3, h, w] uint8 tensor, 'masks': RLE counts in the
     img_size x img_size frame, 'file_name', 'small_masks': how many of its masks were too small},
     and what was left out: images {'source', 'file_name', 'reason'} (missing, unreadable, or no mask
     of MIN_FRAME_AREA px in the frame, or a COCO image entry that cannot be used) and COCO annotations
     {..., 'annotation': id, 'reason'} that stage 1's importer rejects. A run loses no image or
-    annotation silently."""
+    annotation silently. Messages name the keys of the stage's config `section` (SECTION.data,
+    SECTION.image_root)."""
     examples, skipped = [], []
     for path in paths:
-        for root, file_name, masks, bad, unusable in list_source(Path(path).expanduser(), image_root):
+        for root, file_name, masks, bad, unusable in list_source(Path(path).expanduser(), image_root, section):
             if max_images is not None and len(examples) >= max_images:
                 return examples, skipped
             skipped.extend(
@@ -44,7 +45,7 @@ def load_sources(
             if file_name is None:  # annotations of no listed image
                 continue
             example, reason = (
-                (None, unusable) if unusable else load_example(root / file_name, masks, img_size, rejected=len(bad))
+                (None, unusable) if unusable else load_example(root / file_name, masks, img_size, len(bad), section)
             )
             if example:
                 examples.append({**example, "file_name": file_name})
@@ -53,12 +54,14 @@ def load_sources(
     if not examples:
         first = f"; first left out: {skipped[0]['file_name']}: {skipped[0]['reason']}" if skipped else ""
         raise TrainDataError(
-            f"train.data={paths}: no image with a mask of at least {MIN_FRAME_AREA} px was found{first}"
+            f"{section}.data={paths}: no image with a mask of at least {MIN_FRAME_AREA} px was found{first}"
         )
     return examples, skipped
 
 
-def load_example(path: Path, masks: list[tuple], img_size: int, rejected: int = 0) -> tuple[dict | None, str | None]:
+def load_example(
+    path: Path, masks: list[tuple], img_size: int, rejected: int, section: str
+) -> tuple[dict | None, str | None]:
     """(example, None), or (None, why the image cannot be trained on); `rejected`: how many of its
     annotations were left out."""
     if not masks:
@@ -66,7 +69,7 @@ def load_example(path: Path, masks: list[tuple], img_size: int, rejected: int = 
             f"none of its {rejected} annotations could be used" if rejected else "the source has no mask for it"
         )
     try:
-        example = to_frame(path, masks, img_size)
+        example = to_frame(path, masks, img_size, section)
     except (ImageError, TrainDataError) as e:
         return None, f"{type(e).__name__}: {e}"
     if not example["masks"]:
@@ -74,23 +77,24 @@ def load_example(path: Path, masks: list[tuple], img_size: int, rejected: int = 
     return example, None
 
 
-def list_source(path: Path, image_root: str | None):
+def list_source(path: Path, image_root: str | None, section: str):
     """Yield (image root, file name, [(counts, height, width)], [(annotation id, reason)], why the image
     entry itself cannot be used or None) per image."""
     if path.is_dir() and (path / "masks").is_dir():
-        yield from parquet_source(path, image_root)
+        yield from parquet_source(path, image_root, section)
     elif path.is_file() and path.suffix == ".json":
         yield from coco_source(path, image_root)
     else:
         raise TrainDataError(
-            f"train.data: {path} is neither a data-engine output folder (with masks/) nor a COCO instances .json file"
+            f"{section}.data: {path} is neither a data-engine output folder (with masks/) "
+            "nor a COCO instances .json file"
         )
 
 
-def parquet_source(path: Path, image_root: str | None):
+def parquet_source(path: Path, image_root: str | None, section: str):
     """Masks of any stage's output; images from image_root, the run's input folder, or pictures/.
     Images of the output's images table without a mask (failed ones too) come with no masks."""
-    dataset = open_dataset(path, image_root)
+    dataset = open_dataset(path, image_root, section)
     root = dataset.image_root
     table = dataset.masks(columns=["file_name", "height", "width", "segmentation"]).to_pylist()
     by_file: dict[str, list] = {name: [] for name in dataset.images(columns=["file_name"])["file_name"].to_pylist()}
@@ -100,16 +104,18 @@ def parquet_source(path: Path, image_root: str | None):
         yield root, name, by_file[name], [], None
 
 
-def parquet_image_root(path: Path) -> Path:
-    return open_dataset(path, None).image_root
+def parquet_image_root(path: Path, section: str = "train") -> Path:
+    return open_dataset(path, None, section).image_root
 
 
-def open_dataset(path: Path, image_root: str | None) -> Dataset:
+def open_dataset(path: Path, image_root: str | None, section: str = "train") -> Dataset:
     """The dataset with its images under image_root, or where its run read them; a TrainDataError when
     neither is known."""
-    dataset = Dataset.open(path, "train.data", image_root=image_root)
+    dataset = Dataset.open(path, f"{section}.data", image_root=image_root)
     if dataset.image_root is None:
-        raise TrainDataError(f"train.data: cannot tell where the images of {path} are; pass train.image_root=FOLDER")
+        raise TrainDataError(
+            f"{section}.data: cannot tell where the images of {path} are; pass {section}.image_root=FOLDER"
+        )
     return dataset
 
 
@@ -159,10 +165,10 @@ def image_entries(entries: list) -> tuple[list[str], list[tuple[str, str]]]:
     return names, unusable
 
 
-def to_frame(path: Path, masks: list[tuple], img_size: int) -> dict:
+def to_frame(path: Path, masks: list[tuple], img_size: int, section: str) -> dict:
     """Resize the image as SAM's ResizeLongestSide does; masks follow by area averaging."""
     if not path.exists():
-        raise TrainDataError(f"train.data: image {path} is missing; pass train.image_root=FOLDER holding it")
+        raise TrainDataError(f"{section}.data: image {path} is missing; pass {section}.image_root=FOLDER holding it")
     image = load_rgb(path, max_pixels=1 << 62)
     resized = ResizeLongestSide(img_size).apply_image(image)  # [h, w, 3]
     h, w = resized.shape[:2]

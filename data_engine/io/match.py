@@ -1,22 +1,39 @@
-"""Per-image matching: IoU matrix from RLE, then the one-to-one assignment with the largest total IoU."""
+"""One-to-one matching of two sets of masks by their [A, B] IoU matrix (io.rle.iou_matrix).
+
+- `greedy_pairs`: best pairs first; a pair is taken when neither of its masks is taken yet. What an
+  annotator or a reviewer does: the fast preset's agreement (amg/agreement.py), stage 2's merge
+  (semi/merge.py) and the simulated annotator (semi/annotator.py).
+- `exact_pairs`: the assignment with the largest summed IoU (Hungarian), as SA-1B's audit pairs masks
+  (audit/core.py).
+
+They differ where taking the best pair first blocks two good ones (tests/test_match.py).
+This module lives in io, beside the RLE IoU it consumes, because amg (layer 3) and semi use it and
+may not import audit (tests/test_architecture.py).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from data_engine.io import rle
+
+def greedy_pairs(iou: np.ndarray, min_iou: float) -> list[tuple[int, int, float]]:
+    """(row, column, IoU) pairs of an [A, B] IoU matrix, highest IoU first (ties in row-major order),
+    each row and column at most once, every pair with IoU >= min_iou and > 0."""
+    pairs, used_rows, used_cols = [], set(), set()
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        r, c = divmod(int(flat), iou.shape[1])
+        if iou[r, c] < min_iou or iou[r, c] <= 0:
+            break
+        if r not in used_rows and c not in used_cols:
+            pairs.append((r, c, float(iou[r, c])))
+            used_rows.add(r)
+            used_cols.add(c)
+    return pairs
 
 
-def match(
-    pred_counts: list[str], expert_counts: list[str], height: int, width: int, min_iou: float = 0.0
-) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """([P, E] IoU matrix, matched (pred, expert) index pairs with IoU > min_iou)."""
-    iou = rle.iou_matrix(pred_counts, expert_counts, height, width)  # [P, E]
-    return iou, assign_max(iou, min_iou)
-
-
-def assign_max(iou: np.ndarray, min_iou: float = 0.0) -> list[tuple[int, int]]:
-    """One-to-one (row, col) pairs maximising the summed IoU; pairs with IoU <= min_iou are not pairs.
+def exact_pairs(iou: np.ndarray, min_iou: float = 0.0) -> list[tuple[int, int, float]]:
+    """(row, column, IoU) pairs of an [A, B] IoU matrix, one to one, maximising the summed IoU, sorted by
+    row; pairs with IoU <= min_iou are not pairs.
 
     Entries <= min_iou add nothing, so the problem splits into the connected groups of rows and
     columns that overlap; each group is solved exactly on its own.
@@ -27,7 +44,7 @@ def assign_max(iou: np.ndarray, min_iou: float = 0.0) -> list[tuple[int, int]]:
         sub = useful[np.ix_(rows, cols)]
         for r, c in hungarian_max(sub):
             if sub[r, c] > 0:
-                pairs.append((int(rows[r]), int(cols[c])))
+                pairs.append((int(rows[r]), int(cols[c]), float(sub[r, c])))
     return sorted(pairs)
 
 
