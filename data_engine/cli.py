@@ -61,8 +61,8 @@ def run_composed(cfg: DictConfig) -> None:
         from data_engine.config import validate
         from data_engine.stages import run_stage
 
-        validate(plain)
-        summary = run_stage(plain)
+        settings = validate(plain)  # the one check of the config; the stage gets its section as checked
+        summary = run_stage(plain, settings)
     except UserError as err:
         print(f"data-engine: error: {err}", file=sys.stderr)
         sys.exit(2)

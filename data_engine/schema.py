@@ -99,9 +99,10 @@ def plain(value):
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
-def as_dict(section) -> dict:
-    """A parsed section back as plain data (for keyword arguments and records)."""
-    return dataclasses.asdict(section)
+def absolute(section, names: tuple[str, ...]):
+    """`section` with its path fields `names` absolute (~ expanded, resolved); null paths stay null."""
+    given = {name: getattr(section, name) for name in names}
+    return dataclasses.replace(section, **{k: str(Path(v).expanduser().resolve()) for k, v in given.items() if v})
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from conftest import compose_cfg
 
 from data_engine.engine import runner
-from data_engine.engine.steps import check_section, expand, resolve
+from data_engine.engine.steps import check_references, expand, resolve
 from data_engine.errors import ConfigError
 
 SCENES = ["synth.num_scenes=2", "synth.min_size=64", "synth.max_size=64", "synth.max_objects=3"]
@@ -106,7 +106,7 @@ def test_a_second_block_goes_on_numbering_and_refers_back_to_the_first():
 )
 def test_bad_steps_and_references_are_rejected_with_the_step_named(entries, message):
     with pytest.raises(ConfigError, match=message):
-        check_section({"steps": entries})
+        check_references(entries)
 
 
 def test_a_missing_reference_is_rejected_before_anything_runs(tmp_path):

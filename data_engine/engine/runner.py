@@ -139,15 +139,15 @@ def run_checked(step: dict, resuming: bool) -> dict:
                 f"engine step {step['folder']} waits for {key}={path}, written outside the loop (e.g. the "
                 "annotators' export); rerun the same command once it is there"
             )
-    validate(step["cfg"])
+    settings = validate(step["cfg"])
     try:
-        summary = run_stage(step["cfg"])
+        summary = run_stage(step["cfg"], settings)
     except OutputConflict:
         if not resuming:
             raise
         log.warning("engine: %s: its inputs changed since it started; starting it afresh", step["folder"])
         shutil.rmtree(step["dir"], ignore_errors=True)
-        summary = run_stage(step["cfg"])
+        summary = run_stage(step["cfg"], settings)
     if summary.get("shards_failed"):
         failed = summary["shards_failed"]
         raise RuntimeError(f"{len(failed)} shards failed (first: {next(iter(failed))}: {next(iter(failed.values()))})")

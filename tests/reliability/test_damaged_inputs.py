@@ -151,7 +151,7 @@ def test_a_dataset_read_by_release_train_audit_and_annotate_with_a_damaged_run_j
     readers = {
         "release.data": lambda: find_image_root(folder, None),
         "train.data": lambda: parquet_image_root(folder),
-        "audit.pred": lambda: image_root({"image_root": None}, {"kind": "dataset", "path": str(folder)}, {}),
+        "audit.pred": lambda: image_root(None, {"kind": "dataset", "path": str(folder)}, {}),
         "annotate.source": lambda: input_root(str(folder)),
     }
     for key, read in readers.items():
