@@ -11,18 +11,22 @@ ConfigError whose one line starts with the key. It returns the stage's own secti
 which `stages.run_stage(cfg, settings)` hands to the stage's `run(cfg, settings)`. Validating reads
 the file system (paths that must exist) and writes or builds nothing.
 
-Adding a stage's typed section (stage NAME with keys under NAME.*):
+Adding a stage's typed section (stage NAME, keys NAME.*), or converting one checked by hand:
 
 1. Declare a frozen dataclass in the stage module (or, when a library package reads the section too,
-   in a torch-free module of that package, as train/settings.py), one field per key with its default,
-   its range (`setting(1000, ge=1)`, `choices=`, `exists=`, `required=`) and a comment saying what it
-   does. Rules across fields go in its `check(self)` method (`require(ok, "NAME.key", "what to do")`).
-   The module must import without torch: composing any config imports every section.
-2. Add it to `stages.sections()`; conf/stage/NAME.yaml keeps its header comment, `defaults:
-   [/section/NAME@NAME, _self_]` and `stage: {name: NAME}`.
-3. Write `run(cfg: dict, settings: NAME) -> dict` reading `settings.key`; never check the section again
-   in the stage: `validate` has done it.
-4. tests/test_config_sections.py then checks that the section refuses an unknown key and a NaN.
+   in a torch-free module of that package, as train/settings.py does), one field per key with its
+   default, its range (`setting(1000, ge=1)`, `choices=`, `exists="dir"`, `required="what to give"`)
+   and a comment saying what it does. Rules across fields go in its `check(self)` method, raising
+   with `require(ok, "NAME.key", "what to do")`. The module must import without torch (heavy imports
+   go inside the functions that need them): composing any config imports every section.
+2. Add it to `stages.sections()`. conf/stage/NAME.yaml keeps its header comment and holds
+   `defaults: [/section/NAME@NAME, _self_]` and `stage: {name: NAME}`; no key is repeated in yaml.
+3. Write `run(cfg: dict, settings: NAME) -> dict`, reading `settings.key`; the stage checks nothing
+   again (validate did, once) and has no `check()` of its own. Paths the run records are made
+   absolute with `schema.absolute(settings, names)`.
+4. tests/test_config_sections.py runs every stage's config: the section must refuse an unknown key,
+   and a NaN in its first float key, in one line naming the key. A stage that cannot validate without
+   inputs gets them in that test's `stage_inputs`.
 """
 
 from __future__ import annotations

@@ -51,8 +51,7 @@ def setting(
     say when the value is empty (null, "" or []), else empty is allowed; hint: what to do, added to
     the message of any other refusal.
     """
-    rule = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "exists": exists, "required": required}
-    rule["hint"] = hint
+    rule = dict(ge=ge, gt=gt, le=le, lt=lt, choices=choices, exists=exists, required=required, hint=hint)
     rule = {k: v for k, v in rule.items() if v is not None}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=rule)
@@ -85,9 +84,9 @@ def defaults(cls) -> dict:
 
 def keys(cls) -> dict:
     """{key: its sub-keys} of a section ({} for a leaf or a free-form mapping): every key it knows."""
-    hints = typing.get_type_hints(cls)
+    kinds = {name: optional(hint)[0] for name, hint in typing.get_type_hints(cls).items()}
     return {
-        f.name: keys(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else {} for f in dataclasses.fields(cls)
+        f.name: keys(kinds[f.name]) if dataclasses.is_dataclass(kinds[f.name]) else {} for f in dataclasses.fields(cls)
     }
 
 
