@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_engine.errors import ConfigError, require
+from data_engine.errors import ConfigError
 from data_engine.io import coco, rle
 from data_engine.io.atomic import write_text_atomic
 from data_engine.io.dataset import read_masks, read_run_record
@@ -42,19 +42,16 @@ class Annotate:
         0.75, gt=0, le=1
     )  # stage 2: a prefilled mask at this IoU or more with an exact one is kept
 
-    def check(self) -> None:
-        require(
-            (Path(self.source).expanduser() / "masks").is_dir(),
-            "annotate.source",
-            f"{self.source} has no masks/: give a data-engine output (e.g. a synth output)",
-        )
-
 
 def run(cfg: dict, settings: Annotate) -> dict:
     """Split the source's images into COCO and click-session exports; the counts of each."""
     start = time.time()
     settings = absolute(settings, ("source", "prefill"))
     out_dir = Path(cfg["output"]["dir"])
+    if not (Path(settings.source) / "masks").is_dir():  # known only once an engine's earlier step wrote it
+        raise ConfigError(
+            f"annotate.source: {settings.source} has no masks/: give a data-engine output (e.g. a synth output)"
+        )
     runs.prepare_output(out_dir, cfg, {"input_root": input_root(settings.source)})
     if settings.prefill:
         return review_prefill(settings, out_dir, start)
