@@ -112,8 +112,8 @@ def run_checked(cfg: dict) -> dict:
     from data_engine.stages import run_stage
 
     cfg["output"]["dir"] = str(Path(cfg["output"]["dir"]).expanduser().resolve())
-    validate(cfg)
-    return run_stage(cfg)
+    settings = validate(cfg)  # the one check of the config; the stage gets its section as checked
+    return run_stage(cfg, settings)
 
 
 def summary_problem(summary: dict) -> str | None:

@@ -1,36 +1,210 @@
-"""The composed config: building it (Hydra groups under conf/), and checking it before any work starts.
+"""The composed config: its typed sections, building it (Hydra groups under conf/), and checking it once.
 
-Every message names the key and what to do. Each stage module may define `check(section)` for its own
-section (e.g. `train`); `validate` runs it with the shared checks below.
+Every section of the config is a frozen dataclass (data_engine.schema): its fields are the section's
+keys with their defaults and ranges. `register_configs` stores each section's defaults in Hydra's
+ConfigStore (group `section`), and the yaml under conf/ starts from them, holding only what differs
+(conf/stage/train.yaml: `defaults: [/section/train@train]`; conf/model/vit_h.yaml: `variant: vit_h`).
+The `amg` section is built from MaskGenerator's signature: its defaults are the generator's own.
+
+`validate(cfg)` parses every section once, before any work: an unknown key or a bad value is a
+ConfigError whose one line starts with the key. It returns the stage's own section as its dataclass,
+which `stages.run_stage(cfg, settings)` hands to the stage's `run(cfg, settings)`. Validating reads
+the file system (paths that must exist) and writes or builds nothing.
+
+Adding a stage's typed section (stage NAME, keys NAME.*), or converting one checked by hand:
+
+1. Declare a frozen dataclass in the stage module (or, when a library package reads the section too,
+   in a torch-free module of that package, as train/settings.py does), one field per key with its
+   default, its range (`setting(1000, ge=1)`, `choices=`, `exists="dir"`, `required="what to give"`)
+   and a comment saying what it does. Rules across fields go in its `check(self)` method, raising
+   with `require(ok, "NAME.key", "what to do")`. The module must import without torch (heavy imports
+   go inside the functions that need them): composing any config imports every section.
+2. Add it to `stages.sections()`. conf/stage/NAME.yaml keeps its header comment and holds
+   `defaults: [/section/NAME@NAME, _self_]` and `stage: {name: NAME}`; no key is repeated in yaml.
+3. Write `run(cfg: dict, settings: NAME) -> dict`, reading `settings.key`; the stage checks nothing
+   again (validate did, once) and has no `check()` of its own. Paths the run records are made
+   absolute with `schema.absolute(settings, names)`.
+4. tests/test_config_sections.py runs every stage's config: the section must refuse an unknown key,
+   and a NaN in its first float key, in one line naming the key. A stage that cannot validate without
+   inputs gets them in that test's `stage_inputs`.
 """
 
 from __future__ import annotations
 
 import ast
-import difflib
-import importlib
 from contextlib import contextmanager
+from dataclasses import dataclass, make_dataclass
 from functools import cache
 from pathlib import Path
 
-from data_engine.errors import ConfigError, check_bool, check_int, check_number, check_path, is_number, require
+from data_engine.errors import ConfigError, require
+from data_engine.schema import defaults, keys, parse, setting, unknown_hint
 
 CONF_DIR = Path(__file__).parent / "conf"
 GENERATOR_SOURCE = Path(__file__).parent / "amg" / "generator.py"
 PILLOW_LIMIT = 2 * 89_478_485  # Pillow refuses images above twice Image.MAX_IMAGE_PIXELS as decompression bombs
-# Sections whose keys are checked elsewhere (amg against the generator's signature) or not at all.
-FREE_SECTIONS = ("amg", "hydra")
+# Top-level keys that are not sections (config.yaml's own; hydra's when composed by Hydra's app).
+TOP_LEVEL = ("stage", "seed", "log_level", "hydra")
+
+
+# ----------------------------------------------------------------------------------------------
+# The shared sections (every stage's config has them)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Input:
+    # folder (searched recursively) or manifest file (one path per line); null: bundled samples
+    path: str | None = setting(None, exists="path", hint="give a folder of images or a manifest file")
+    # null: common image types (data_engine.io.inputs.IMAGE_EXTENSIONS); or e.g. [.png, .jpg]
+    extensions: list[str] | None = setting(None)
+    max_pixels: int = setting(50_000_000, ge=1, le=PILLOW_LIMIT)  # larger images are recorded as failed, not decoded
+    # images per shard: the unit of work, retry and resume (a GPU's minute of work; docs/cluster.md)
+    shard_size: int = setting(256, ge=1)
+    # an image not read and decoded within this many seconds is recorded as failed (null: no limit)
+    image_timeout_s: float | None = setting(120, gt=0)
+    # true: follow symlinks that leave the input folder (false: skip them, listed in run.json)
+    follow_symlinks: bool = setting(False)
+
+    def check(self) -> None:
+        ext = self.extensions
+        require(
+            ext is None or (bool(ext) and all(e.startswith(".") for e in ext)),
+            "input.extensions",
+            f"must be null or a list of extensions with their dot, e.g. [.png, .jpg], got {ext!r}",
+        )
+
+
+@dataclass(frozen=True)
+class Output:
+    dir: str = setting("out/${stage.name}")  # on a multi-node cluster: a path on shared storage
+    overwrite: bool = setting(False)  # true: delete an existing output of a different config instead of refusing
+    overlays: int = setting(4, ge=0)  # overlay pictures of the masks written next to the output (0: none)
+
+    def check(self) -> None:
+        require(not Path(self.dir).is_file(), "output.dir", f"{self.dir} is a file: give a folder")
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str = setting("local", choices=("local", "ray_cluster", "serial"))
+    address: str | None = setting(None)  # runtime=ray_cluster: HOST:6379, ray://HEAD:10001 or auto
+    num_workers: int | None = setting(None, ge=1)  # null: one per GPU, else one per cpus_per_worker CPUs
+    cpus_per_worker: float = setting(2, gt=0)  # per GPU worker, docs/cluster.md says how many CPUs keep a GPU fed
+    gpus_per_worker: float = setting(1, gt=0)  # used when the cluster has GPUs
+    # a shard whose worker dies (node lost, killed, hung) is run again this many times
+    max_retries: int = setting(3, ge=0)
+    # a worker still on one shard after this many seconds is stopped and its shard redone
+    shard_timeout_s: float | None = setting(None, ge=1e-3)
+    # how long to wait for a node that can hold a worker before refusing in one line
+    placement_timeout_s: float = setting(60, ge=0)
+    connect_timeout_s: float = setting(30, ge=1e-3)  # runtime=ray_cluster: how long to wait for the cluster to answer
+    progress: bool = setting(True)
+
+
+@dataclass(frozen=True)
+class Model:
+    variant: str = setting("tiny")  # the model group's option: tiny (embedded), vit_b, vit_l, vit_h
+    checkpoint: str | None = setting(None, exists="path")  # null: the embedded weights (tiny)
+    device: str | None = setting(None)  # null: cuda when available, else cpu
+    download: bool = setting(False)  # true: fetch an official checkpoint where there is internet access
+    cache_dir: str = setting("~/.cache/data_engine")
+
+    def check(self) -> None:
+        require(
+            self.device in (None, "cpu", "cuda") or self.device.startswith("cuda:"),
+            "model.device",
+            f"{self.device!r} is not cpu, cuda or cuda:N",
+        )
+
+
+@dataclass(frozen=True)
+class Debug:
+    crash_on_shard: str | None = setting(None)  # fault injection: the worker exits mid-shard on this shard, once
+    kill_on_shard: str | None = setting(None)  # fault injection: the worker exits on every attempt of this shard
+    hang_on_shard: str | None = setting(None)  # fault injection: the worker stops making progress mid-shard, once
+
+
+# amg: MaskGenerator's keyword arguments; numbers are >= 0 unless a rule below says otherwise.
+AMG_RULES = {
+    **dict.fromkeys(("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"), {"le": 1}),
+    "crop_overlap_ratio": {"le": 0.99},
+    "max_mask_area_frac": {"le": 1},
+    **dict.fromkeys(
+        (
+            "points_per_side",
+            "points_per_batch",
+            "crops_per_batch",
+            "crop_n_points_downscale_factor",
+            "images_per_batch",
+            "decoder_batch",
+        ),
+        {"ge": 1},
+    ),
+}
+# The generator's annotations as the types of the amg section's fields.
+AMG_TYPES = {
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "int | None": int | None,
+    "float | None": float | None,
+    "tuple[float, float]": list[float],
+}
+
+
+def check_stability_levels(amg) -> None:
+    levels = amg.stability_levels
+    require(
+        len(levels) == 2 and 0 < levels[0] < levels[1] < 1,
+        "amg.stability_levels",
+        f"must be two probabilities low < high in (0, 1), got {levels!r}",
+    )
+
+
+@cache
+def amg_section() -> type:
+    """The amg section's dataclass, one field per MaskGenerator setting (its default and annotation)."""
+    fields = []
+    for name, (value, annotation) in generator_settings().items():
+        kind = AMG_TYPES[annotation]
+        rule = {} if kind is bool else {"ge": 0, **AMG_RULES.get(name, {})}
+        fields.append((name, kind, setting(list(value) if isinstance(value, tuple) else value, **rule)))
+    return make_dataclass("AMG", fields, namespace={"check": check_stability_levels}, frozen=True)
+
+
+def check_amg(amg: dict):
+    """The amg section as its dataclass, or a ConfigError naming the key (for scripts that build a generator)."""
+    return parse(amg_section(), amg, "amg")
+
+
+def shared_sections() -> dict[str, type]:
+    """The sections every stage's config holds: {name: dataclass}."""
+    from data_engine.detector.settings import Detector
+
+    return {
+        "input": Input,
+        "output": Output,
+        "runtime": Runtime,
+        "model": Model,
+        "amg": amg_section(),
+        "detector": Detector,
+        "debug": Debug,
+    }
 
 
 def register_configs() -> None:
-    """amg/sa1b is the generator's own defaults (the SA-1B recipe): one place for them, not a copy in yaml."""
+    """Each section's defaults into Hydra's ConfigStore (group `section`, which conf/ starts from) and
+    amg/sa1b: the generator's own defaults (the SA-1B recipe). Stored as plain data: the types and
+    ranges are checked by `validate`, so every refusal is one line naming the key."""
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(group="amg", name="sa1b", node=generator_defaults())
+    from data_engine.stages import sections
 
-
-def generator_defaults() -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, (v, _) in generator_settings().items()}
+    store = ConfigStore.instance()
+    for name, cls in {**shared_sections(), **sections()}.items():
+        group, option = ("amg", "sa1b") if name == "amg" else ("section", name)
+        store.store(group=group, name=option, node=defaults(cls))
 
 
 @cache
@@ -87,65 +261,47 @@ def outside_hydra_app():
         GlobalHydra.instance().initialize(app)
 
 
-def validate(cfg: dict) -> None:
-    """Every key known and every value usable, for the shared sections and the stage's own (the model
-    section only for a stage that loads a model: checking it imports torch)."""
-    from data_engine.stages import NO_MODEL
+def validate(cfg: dict):
+    """Every key known and every value usable, each section parsed once; the stage's own section as its
+    dataclass (None for a stage without one). The model's weights are checked only for a stage that
+    loads a model (checking them imports torch)."""
+    from data_engine.stages import NO_MODEL, STAGES, sections
 
-    stage = stage_module(cfg["stage"]["name"])
-    check_known_keys(cfg)
-    if cfg["stage"]["name"] not in NO_MODEL:
-        check_model(cfg["model"])
-    check_runtime(cfg["runtime"])
-    check_amg(cfg["amg"])
-    check_input(cfg["input"])
-    check_output(cfg["output"])
-    section = cfg.get(cfg["stage"]["name"])
-    if hasattr(stage, "check") and isinstance(section, dict):
-        stage.check(section)
-
-
-def stage_module(name: str):
-    from data_engine.stages import STAGES
-
+    name = cfg["stage"]["name"]
     require(name in STAGES, "stage", f"unknown stage {name!r}; choose from {sorted(STAGES)}")
-    return importlib.import_module(STAGES[name])
+    known = {**shared_sections(), **{k: v for k, v in sections().items() if k == name}}
+    parsed = {}
+    for key, value in cfg.items():
+        if key not in TOP_LEVEL:
+            require(key in known, key, unknown_hint(key, [*TOP_LEVEL, *known]))
+            parsed[key] = parse(known[key], value, key)
+    if name not in NO_MODEL:
+        check_weights(parsed["model"])
+    return parsed.get(name)
 
 
-def check_known_keys(cfg: dict) -> None:
-    """Keys that no config file defines (a typo, or `+input.foo`) are refused, not ignored."""
-    known = known_keys()
-    for top, value in cfg.items():
-        require(top in known, top, unknown_hint(top, known))
-        if top not in FREE_SECTIONS:
-            check_subkeys(value, known[top], top)
+def check_weights(model: Model) -> None:
+    """The model variant exists and its weights can be found (an official variant needs a checkpoint)."""
+    from data_engine.model.build import ARCHS, OFFICIAL
 
-
-def check_subkeys(value, reference, path: str) -> None:
-    if not isinstance(value, dict) or not isinstance(reference, dict) or not reference:
-        return  # a leaf, a list, or a free-form mapping
-    for key, sub in value.items():
-        require(key in reference, f"{path}.{key}", unknown_hint(f"{path}.{key}", reference))
-        check_subkeys(sub, reference[key], f"{path}.{key}")
-
-
-def unknown_hint(path: str, known) -> str:
-    """What to say of the unknown dotted key `path`: a close known key where there is one, else them all."""
-    parent, _, key = path.rpartition(".")
-    close = difflib.get_close_matches(key, list(known), n=1)
-    if close:
-        return f"unknown key; did you mean {parent + '.' if parent else ''}{close[0]}?"
-    return f"unknown key; known{' under ' + parent if parent else ''}: {sorted(known)}"
+    require(model.variant in ARCHS, "model.variant", f"unknown variant {model.variant!r}; choose from {sorted(ARCHS)}")
+    if not model.checkpoint and model.variant in OFFICIAL:
+        require(
+            model.download,
+            "model.checkpoint",
+            f"model={model.variant} needs model.checkpoint=/path/to/{OFFICIAL[model.variant][0]} "
+            "(or model.download=true on a machine with internet access)",
+        )
 
 
 def unknown_key(dotted: str) -> str | None:
-    """Why a key set on the command line (`amg.pred_iou_thres`) is in no config file nor the generator's
-    settings, as one line; None when it is known somewhere (hydra.* and free-form mappings are not checked)."""
-    node, parts = {**known_keys(), "amg": generator_defaults()}, dotted.split(".")
+    """Why a key set on the command line (`amg.pred_iou_thres`) is in no section, as one line; None when
+    it is known in some stage's config (hydra.* and free-form mappings are not checked)."""
+    node, parts = known_keys(), dotted.split(".")
     if parts[0] == "hydra":
         return None
     for i, part in enumerate(parts):
-        if not isinstance(node, dict) or not node:
+        if not isinstance(node, dict) or (i and not node):
             return None
         if part not in node:
             path = ".".join(parts[: i + 1])
@@ -156,113 +312,8 @@ def unknown_key(dotted: str) -> str | None:
 
 @cache
 def known_keys() -> dict:
-    """Every key some config file defines: config.yaml, every stage file, every option of every group."""
-    from omegaconf import OmegaConf
+    """Every key of some stage's config: {key: its sub-keys} for config.yaml's own keys and every section."""
+    from data_engine.stages import sections
 
-    tree: dict = {}
-    for path in sorted(CONF_DIR.rglob("*.yaml")):
-        doc = OmegaConf.to_container(OmegaConf.load(path)) or {}
-        doc = {k: v for k, v in doc.items() if k not in ("defaults", "hydra")}
-        rel = path.relative_to(CONF_DIR)
-        is_global = len(rel.parts) == 1 or "@package _global_" in path.read_text().split("\n", 1)[0]
-        merge_keys(tree, doc if is_global else {rel.parts[0]: doc})
-    return tree
-
-
-def merge_keys(into: dict, doc: dict) -> None:
-    for key, value in doc.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            merge_keys(into[key], value)
-        elif key not in into or not isinstance(into[key], dict):
-            into[key] = value
-
-
-def check_model(m: dict) -> None:
-    from data_engine.model.build import ARCHS, OFFICIAL
-
-    require(m["variant"] in ARCHS, "model.variant", f"unknown variant {m['variant']!r}; choose from {sorted(ARCHS)}")
-    check_path(m, "model.checkpoint", nullable=True)
-    if not m["checkpoint"] and m["variant"] in OFFICIAL:
-        require(
-            bool(m["download"]),
-            "model.checkpoint",
-            f"model={m['variant']} needs model.checkpoint=/path/to/{OFFICIAL[m['variant']][0]} "
-            "(or model.download=true on a machine with internet access)",
-        )
-    require(
-        m["device"] in (None, "cpu", "cuda") or str(m["device"]).startswith("cuda:"),
-        "model.device",
-        f"{m['device']!r} is not cpu, cuda or cuda:N",
-    )
-    check_bool(m, "model.download")
-
-
-def check_runtime(r: dict) -> None:
-    require(r["name"] in ("local", "ray_cluster", "serial"), "runtime", f"unknown runtime {r['name']!r}")
-    for key in ("cpus_per_worker", "gpus_per_worker"):
-        require(is_number(r[key]) and r[key] > 0, f"runtime.{key}", f"must be a positive number, got {r[key]!r}")
-    check_int(r, "runtime.max_retries", 0)
-    check_int(r, "runtime.num_workers", 1, nullable=True)
-    check_number(r, "runtime.shard_timeout_s", 1e-3, None, nullable=True)
-    check_number(r, "runtime.placement_timeout_s", 0)
-    check_number(r, "runtime.connect_timeout_s", 1e-3)
-    check_bool(r, "runtime.progress")
-
-
-def check_input(i: dict) -> None:
-    check_int(i, "input.shard_size", 1)
-    check_int(i, "input.max_pixels", 1)
-    require(i["max_pixels"] <= PILLOW_LIMIT, "input.max_pixels", f"at most {PILLOW_LIMIT} (Pillow's own limit)")
-    check_number(i, "input.image_timeout_s", 0, nullable=True)
-    require(i["image_timeout_s"] != 0, "input.image_timeout_s", "must be above 0 seconds, or null for no limit")
-    check_bool(i, "input.follow_symlinks")
-    check_path(i, "input.path", nullable=True, hint=": give a folder of images or a manifest file")
-    ext = i["extensions"]
-    require(
-        ext is None or (isinstance(ext, list) and ext and all(isinstance(e, str) and e.startswith(".") for e in ext)),
-        "input.extensions",
-        f"must be null or a list of extensions with their dot, e.g. [.png, .jpg], got {ext!r}",
-    )
-
-
-def check_output(o: dict) -> None:
-    require(not Path(o["dir"]).is_file(), "output.dir", f"{o['dir']} is a file: give a folder")
-    check_bool(o, "output.overwrite")
-    check_int(o, "output.overlays", 0)
-
-
-def check_amg(a: dict) -> None:
-    params = generator_settings()
-    for key, value in a.items():
-        require(key in params, f"amg.{key}", unknown_hint(f"amg.{key}", params))
-        default, nullable = params[key][0], "None" in params[key][1]
-        if value is None:
-            require(nullable, f"amg.{key}", "must not be null")
-        elif isinstance(default, bool):
-            check_bool(a, f"amg.{key}")
-        elif isinstance(default, int):
-            check_int(a, f"amg.{key}", 0)
-        elif isinstance(default, float) or default is None:
-            check_number(a, f"amg.{key}", 0)
-    for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
-        check_number(a, f"amg.{key}", 0, 1)
-    check_number(a, "amg.crop_overlap_ratio", 0, 0.99)
-    check_number(a, "amg.max_mask_area_frac", 0, 1, nullable=True)
-    for key in (
-        "points_per_side",
-        "points_per_batch",
-        "crops_per_batch",
-        "crop_n_points_downscale_factor",
-        "images_per_batch",
-    ):
-        check_int(a, f"amg.{key}", 1)
-    check_int(a, "amg.decoder_batch", 1, nullable=True)
-    levels = a["stability_levels"]
-    require(
-        isinstance(levels, (list, tuple))
-        and len(levels) == 2
-        and all(is_number(p) for p in levels)
-        and 0 < levels[0] < levels[1] < 1,
-        "amg.stability_levels",
-        f"must be two probabilities low < high in (0, 1), got {levels!r}",
-    )
+    tree = {"stage": {"name": {}}, "seed": {}, "log_level": {}}
+    return {**tree, **{name: keys(cls) for name, cls in {**shared_sections(), **sections()}.items()}}

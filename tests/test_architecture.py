@@ -7,6 +7,7 @@ ROOT = Path(__file__).resolve().parents[1] / "data_engine"
 # Lowest first; a package may import only packages of a lower layer (and itself).
 LAYERS = [
     ["errors"],
+    ["schema"],
     ["io"],
     ["synth", "model", "runtime"],
     ["amg", "importers", "exports"],

@@ -4,6 +4,7 @@ boxes from masks, the held-out split, COCOeval's figures, and stage=detector end
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +22,13 @@ from data_engine.detector.model import (
     load_detector,
     save_detector,
 )
+from data_engine.detector.settings import Detector
 from data_engine.detector.train import initial_model
 from data_engine.errors import ConfigError, UserError
 from data_engine.io import rle
 from data_engine.model.build import EMBEDDED_TINY
-from data_engine.stages import detector as detector_stage
+from data_engine.schema import parse
 from data_engine.stages import run_stage
-from data_engine.stages import synth as synth_stage
 
 SMALL_DETECTOR = [
     "stage=detector",
@@ -44,7 +45,7 @@ SMALL_DETECTOR = [
 def scenes(make_cfg, tmp_path):
     """Six small synthetic scenes written by the synth stage (Parquet, COCO and pictures)."""
     out = tmp_path / "scenes"
-    synth_stage.run(
+    run_stage(
         make_cfg("stage=synth", "synth.num_scenes=6", "synth.min_size=64", "synth.max_size=96", f"output.dir={out}")
     )
     return out
@@ -218,12 +219,12 @@ def test_stage_trains_and_writes_model_and_metrics(make_cfg, scenes, tmp_path):
 
 
 def test_a_killed_run_resumes_at_its_checkpoint_with_the_same_values(make_cfg, scenes, tmp_path, monkeypatch):
-    straight = detector_stage.run(detector_cfg(make_cfg, scenes, tmp_path / "straight", "detector.steps=3"))
+    straight = run_stage(detector_cfg(make_cfg, scenes, tmp_path / "straight", "detector.steps=3"))
     assert straight["steps"] == 3
     cfg = detector_cfg(make_cfg, scenes, tmp_path / "resumed", "detector.steps=3")
-    assert run_killed_at_step_3(cfg, monkeypatch, detector_stage.run)["step"] == 2
+    assert run_killed_at_step_3(cfg, monkeypatch)["step"] == 2
     # The rerun continues at step 3: one log row per step, the same values and weights as the straight run
-    assert detector_stage.run(cfg)["steps"] == 3
+    assert run_stage(cfg)["steps"] == 3
 
     def logged(name):
         rows = [json.loads(ln) for ln in (tmp_path / name / "loss_log.jsonl").read_text().splitlines()]
@@ -242,17 +243,18 @@ def test_training_starts_from_detector_checkpoint(make_cfg, scenes, tmp_path):
     run_stage(detector_cfg(make_cfg, scenes, first, "detector.steps=1"))
     # detector.checkpoint: the first run's weights are the start of the second, whatever its seed
     cfg = detector_cfg(make_cfg, scenes, tmp_path / "second", f"detector.checkpoint={first}/model.pt")
-    start = initial_model(cfg["detector"], seed=123, device="cpu")
+    detector = parse(Detector, cfg["detector"], "detector")
+    start = initial_model(detector, seed=123, device="cpu")
     saved = load_detector(first / "model.pt")
     assert all(torch.equal(v, saved.state_dict()[k]) for k, v in start.state_dict().items())
     # A plain torchvision state dict of the variant is accepted too; another variant's is refused
     torch.save(saved.state_dict(), tmp_path / "plain.pt")
-    plain = initial_model({**cfg["detector"], "checkpoint": str(tmp_path / "plain.pt")}, seed=1, device="cpu")
+    plain = initial_model(replace(detector, checkpoint=str(tmp_path / "plain.pt")), seed=1, device="cpu")
     assert torch.equal(plain.state_dict()["rpn.head.conv.0.0.weight"], saved.state_dict()["rpn.head.conv.0.0.weight"])
     with pytest.raises(DetectorCheckpointError, match="'small' detector, not 'resnet50_fpn_v2'"):
-        initial_model({**cfg["detector"], "variant": "resnet50_fpn_v2"}, seed=1, device="cpu")
+        initial_model(replace(detector, variant="resnet50_fpn_v2"), seed=1, device="cpu")
     with pytest.raises(DetectorCheckpointError, match="SAM checkpoint"):
-        initial_model({**cfg["detector"], "checkpoint": str(EMBEDDED_TINY)}, seed=1, device="cpu")
+        initial_model(replace(detector, checkpoint=str(EMBEDDED_TINY)), seed=1, device="cpu")
 
 
 @pytest.mark.parametrize(
@@ -272,13 +274,13 @@ def test_training_starts_from_detector_checkpoint(make_cfg, scenes, tmp_path):
 def test_bad_settings_fail_before_work_naming_the_key(make_cfg, scenes, tmp_path, override, key):
     cfg = detector_cfg(make_cfg, scenes, tmp_path / "bad", override)
     with pytest.raises(ConfigError, match=f"^{key}:"):
-        detector_stage.run(cfg)
+        run_stage(cfg)
     assert not (tmp_path / "bad").exists()
 
 
 def test_no_data_is_a_config_error(make_cfg, tmp_path):
     with pytest.raises(ConfigError, match="detector.data"):
-        detector_stage.run(make_cfg(*SMALL_DETECTOR, f"output.dir={tmp_path / 'x'}"))
+        run_stage(make_cfg(*SMALL_DETECTOR, f"output.dir={tmp_path / 'x'}"))
 
 
 def test_images_without_masks_or_files_are_listed_with_their_reason(scenes):

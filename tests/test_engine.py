@@ -11,8 +11,9 @@ import pytest
 from conftest import compose_cfg
 
 from data_engine.engine import runner
-from data_engine.engine.steps import check_section, expand, resolve
+from data_engine.engine.steps import check_references, expand, resolve
 from data_engine.errors import ConfigError
+from data_engine.stages import run_stage
 
 SCENES = ["synth.num_scenes=2", "synth.min_size=64", "synth.max_size=64", "synth.max_objects=3"]
 
@@ -106,13 +107,13 @@ def test_a_second_block_goes_on_numbering_and_refers_back_to_the_first():
 )
 def test_bad_steps_and_references_are_rejected_with_the_step_named(entries, message):
     with pytest.raises(ConfigError, match=message):
-        check_section({"steps": entries})
+        check_references(entries)
 
 
 def test_a_missing_reference_is_rejected_before_anything_runs(tmp_path):
     cfg = engine_cfg(tmp_path, quick_steps(audit_expert="{nowhere}"))
     with pytest.raises(ConfigError, match="engine step audit: {nowhere} .* does not exist"):
-        runner.run_engine(cfg)
+        run_stage(cfg)
     assert not (tmp_path / "out").exists()
 
 
@@ -120,11 +121,11 @@ def test_every_step_is_composed_and_checked_before_the_first_runs(tmp_path):
     steps = quick_steps()
     steps[3]["overrides"].append("audit.min_iou=2")  # the last step cannot run
     with pytest.raises(ConfigError, match="engine step audit: audit.min_iou"):
-        runner.run_engine(engine_cfg(tmp_path, steps))
+        run_stage(engine_cfg(tmp_path, steps))
     assert not (tmp_path / "out").exists()
     steps[3]["overrides"][-1] = "audit.no_such_key=1"
     with pytest.raises(ConfigError, match="engine step audit: .*no_such_key"):
-        runner.run_engine(engine_cfg(tmp_path, steps))
+        run_stage(engine_cfg(tmp_path, steps))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,7 +135,7 @@ def test_every_step_is_composed_and_checked_before_the_first_runs(tmp_path):
 
 def test_the_loop_writes_one_tree_and_a_rerun_rewrites_nothing(tmp_path):
     cfg = engine_cfg(tmp_path, quick_steps())
-    summary = runner.run_engine(cfg)
+    summary = run_stage(cfg)
     out = tmp_path / "out"
     assert sorted(p.name for p in out.glob("0*")) == ["01_scenes", "02_other", "03_annotators", "04_audit"]
     assert (out / "03_annotators" / "clicks.json").is_file() and (out / "04_audit" / "metrics.json").is_file()
@@ -145,17 +146,17 @@ def test_the_loop_writes_one_tree_and_a_rerun_rewrites_nothing(tmp_path):
     assert summary["steps_done"] == 4 and (out / "engine_report.html").is_file()
 
     before = mtimes(out)
-    runner.run_engine(cfg)
+    run_stage(cfg)
     assert mtimes(out) == before
 
 
 def test_a_changed_step_is_recomputed_with_every_later_step_and_nothing_before(tmp_path, caplog):
-    runner.run_engine(engine_cfg(tmp_path, quick_steps()))
+    run_stage(engine_cfg(tmp_path, quick_steps()))
     out = tmp_path / "out"
     before = mtimes(out)
     steps = quick_steps()
     steps[1]["overrides"] = SCENES + ["synth.seed=6"]  # 'other': nothing depends on it, but later steps rerun
-    runner.run_engine(engine_cfg(tmp_path, steps))
+    run_stage(engine_cfg(tmp_path, steps))
     after = mtimes(out)
     assert under(after, "01_scenes") == under(before, "01_scenes")
     for folder in ("02_other", "03_annotators", "04_audit"):
@@ -173,7 +174,7 @@ def test_a_failing_step_stops_the_loop_and_a_rerun_after_the_fix_goes_on_from_it
     with pytest.raises(
         runner.StepFailed, match=r"^engine step 04_audit \(audit\) failed: AuditError: .*not a readable JSON file"
     ) as err:
-        runner.run_engine(cfg)
+        run_stage(cfg)
     assert "\n" not in str(err.value)
     out = tmp_path / "out"
     assert not (out / "05_last").exists()
@@ -182,7 +183,7 @@ def test_a_failing_step_stops_the_loop_and_a_rerun_after_the_fix_goes_on_from_it
 
     before = mtimes(out)
     expert.write_text((out / "03_annotators" / "annotations.json").read_text())  # the fix
-    runner.run_engine(cfg)
+    run_stage(cfg)
     after = mtimes(out)
     for folder in ("01_scenes", "02_other", "03_annotators"):
         assert under(after, folder) == under(before, folder)
@@ -194,13 +195,13 @@ def test_an_interrupted_step_resumes_in_its_folder(tmp_path, monkeypatch):
     resume: the synth stage keeps its finished shards."""
     steps = [{"name": "scenes", "stage": "synth", "overrides": SCENES + ["synth.num_scenes=4", "synth.shard_size=2"]}]
     cfg = engine_cfg(tmp_path, steps)
-    runner.run_engine(cfg)
+    run_stage(cfg)
     out = tmp_path / "out"
     record = json.loads((out / "_engine" / "01_scenes.json").read_text())
     (out / "_engine" / "01_scenes.json").write_text(json.dumps({**record, "status": "running"}))
     (out / "01_scenes" / "_done" / "000000" / "shard-000000001.json").unlink()  # the kill came in the second shard
     kept = (out / "01_scenes" / "masks" / "000000" / "shard-000000000.parquet").stat().st_mtime_ns
-    runner.run_engine(cfg)
+    run_stage(cfg)
     assert (out / "01_scenes" / "masks" / "000000" / "shard-000000000.parquet").stat().st_mtime_ns == kept
     assert (out / "01_scenes" / "_done" / "000000" / "shard-000000001.json").is_file()
     assert json.loads((out / "_engine" / "01_scenes.json").read_text())["status"] == "done"
@@ -228,7 +229,7 @@ def test_the_engine_commands_runtime_and_model_reach_every_step(tmp_path):
 def test_the_engine_commands_model_is_measured_on_the_expert_set_and_reported(tmp_path):
     steps = [{"name": "experts", "stage": "synth", "overrides": SCENES + ["synth.num_scenes=1"]}]
     evaluate = {"experts": "experts", "max_images": 1, "min_area": 30, "amg": {"points_per_side": 4}}
-    runner.run_engine(engine_cfg(tmp_path, steps, evaluate))
+    run_stage(engine_cfg(tmp_path, steps, evaluate))
     report = json.loads((tmp_path / "out" / "engine_report.json").read_text())
     (initial,) = report["models"]
     figures = initial["figures"]
@@ -236,4 +237,4 @@ def test_the_engine_commands_model_is_measured_on_the_expert_set_and_reported(tm
     assert 0 < figures["point_miou"] <= 1 and 0 <= figures["recall@0.5"] <= 1
     assert figures["expert_masks"] == report["steps"][0]["dataset"]["masks"]
     with pytest.raises(ConfigError, match="engine.evaluate.experts: 'nope' is not a step"):
-        runner.run_engine(engine_cfg(tmp_path, steps, {**evaluate, "experts": "nope"}))
+        run_stage(engine_cfg(tmp_path, steps, {**evaluate, "experts": "nope"}))

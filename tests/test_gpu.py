@@ -17,16 +17,15 @@ from test_auto_stage import write_images
 from test_generator_reference import assert_same_masks, reference_settings, run_both
 from test_train import fixed_batch, run_killed_at_step_3, scenes, train_cfg  # noqa: F401 (fixtures)
 
-from data_engine.config import compose
 from data_engine.io import rle
 from data_engine.io.dataset import read_masks
 from data_engine.model.build import build_sam, seeded_sam
 from data_engine.stages import run_stage
-from data_engine.stages import train as train_stage
 from data_engine.synth import scenes as synth
 from data_engine.train import evaluate as quality
 from data_engine.train import recipe as T
 from data_engine.train.recipe import batch_loss
+from data_engine.train.settings import Train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -83,9 +82,7 @@ def test_a_few_steps_lower_the_loss_on_cuda(fixed_batch):  # noqa: F811
 
     def loss_now():
         generator = torch.Generator(device="cuda").manual_seed(0)  # same prompts every time
-        return batch_loss(
-            sam, images, masks, generator, T.recipe_of(compose(["stage=train"])["train"]), train_encoder=True
-        )
+        return batch_loss(sam, images, masks, generator, T.recipe_of(Train()), train_encoder=True)
 
     initial = loss_now()[0].item()
     for _ in range(6):
@@ -97,12 +94,12 @@ def test_a_few_steps_lower_the_loss_on_cuda(fixed_batch):  # noqa: F811
 
 
 def test_interrupted_run_on_cuda_resumes_from_its_checkpoint(make_cfg, scenes, tmp_path, monkeypatch):  # noqa: F811
-    straight = train_stage.run(on("cuda", train_cfg(make_cfg, scenes, tmp_path / "straight", "train.steps=3")))
+    straight = run_stage(on("cuda", train_cfg(make_cfg, scenes, tmp_path / "straight", "train.steps=3")))
     assert straight["steps"] == 3
     reference = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
     cfg = on("cuda", train_cfg(make_cfg, scenes, tmp_path / "resumed", "train.steps=3"))
     run_killed_at_step_3(cfg, monkeypatch)
-    assert train_stage.run(cfg)["steps"] == 3
+    assert run_stage(cfg)["steps"] == 3
     resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
     # Deterministic kernels (train.deterministic, the default): the same weights as the uninterrupted run
     assert [k for k in reference["model"] if not torch.equal(reference["model"][k], resumed["model"][k])] == []

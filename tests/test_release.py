@@ -22,7 +22,7 @@ from data_engine.io.rle import parse_counts
 from data_engine.release.blur import BlurError, PrivacyBlur
 from data_engine.release.downsample import released_size, resize_image, resize_mask, scale_box, scale_points
 from data_engine.release.verify import verify_release
-from data_engine.stages import release as release_stage
+from data_engine.stages import run_stage
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -220,7 +220,7 @@ def released(tmp_path_factory):
     root = tmp_path_factory.mktemp("release")
     dataset, images_dir = make_dataset(root)
     cfg = release_cfg(dataset, root / "rel")
-    summary = release_stage.run(cfg)
+    summary = run_stage(cfg)
     return {"root": root, "dataset": dataset, "images": images_dir, "out": root / "rel", "summary": summary}
 
 
@@ -335,29 +335,29 @@ def test_face_is_blurred_in_the_release_and_recorded_in_the_sidecar(released):
 def test_rerun_changes_no_byte(released, tmp_path):
     before = release_files(released["out"])
     # A fresh output folder: the same bytes
-    release_stage.run(release_cfg(released["dataset"], tmp_path / "again"))
+    run_stage(release_cfg(released["dataset"], tmp_path / "again"))
     assert release_files(tmp_path / "again") == before
     # Resume: a tar lost with its done marker is written again, byte for byte
     (tmp_path / "again" / "sa_000001.tar").unlink()
     (tmp_path / "again" / "_done" / "000000" / "sa_000001.json").unlink()
-    release_stage.run(release_cfg(released["dataset"], tmp_path / "again"))
+    run_stage(release_cfg(released["dataset"], tmp_path / "again"))
     assert release_files(tmp_path / "again") == before
 
 
 def test_resume_ignores_groups_that_do_not_change_a_release(released, tmp_path):
     out = copy_release(released["out"], tmp_path / "rel")
     before = release_files(out)
-    release_stage.run(release_cfg(released["dataset"], out))
+    run_stage(release_cfg(released["dataset"], out))
     (out / "sa_000000.tar").unlink()
     (out / "_done" / "000000" / "sa_000000.json").unlink()
-    release_stage.run(release_cfg(released["dataset"], out, "amg.points_per_side=3", "model=vit_b"))
+    run_stage(release_cfg(released["dataset"], out, "amg.points_per_side=3", "model=vit_b"))
     assert release_files(out) == before
     with pytest.raises(UserError, match="different settings"):
-        release_stage.run(release_cfg(released["dataset"], out, "release.jpeg_quality=80"))
+        run_stage(release_cfg(released["dataset"], out, "release.jpeg_quality=80"))
 
 
 def test_stages_choose_the_masks(released, tmp_path):
-    summary = release_stage.run(release_cfg(released["dataset"], tmp_path / "both", "release.stages=[auto,assisted]"))
+    summary = run_stage(release_cfg(released["dataset"], tmp_path / "both", "release.stages=[auto,assisted]"))
     assert summary["masks"] == 7
 
 
@@ -365,7 +365,7 @@ def test_a_missing_image_is_left_out_and_reported(tmp_path):
     dataset, images_dir = make_dataset(tmp_path)
     (images_dir / "face.png").unlink()
     (tmp_path / ".sa_000000.0123.tmp.tar").write_bytes(b"left by a killed worker")
-    summary = release_stage.run(release_cfg(dataset, tmp_path))
+    summary = run_stage(release_cfg(dataset, tmp_path))
     assert summary["images"] == 1 and summary["images_failed"] == 1
     assert summary["first_failure"]["file_name"] == "face.png" and "cannot read" in summary["first_failure"]["error"]
     assert json.loads((tmp_path / "manifest.json").read_text())["images"] == 1
@@ -377,7 +377,7 @@ def test_a_dataset_given_twice_is_refused(tmp_path):
     dataset, _ = make_dataset(tmp_path)
     cfg = compose([*SMALL, "stage=release", f"release.data=[{dataset},{dataset}]", f"output.dir={tmp_path / 'r'}"])
     with pytest.raises(UserError, match="mask ids occur more than once"):
-        release_stage.run(cfg)
+        run_stage(cfg)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,7 +397,7 @@ def test_verifier_passes_a_good_release(released):
     report = verify_release(released["out"])
     assert report["problems"] == []
     assert report["verdict"].endswith("ok (2 tars, 2 images, 6 masks checked)")
-    assert release_stage.run(compose([*SMALL, "stage=release", f"release.verify={released['out']}"]))["masks"] == 6
+    assert run_stage(compose([*SMALL, "stage=release", f"release.verify={released['out']}"]))["masks"] == 6
 
 
 def test_verifier_rejects_one_changed_byte(released, tmp_path):
@@ -407,7 +407,7 @@ def test_verifier_rejects_one_changed_byte(released, tmp_path):
     data[len(data) // 3] ^= 0x01
     tar.write_bytes(bytes(data))
     with pytest.raises(UserError, match="sa_000000.tar: SHA-256 differs"):
-        release_stage.run(compose([*SMALL, "stage=release", f"release.verify={rel}"]))
+        run_stage(compose([*SMALL, "stage=release", f"release.verify={rel}"]))
 
 
 def test_verifier_rejects_a_mismatched_manifest(released, tmp_path):
@@ -514,9 +514,12 @@ def test_counts_parser_agrees_with_pycocotools():
         ("release.data=[]", "release.data"),
         ("release.data=[/no/such/dataset]", "release.data"),
         ("release.blur.cascades.face=no_such.xml", "release.blur.cascades.face"),
+        ("release.blur.strength=nan", "release.blur.strength"),
+        ("release.blur.scale_factor=inf", "release.blur.scale_factor"),
+        ("release.blur.strength=inf", "release.blur.strength"),  # accepted before: no finiteness check
     ],
 )
 def test_bad_settings_are_rejected(tmp_path, override, key):
     cfg = compose([*SMALL, "stage=release", f"release.data=[{tmp_path}]", f"output.dir={tmp_path / 'out'}", override])
     with pytest.raises(ConfigError, match=key):
-        release_stage.run(cfg)
+        run_stage(cfg)

@@ -11,7 +11,7 @@ import pytest
 from data_engine.errors import ConfigError
 from data_engine.io import coco, inputs, rle
 from data_engine.io.dataset import read_images, read_masks
-from data_engine.stages import synth as synth_stage
+from data_engine.stages import run_stage
 from data_engine.synth import scenes as synth
 
 
@@ -82,7 +82,7 @@ def drawn(scene: dict, obj: dict) -> np.ndarray:
 
 def run_synth(make_cfg, out, *overrides):
     cfg = make_cfg("stage=synth", "synth.num_scenes=3", "synth.shard_size=2", f"output.dir={out}", *overrides)
-    return synth_stage.run(cfg)
+    return run_stage(cfg)
 
 
 def test_stage_writes_pictures_coco_and_parquet(make_cfg, tmp_path):

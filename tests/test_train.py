@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from data_engine.config import compose
 from data_engine.errors import ConfigError
 from data_engine.io import rle
 from data_engine.io.dataset import write_shard
 from data_engine.io.inputs import InputError
 from data_engine.model.build import seeded_sam
-from data_engine.stages import synth as synth_stage
+from data_engine.schema import parse
+from data_engine.stages import run_stage
 from data_engine.stages import train as train_stage
 from data_engine.train import loop
 from data_engine.train import recipe as T
 from data_engine.train.data import TrainDataError, batch, load_sources
 from data_engine.train.recipe import batch_loss
+from data_engine.train.settings import Train
 
-RECIPE = T.recipe_of(compose(["stage=train"])["train"])  # the train group's defaults
+RECIPE = T.recipe_of(Train())  # the train section's defaults
 SMALL_TRAIN = [
     "train.init=scratch",
     "train.images_per_step=1",
@@ -42,7 +44,7 @@ def _one_torch_thread(one_thread):
 def scenes(make_cfg, tmp_path):
     """Three synthetic scenes written by the synth stage (Parquet, COCO and pictures)."""
     out = tmp_path / "scenes"
-    synth_stage.run(make_cfg("stage=synth", "synth.num_scenes=3", "synth.max_size=256", f"output.dir={out}"))
+    run_stage(make_cfg("stage=synth", "synth.num_scenes=3", "synth.max_size=256", f"output.dir={out}"))
     return out
 
 
@@ -76,11 +78,10 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(fixed_batch):
 
 
 def test_the_recipe_comes_from_the_train_group(make_cfg, tmp_path):
-    t = train_cfg(make_cfg, tmp_path, tmp_path / "out")["train"]
     assert RECIPE == dict(
         box_prob=0.5, correction_clicks=1, coarse_mask_prob=0.0, weights=(20.0, 1.0), all_iou=False, iou_weight=1.0
-    )  # SAM's settings, as conf/stage/train.yaml gives them
-    changed = {**t, "box_prob": 0.1, "focal_weight": 5.0, "supervise_all_iou": True}
+    )  # SAM's settings, as the train section's defaults give them
+    changed = replace(Train(), box_prob=0.1, focal_weight=5.0, supervise_all_iou=True)
     assert T.recipe_of(changed) == {**RECIPE, "box_prob": 0.1, "weights": (5.0, 1.0), "all_iou": True}
 
 
@@ -128,7 +129,7 @@ def test_iou_weight_scales_the_iou_heads_gradient(fixed_batch, iou_weight):
 
 def test_the_stage_passes_its_iou_supervision_setting(make_cfg, scenes, tmp_path):
     def logged_iou_mse(name, value):
-        train_stage.run(
+        run_stage(
             train_cfg(
                 make_cfg,
                 scenes,
@@ -178,7 +179,7 @@ def test_the_stage_passes_its_iou_target_setting(make_cfg, scenes, tmp_path, mon
 
     real = T.containing_iou
     monkeypatch.setattr(T, "containing_iou", spy)
-    train_stage.run(
+    run_stage(
         train_cfg(
             make_cfg,
             scenes,
@@ -194,9 +195,9 @@ def test_the_stage_passes_its_iou_target_setting(make_cfg, scenes, tmp_path, mon
     assert all(n == 2 and k in [len(e["masks"]) for e in examples] for n, k in seen)
 
 
-def run_killed_at_step_3(cfg: dict, monkeypatch, run=None) -> dict:
-    """Run a training stage (the train stage unless `run` says another) until it is killed while logging
-    step 3; the checkpoint it leaves (on the CPU)."""
+def run_killed_at_step_3(cfg: dict, monkeypatch) -> dict:
+    """Run a training stage (the train or the detector stage) until it is killed while logging step 3;
+    the checkpoint it leaves (on the CPU)."""
     real_append = loop.append_log
 
     def crash_at_step_3(out_dir, row):
@@ -206,21 +207,21 @@ def run_killed_at_step_3(cfg: dict, monkeypatch, run=None) -> dict:
 
     monkeypatch.setattr(loop, "append_log", crash_at_step_3)
     with pytest.raises(KeyboardInterrupt):
-        (run or train_stage.run)(cfg)
+        run_stage(cfg)
     monkeypatch.setattr(loop, "append_log", real_append)
     return torch.load(Path(cfg["output"]["dir"]) / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(make_cfg, scenes, tmp_path, monkeypatch):
     # Uninterrupted reference run
-    straight = train_stage.run(train_cfg(make_cfg, scenes, tmp_path / "straight", "train.steps=3"))
+    straight = run_stage(train_cfg(make_cfg, scenes, tmp_path / "straight", "train.steps=3"))
     assert straight["steps"] == 3
     reference = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
     # Same run, killed while logging step 3 (after the step-2 checkpoint)
     cfg = train_cfg(make_cfg, scenes, tmp_path / "resumed", "train.steps=3")
     assert run_killed_at_step_3(cfg, monkeypatch)["step"] == 2
     # Rerun: continues at step 3, the log keeps one row per step, weights match the uninterrupted run
-    assert train_stage.run(cfg)["steps"] == 3
+    assert run_stage(cfg)["steps"] == 3
     resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.pt", weights_only=True)
     assert resumed["step"] == 3
     # The same weights, bit for bit, as the uninterrupted run
@@ -237,7 +238,7 @@ def test_two_runs_of_one_command_give_the_same_bytes_on_two_threads(make_cfg, sc
     # torch's deterministic kernels are on (train.deterministic, the default); three tries, as the
     # order only sometimes differs
     def weights(name):
-        train_stage.run(
+        run_stage(
             train_cfg(
                 make_cfg, scenes, tmp_path / name, "train.steps=2", "train.masks_per_image=8", "train.num_threads=2"
             )
@@ -252,7 +253,7 @@ def test_two_runs_of_one_command_give_the_same_bytes_on_two_threads(make_cfg, sc
 
 def test_frozen_image_encoder_stays_unchanged(make_cfg, scenes, tmp_path):
     cfg = train_cfg(make_cfg, scenes, tmp_path / "frozen", "train.steps=1", "train.freeze_image_encoder=true")
-    train_stage.run(cfg)
+    run_stage(cfg)
     trained = torch.load(tmp_path / "frozen" / "checkpoints" / "last.pt", weights_only=True)["model"]
     start = seeded_sam("tiny", cfg["seed"]).state_dict()
     encoder = [k for k in start if k.startswith("image_encoder.")]
@@ -269,7 +270,7 @@ def test_torch_settings_are_restored_after_the_run(make_cfg, scenes, tmp_path, m
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     assert torch.get_num_threads() == 1 and denormal_survives() and not torch.are_deterministic_algorithms_enabled()
-    train_stage.run(train_cfg(make_cfg, scenes, tmp_path / "settings", "train.steps=1", "train.num_threads=2"))
+    run_stage(train_cfg(make_cfg, scenes, tmp_path / "settings", "train.steps=1", "train.num_threads=2"))
     assert torch.get_num_threads() == 1
     assert denormal_survives()
     assert not torch.are_deterministic_algorithms_enabled()
@@ -342,7 +343,7 @@ def test_unusable_images_are_left_out_with_their_reason(make_cfg, scenes, tmp_pa
     source.write_text(json.dumps(doc))
     (tmp_path / "pictures").symlink_to(scenes / "pictures")
     # Training runs on the one usable image and records every other image and annotation with its reason
-    summary = train_stage.run(train_cfg(make_cfg, source, tmp_path / "run", "train.steps=1"))
+    summary = run_stage(train_cfg(make_cfg, source, tmp_path / "run", "train.steps=1"))
     assert summary["images"] == 1 and summary["images_skipped"] == 8 and summary["annotations_skipped"] == 4
     rows = [json.loads(ln) for ln in (tmp_path / "run" / "skipped.jsonl").read_text().splitlines()]
     annotations = {r["annotation"]: r["reason"] for r in rows if "annotation" in r}
@@ -431,7 +432,7 @@ def test_images_of_a_parquet_source_without_masks_are_recorded(scenes):
 def test_bad_settings_fail_before_work(make_cfg, scenes, tmp_path, override, key):
     cfg = train_cfg(make_cfg, scenes, tmp_path / "bad", "train.steps=1", override)
     with pytest.raises(ConfigError, match=key):
-        train_stage.run(cfg)
+        run_stage(cfg)
     assert not (tmp_path / "bad").exists()
 
 
@@ -457,7 +458,7 @@ def test_area_power_sets_how_often_small_masks_are_drawn(make_cfg, scenes, tmp_p
     assert abs(small_share(-0.25) - 0.8) < 0.05
     assert abs(small_share(0.25) - 0.2) < 0.05
     cfg = train_cfg(make_cfg, scenes, tmp_path / "out", "train.area_power=-0.25")
-    assert train_stage.check(cfg["train"])["area_power"] == -0.25  # negative powers are a valid setting
+    assert parse(Train, cfg["train"], "train").area_power == -0.25  # negative powers are a valid setting
 
 
 def test_prompts_are_simulated_from_the_masks():
@@ -498,7 +499,7 @@ def test_partial_init_copies_the_fitting_tensors_of_a_checkpoint(make_cfg, scene
     path = tmp_path / "older.pt"
     torch.save(older, path)
     cfg = train_cfg(make_cfg, scenes, tmp_path / "grown", "train.init=partial", f"model.checkpoint={path}")
-    sam = train_stage.initial_model(cfg, "cpu")
+    sam = train_stage.initial_model(cfg, parse(Train, cfg["train"], "train"), "cpu")
     state = sam.state_dict()
     assert all(torch.equal(state[k], v) for k, v in older.items())
     block = next(k for k in state if ".blocks." in k and k.endswith("qkv.weight"))
@@ -508,4 +509,4 @@ def test_partial_init_copies_the_fitting_tensors_of_a_checkpoint(make_cfg, scene
 def test_partial_init_without_a_checkpoint_says_what_to_pass(make_cfg, scenes, tmp_path):
     cfg = train_cfg(make_cfg, scenes, tmp_path / "grown", "train.init=partial")
     with pytest.raises(ConfigError, match="model.checkpoint=PATH"):
-        train_stage.initial_model(cfg, "cpu")
+        train_stage.initial_model(cfg, parse(Train, cfg["train"], "train"), "cpu")

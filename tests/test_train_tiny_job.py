@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from data_engine.config import validate
-from data_engine.stages import synth as synth_stage
-from data_engine.stages import train as train_stage
+from data_engine.schema import parse
+from data_engine.stages.synth import Synth
+from data_engine.train.settings import Train
 
 SCRIPT = Path(__file__).parents[1] / "jobs" / "train_tiny.sh"
 
@@ -32,18 +33,18 @@ def recorded_commands(tmp_path: Path) -> list[list[str]]:
 def test_the_chain_makes_the_data_then_trains_each_run_from_the_last(make_cfg, tmp_path):
     commands = recorded_commands(tmp_path)
     data = make_cfg(*commands[0], small=False)
-    assert data["stage"]["name"] == "synth" and synth_stage.check(data["synth"])["seed"] == 1
+    assert data["stage"]["name"] == "synth" and parse(Synth, data["synth"], "synth").seed == 1
     data_dir = Path(data["output"]["dir"])
     data_dir.mkdir(parents=True)
     previous = None
     for command in commands[1:]:
         cfg = make_cfg(*command, small=False)
-        t = train_stage.check(cfg["train"])
-        assert t["data"] == [str(data_dir)]
+        train = parse(Train, cfg["train"], "train")
+        assert train.data == [str(data_dir)]
         if previous is None:
-            assert t["init"] == "scratch" and not cfg["model"]["checkpoint"]
+            assert train.init == "scratch" and not cfg["model"]["checkpoint"]
         else:
-            assert t["init"] == "pretrained" and cfg["model"]["checkpoint"] == str(previous / "model.pt")
+            assert train.init == "pretrained" and cfg["model"]["checkpoint"] == str(previous / "model.pt")
         validate(cfg)  # the checkpoint it names must exist: stand in for the previous run's model.pt
         previous = Path(cfg["output"]["dir"])
         previous.mkdir(parents=True)

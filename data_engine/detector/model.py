@@ -20,17 +20,13 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from data_engine.detector.settings import MAX_SIDE, SETTING_BOUNDS, SETTING_KEYS
 from data_engine.errors import UserError, is_int, is_number
 from data_engine.io.atomic import atomic_path
 from data_engine.model.build import check_finite
 
 FORMAT = "data_engine.detector/1"  # marks a checkpoint written by save_detector
 NUM_CLASSES = 2  # background + one generic "object"
-# The build settings a checkpoint holds (the detector.* keys of the same names), each with its bounds: an
-# image side of 60000 px would ask each image for tens of GB.
-MAX_SIDE = 4096
-SETTING_BOUNDS = {"min_size": (1, MAX_SIDE), "max_size": (1, MAX_SIDE), "box_detections_per_img": (1, 10000)}
-SETTING_KEYS = (*SETTING_BOUNDS, "box_nms_thresh")
 
 
 class DetectorCheckpointError(UserError, ValueError):

@@ -20,34 +20,12 @@ import logging
 from functools import lru_cache
 from pathlib import Path
 
-from data_engine.errors import ConfigError
 from data_engine.io.atomic import write_text_atomic
+from data_engine.stages.engine import Evaluate
 
 log = logging.getLogger(__name__)
 
-KEYS = {"experts", "max_images", "min_area", "amg"}
 INITIAL = "initial"
-
-
-def check(section: dict | None, steps: list[dict]) -> dict | None:
-    """The engine's `evaluate` settings (None: no evaluation), or a ConfigError naming the key."""
-    if not section:
-        return None
-    if set(section) - KEYS:
-        raise ConfigError(f"engine.evaluate: unknown keys {sorted(set(section) - KEYS)}; known: {sorted(KEYS)}")
-    names = [s["name"] for s in steps]
-    if section.get("experts") not in names:
-        raise ConfigError(
-            f"engine.evaluate.experts: {section.get('experts')!r} is not a step of this engine; name the step "
-            f"that writes the held-out expert set (e.g. a synth step), one of {names}"
-        )
-    for key in ("max_images", "min_area"):
-        value = section.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"engine.evaluate.{key}: must be an integer >= 1, got {value!r}")
-    if not isinstance(section.get("amg") or {}, dict):
-        raise ConfigError("engine.evaluate.amg: give generator settings as a mapping, e.g. {points_per_side: 16}")
-    return {**section, "amg": section.get("amg") or {}}
 
 
 def candidates(cfg: dict, steps: list[dict]) -> list[dict]:
@@ -60,12 +38,12 @@ def candidates(cfg: dict, steps: list[dict]) -> list[dict]:
     return models
 
 
-def models(cfg: dict, steps: list[dict], settings: dict, out_dir: Path, record_of) -> None:
+def models(cfg: dict, steps: list[dict], settings: Evaluate, out_dir: Path, record_of) -> None:
     """Evaluate every model whose step is done and whose figures are missing or out of date."""
-    experts = next(s for s in steps if s["name"] == settings["experts"])
+    experts = next(s for s in steps if s["name"] == settings.experts)
     if not done(record_of(experts), experts):
         return
-    amg = {**cfg["amg"], **settings["amg"]}
+    amg = {**cfg["amg"], **settings.amg}
     for model in candidates(cfg, steps):
         if model["step"] is not None and not done(record_of(model["step"]), model["step"]):
             continue
@@ -82,11 +60,11 @@ def done(record: dict | None, step: dict) -> bool:
     return record is not None and record["status"] == "done" and record["hash"] == step["hash"]
 
 
-def figures_hash(model: dict, settings: dict, amg: dict, experts: dict) -> str:
+def figures_hash(model: dict, settings: Evaluate, amg: dict, experts: dict) -> str:
     """What the figures depend on: the model (its step's hash, or the engine's model settings), the
     evaluation settings and the expert set's step."""
     made_by = model["step"]["hash"] if model["step"] else model["model"]
-    doc = [made_by, {k: settings[k] for k in ("max_images", "min_area")}, amg, experts["hash"]]
+    doc = [made_by, {"max_images": settings.max_images, "min_area": settings.min_area}, amg, experts["hash"]]
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -104,15 +82,15 @@ def read(out_dir: Path, name: str) -> dict | None:
 # ----------------------------------------------------------------------------------------------
 
 
-def model_figures(model: dict, experts_dir: str, settings: dict, amg: dict) -> dict:
+def model_figures(model: dict, experts_dir: str, settings: Evaluate, amg: dict) -> dict:
     """Single-point and automatic-stage figures of one model on the expert set."""
     from data_engine.model.build import build_sam
     from data_engine.train.evaluate import point_figures
 
-    m = model["model"]
-    sam = build_sam(m["variant"], checkpoint=model["checkpoint"], download=False, device=m["device"])
-    scenes, expert_side = expert_set(experts_dir, settings["max_images"])
-    point = point_figures(sam, scenes, min_area=settings["min_area"])
+    built = model["model"]
+    sam = build_sam(built["variant"], checkpoint=model["checkpoint"], download=False, device=built["device"])
+    scenes, expert_side = expert_set(experts_dir, settings.max_images)
+    point = point_figures(sam, scenes, min_area=settings.min_area)
     auto = automatic_figures(sam, scenes, expert_side, amg)
     return {
         "point_miou": point["point_miou"],

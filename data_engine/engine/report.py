@@ -9,11 +9,13 @@ of the loop (the engine command's, then each retrained one): its quality on the 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from data_engine.engine import evaluate
 from data_engine.io.atomic import write_text_atomic
 from data_engine.io.html_report import esc, figure, fmt, img_tag, page, table, to_png
+from data_engine.stages.engine import Evaluate
 
 JSON = "engine_report.json"
 HTML = "engine_report.html"
@@ -26,7 +28,7 @@ NOTE = (
 )
 
 
-def write(cfg: dict, steps: list[dict], settings: dict | None, out_dir: Path, record_of) -> dict:
+def write(cfg: dict, steps: list[dict], settings: Evaluate | None, out_dir: Path, record_of) -> dict:
     """Build the report document, write the JSON and HTML (only when they changed), return it."""
     doc = document(cfg, steps, settings, out_dir, record_of)
     save_if_changed(json.dumps(doc, indent=2, default=str), out_dir / JSON)
@@ -45,7 +47,7 @@ def save_if_changed(text: str, path: Path) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def document(cfg: dict, steps: list[dict], settings: dict | None, out_dir: Path, record_of) -> dict:
+def document(cfg: dict, steps: list[dict], settings: Evaluate | None, out_dir: Path, record_of) -> dict:
     rows = [step_entry(step, record_of(step)) for step in steps]
     models = model_entries(cfg, steps, rows, out_dir) if settings else []
     totals = {
@@ -60,7 +62,7 @@ def document(cfg: dict, steps: list[dict], settings: dict | None, out_dir: Path,
     return {
         "engine": cfg["engine"].get("description"),
         "output": str(out_dir),
-        "evaluate": settings,
+        "evaluate": asdict(settings) if settings else None,
         "steps": rows,
         "models": models,
         "totals": totals,

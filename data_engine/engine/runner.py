@@ -18,6 +18,7 @@ from data_engine.engine import evaluate, report
 from data_engine.engine.steps import first_line, lookup, plan
 from data_engine.errors import UserError
 from data_engine.io.atomic import write_text_atomic
+from data_engine.stages.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -28,23 +29,23 @@ class StepFailed(UserError, RuntimeError):
     """A step's stage failed; the message names the step and its error."""
 
 
-def run_engine(cfg: dict) -> dict:
+def run_engine(cfg: dict, settings: Engine) -> dict:
     """Plan and check every step, run them in order, evaluate each retrained model, write the report."""
     out_dir = Path(cfg["output"]["dir"])
     steps = plan(cfg)
-    settings = evaluate.check(cfg["engine"].get("evaluate"), steps)
+    evaluation = settings.evaluate
     out_dir.mkdir(parents=True, exist_ok=True)
     note_strays(out_dir, steps)
     log.info("engine: %d steps under %s: %s", len(steps), out_dir, ", ".join(s["folder"] for s in steps))
     rerun = False  # once a step runs, every later step runs too
     try:
-        with torch_threads(cfg["engine"].get("num_threads")):
+        with torch_threads(settings.num_threads):
             for step in steps:
                 rerun = run_step(step, out_dir, rerun) or rerun
-                if settings:
-                    evaluate.models(cfg, steps, settings, out_dir, lambda s: read_record(out_dir, s))
+                if evaluation:
+                    evaluate.models(cfg, steps, evaluation, out_dir, lambda s: read_record(out_dir, s))
     finally:
-        doc = report.write(cfg, steps, settings, out_dir, lambda s: read_record(out_dir, s))
+        doc = report.write(cfg, steps, evaluation, out_dir, lambda s: read_record(out_dir, s))
     return {"output": str(out_dir), "steps": len(steps), **doc["totals"], "report": str(out_dir / report.HTML)}
 
 
@@ -139,15 +140,15 @@ def run_checked(step: dict, resuming: bool) -> dict:
                 f"engine step {step['folder']} waits for {key}={path}, written outside the loop (e.g. the "
                 "annotators' export); rerun the same command once it is there"
             )
-    validate(step["cfg"])
+    settings = validate(step["cfg"])
     try:
-        summary = run_stage(step["cfg"])
+        summary = run_stage(step["cfg"], settings)
     except OutputConflict:
         if not resuming:
             raise
         log.warning("engine: %s: its inputs changed since it started; starting it afresh", step["folder"])
         shutil.rmtree(step["dir"], ignore_errors=True)
-        summary = run_stage(step["cfg"])
+        summary = run_stage(step["cfg"], settings)
     if summary.get("shards_failed"):
         failed = summary["shards_failed"]
         raise RuntimeError(f"{len(failed)} shards failed (first: {next(iter(failed))}: {next(iter(failed.values()))})")

@@ -35,7 +35,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from data_engine.errors import ConfigError, check_int
+from data_engine.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +53,13 @@ INHERITED = ("runtime", "model", "log_level")
 UNSAFE = set(" \t'\",[]{}=$\\")
 
 
-def check_section(section: dict) -> dict:
-    """The engine section with its entries checked and expanded (names, stages, rounds, references)."""
-    steps = expand(section.get("steps"))
+def check_references(entries: list) -> list[dict]:
+    """The engine's steps expanded (names, stages, rounds) with every reference resolved, or a ConfigError
+    naming the step: unknown and forward references are refused before anything runs."""
+    steps = expand(entries)
     for step in steps:
-        resolve(step, steps, Path("/OUT"))  # rejects unknown and forward references before anything runs
-    check_int({"num_threads": section.get("num_threads")}, "engine.num_threads", 1, nullable=True)
-    return {**section, "expanded": steps}
+        resolve(step, steps, Path("/OUT"))
+    return steps
 
 
 # ----------------------------------------------------------------------------------------------

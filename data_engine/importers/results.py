@@ -114,12 +114,13 @@ REPORT_SCHEMA = pa.schema(
 )
 
 
-def inputs_digest(a: dict) -> str:
-    """SHA-256 of the annotation and click inputs (files by content, folders by names, sizes and times)."""
+def inputs_digest(*paths: str | None) -> str:
+    """SHA-256 of the annotation and click inputs (files by content, folders by names, sizes and times;
+    None skipped)."""
     h = hashlib.sha256()
-    for key in ("annotations", "clicks"):
-        if a.get(key):
-            path = Path(a[key]).expanduser()
+    for given in paths:
+        if given:
+            path = Path(given).expanduser()
             files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
             for p in files:
                 stat = p.stat()

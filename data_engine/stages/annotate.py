@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from data_engine.errors import ConfigError
@@ -20,26 +21,46 @@ from data_engine.io import coco, rle
 from data_engine.io.atomic import write_text_atomic
 from data_engine.io.dataset import Dataset
 from data_engine.runtime import runs
+from data_engine.schema import absolute, setting
 from data_engine.synth import clicks
 
 
-def run(cfg: dict) -> dict:
+@dataclass(frozen=True)
+class Annotate:
+    # a data-engine output with exact masks (a synth output)
+    source: str | None = setting(
+        None, required="give a data-engine output with exact masks", exists="dir", hint="give a synth output"
+    )
+    click_fraction: float = setting(0.5, ge=0, le=1)  # share of the images annotated as click sessions; others COCO
+    max_clicks: int = setting(3, ge=1)  # clicks per object: 1 to this many (first positive, then positive or negative)
+    final_mask: bool = setting(True)  # sessions end with the exact mask (brush and eraser); false: the model's mask
+    min_area: int = setting(16, ge=0)  # objects under this many pixels are not annotated
+    seed: int = setting(0, ge=0)
+    # stage 2: a stage=semi output of the same images, whose pre-annotations are reviewed
+    prefill: str | None = setting(None, exists="dir", hint="give a stage=semi output.dir")
+    keep_iou: float = setting(
+        0.75, gt=0, le=1
+    )  # stage 2: a prefilled mask at this IoU or more with an exact one is kept
+
+
+def run(cfg: dict, settings: Annotate) -> dict:
     """Split the source's images into COCO and click-session exports; the counts of each."""
     start = time.time()
-    a = check(cfg["annotate"])
+    settings = absolute(settings, ("source", "prefill"))
     out_dir = Path(cfg["output"]["dir"])
-    if not (Path(a["source"]) / "masks").is_dir():
+    if not (Path(settings.source) / "masks").is_dir():  # known only once an engine's earlier step wrote it
         raise ConfigError(
-            f"annotate.source: {a['source']} has no masks/: give a data-engine output (e.g. a synth output)"
+            f"annotate.source: {settings.source} has no masks/: give a data-engine output (e.g. a synth output)"
         )
-    source = Dataset.open(a["source"], "annotate.source")
+    source = Dataset.open(settings.source, "annotate.source")
     runs.prepare_output(out_dir, cfg, {"input_root": str(source.image_root) if source.image_root else None})
-    if a["prefill"]:
-        return review_prefill(a, out_dir, start)
-    images = source_images(source, a["min_area"])
-    clicked = clicks.click_images(sorted(images), a["click_fraction"], a["seed"])
+    if settings.prefill:
+        return review_prefill(settings, out_dir, start)
+    images = source_images(source, settings.min_area)
+    seed = settings.seed
+    clicked = clicks.click_images(sorted(images), settings.click_fraction, seed)
     sessions = [
-        clicks.image_sessions(images[name], images[name]["objects"], a["seed"], i, a["max_clicks"], a["final_mask"])
+        clicks.image_sessions(images[name], images[name]["objects"], seed, i, settings.max_clicks, settings.final_mask)
         for i, name in enumerate(sorted(images))
         if name in clicked
     ]
@@ -61,41 +82,20 @@ def run(cfg: dict) -> dict:
     return summary
 
 
-def review_prefill(a: dict, out_dir: Path, start: float) -> dict:
+def review_prefill(settings: Annotate, out_dir: Path, start: float) -> dict:
     """Stage 2: the simulated annotators' pass over the prefill's COCO pre-annotations."""
     from data_engine.semi.annotator import annotate
 
-    pre = Path(a["prefill"]) / "preannotations" / "coco_instances.json"
+    pre = Path(settings.prefill) / "preannotations" / "coco_instances.json"
     if not pre.is_file():
         raise ConfigError(
-            f"annotate.prefill: {a['prefill']} has no {pre.name}: run stage=semi with coco in semi.export"
+            f"annotate.prefill: {settings.prefill} has no {pre.name}: run stage=semi with coco in semi.export"
         )
-    totals = annotate(
-        pre, Path(a["source"]) / "instances.json", out_dir / "annotations.json", a["keep_iou"], None, a["min_area"]
-    )
+    exact = Path(settings.source) / "instances.json"
+    totals = annotate(pre, exact, out_dir / "annotations.json", settings.keep_iou, None, settings.min_area)
     summary = {"output": str(out_dir), **totals, "seconds": round(time.time() - start, 2)}
     write_text_atomic(json.dumps(summary, indent=2), out_dir / "summary.json")
     return summary
-
-
-def check(a: dict) -> dict:
-    """The annotate section, or a ConfigError naming the key."""
-    source = Path(str(a["source"])).expanduser() if a["source"] else None
-    if source is None or not source.is_dir():
-        raise ConfigError(f"annotate.source: {a['source']} is not a folder: give a data-engine output with exact masks")
-    if not (isinstance(a["click_fraction"], (int, float)) and 0 <= a["click_fraction"] <= 1):
-        raise ConfigError(f"annotate.click_fraction: must lie in [0, 1], got {a['click_fraction']!r}")
-    for key, low in (("max_clicks", 1), ("min_area", 0), ("seed", 0)):
-        if not isinstance(a[key], int) or isinstance(a[key], bool) or a[key] < low:
-            raise ConfigError(f"annotate.{key}: must be an integer >= {low}, got {a[key]!r}")
-    if not isinstance(a["final_mask"], bool):
-        raise ConfigError(f"annotate.final_mask: must be true or false, got {a['final_mask']!r}")
-    if a["prefill"] and not Path(str(a["prefill"])).expanduser().is_dir():
-        raise ConfigError(f"annotate.prefill: {a['prefill']} is not a folder: give a stage=semi output.dir")
-    if not (isinstance(a["keep_iou"], (int, float)) and 0 < a["keep_iou"] <= 1):
-        raise ConfigError(f"annotate.keep_iou: must lie in (0, 1], got {a['keep_iou']!r}")
-    prefill = str(Path(a["prefill"]).expanduser().resolve()) if a["prefill"] else None
-    return {**a, "source": str(source.resolve()), "prefill": prefill}
 
 
 def source_images(source: Dataset, min_area: int) -> dict[str, dict]:

@@ -9,26 +9,52 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from data_engine.errors import check_choice, check_path, require
+from data_engine.errors import require
 from data_engine.importers import FORMATS, clicks, import_annotations
 from data_engine.importers.results import inputs_digest, write_report
 from data_engine.io import inputs
 from data_engine.io.dataset import image_row
 from data_engine.io.images import load_rgb
-from data_engine.model.build import model_args, model_record
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
+from data_engine.schema import absolute, setting
 
 log = logging.getLogger(__name__)
 
+PATHS = ("annotations", "clicks", "image_root")  # made absolute: the run records them, the workers read them
 
-def run(cfg: dict) -> dict:
+
+@dataclass(frozen=True)
+class Assisted:
+    format: str = setting("coco", choices=tuple(FORMATS))  # the annotation tool's export format
+    annotations: str | None = setting(None, exists="path")  # the exported file or folder (null: clicks only)
+    # folder the image names are relative to; null: declared sizes trusted, no file checks
+    image_root: str | None = setting("${input.path}", exists="path")
+    clicks: str | None = setting(None, exists="path")  # click-session JSON to replay through SAM (needs image_root)
+
+    def check(self) -> None:
+        require(
+            bool(self.annotations or self.clicks),
+            "assisted.annotations",
+            "give an annotation file or folder, and/or assisted.clicks",
+        )
+        require(
+            not self.clicks or bool(self.image_root),
+            "assisted.clicks",
+            "replaying clicks needs the images: set assisted.image_root (or input.path)",
+        )
+
+
+def run(cfg: dict, settings: Assisted) -> dict:
     """Import, replay and write; resumes an interrupted run in the same output.dir."""
-    a = check(cfg["assisted"])
-    rows, objects, report = import_inputs(a, cfg["input"]["max_pixels"], cfg["input"]["follow_symlinks"])
+    from data_engine.model.build import model_record
+
+    settings = absolute(settings, PATHS)
+    rows, objects, report = import_inputs(settings, cfg["input"]["max_pixels"], cfg["input"]["follow_symlinks"])
     out_dir = Path(cfg["output"]["dir"])
     shards = make_shards(group_by_image(rows, objects), cfg["input"]["shard_size"])
     log.info(
@@ -37,56 +63,36 @@ def run(cfg: dict) -> dict:
 
     def report_and_overlays(summary: dict) -> dict:
         extra = {"import": write_report(out_dir, report)}
-        if cfg["output"].get("overlays") and a["image_root"]:
+        if cfg["output"].get("overlays") and settings.image_root:
             from data_engine.io.overlays import write_overlays
 
-            extra["overlays"] = write_overlays(out_dir, Path(a["image_root"]), cfg["output"]["overlays"])
+            extra["overlays"] = write_overlays(out_dir, Path(settings.image_root), cfg["output"]["overlays"])
         return extra
 
     job = ShardedJob(
         out_dir=out_dir,
         config=cfg,
         shards=shards,
-        make_worker=partial(AssistedWorker, cfg, a["image_root"]),
+        make_worker=partial(AssistedWorker, cfg, settings.image_root),
         runtime=cfg["runtime"],
         record={
             "model": model_record(cfg["model"]) if objects else None,
-            "inputs_sha256": inputs_digest(a),
-            "input_root": a["image_root"],  # where the train stage finds this output's images
+            "inputs_sha256": inputs_digest(settings.annotations, settings.clicks),
+            "input_root": settings.image_root,  # where the train stage finds this output's images
         },
         extra_summary=report_and_overlays,
     )
     return run_job(job)
 
 
-def check(a: dict) -> dict:
-    """The assisted section with absolute paths; every error names the key and what to do."""
-    check_choice(a, "assisted.format", FORMATS)
-    require(
-        bool(a.get("annotations") or a.get("clicks")),
-        "assisted.annotations",
-        "give an annotation file or folder, and/or assisted.clicks",
-    )
-    require(
-        not a.get("clicks") or bool(a.get("image_root")),
-        "assisted.clicks",
-        "replaying clicks needs the images: set assisted.image_root (or input.path)",
-    )
-    for key in ("annotations", "clicks", "image_root"):
-        check_path(a, f"assisted.{key}", nullable=True)
-    paths = {
-        key: str(Path(a[key]).expanduser().resolve()) if a.get(key) else None
-        for key in ("annotations", "clicks", "image_root")
-    }
-    return {**a, **paths}
-
-
-def import_inputs(a: dict, max_pixels: int, follow: bool) -> tuple[list[dict], list[dict], list[dict]]:
+def import_inputs(settings: Assisted, max_pixels: int, follow: bool) -> tuple[list[dict], list[dict], list[dict]]:
     """(human mask rows, click objects, report rows of both); images above max_pixels, and without `follow`
     (input.follow_symlinks) images that are symlinks leaving the image root, are rejected."""
-    fmt, root = a["format"], a["image_root"]
-    rows, report = import_annotations(fmt, a["annotations"], root, max_pixels, follow) if a["annotations"] else ([], [])
-    objects, click_report = clicks.read(a["clicks"], root, max_pixels, follow) if a["clicks"] else ([], [])
+    root, annotations, click_file = settings.image_root, settings.annotations, settings.clicks
+    rows, report = (
+        import_annotations(settings.format, annotations, root, max_pixels, follow) if annotations else ([], [])
+    )
+    objects, click_report = clicks.read(click_file, root, max_pixels, follow) if click_file else ([], [])
     return rows, objects, report + click_report
 
 
@@ -159,7 +165,7 @@ class AssistedWorker:
 
     def get_replayer(self):
         if self.replayer is None:
-            from data_engine.model.build import build_sam
+            from data_engine.model.build import build_sam, model_args
             from data_engine.model.click_replay import ClickReplayer
 
             self.replayer = ClickReplayer(

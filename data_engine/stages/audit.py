@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,9 +12,9 @@ import pyarrow as pa
 from data_engine.audit.core import audit
 from data_engine.audit.load import load_side
 from data_engine.audit.report import GROUP_COLUMNS, write_report
-from data_engine.errors import check_choice, check_int, check_number, check_path
 from data_engine.io.atomic import write_text_atomic
 from data_engine.io.dataset import Dataset, write_atomic
+from data_engine.schema import setting
 
 PAIRS_SCHEMA = pa.schema(
     [
@@ -36,39 +37,47 @@ PAIRS_SCHEMA = pa.schema(
 )
 
 
-def run(cfg: dict) -> dict:
+@dataclass(frozen=True)
+class Audit:
+    pred: str | None = setting("out/auto")  # generated masks: a data-engine output.dir, or a COCO instances JSON
+    # expert masks: same choices (e.g. a stage-1 import, or the samples' instances.json)
+    expert: str | None = setting(None)
+    # pair images by file_name (relative to the image folder) or image_id
+    match_by: str = setting("file_name", choices=("file_name", "image_id"))
+    min_iou: float = setting(0.0, ge=0, le=0.999)  # masks pair up only above this IoU (0: any overlap)
+    boundary_ratio: float = setting(0.02, ge=0.001, le=1)  # boundary IoU band width, as a fraction of the diagonal
+    # ranks generated masks for AR@k (predicted_iou or stability_score; missing: 1)
+    score: str = setting("predicted_iou", choices=("predicted_iou", "stability_score"))
+    worst_k: int = setting(6, ge=0)  # worst images listed, and drawn in the report
+    image_root: str | None = setting(
+        None, exists="path"
+    )  # images for the report's overlays; null: the pred run's input
+
+
+SETTINGS_RECORDED = ("match_by", "min_iou", "boundary_ratio", "score", "worst_k")
+
+
+def run(cfg: dict, settings: Audit) -> dict:
     """Load both sides, audit, write the three outputs; returns the headline figures and the paths."""
     start = time.time()
-    a = cfg["audit"]
-    check(a)
-    pred = load_side(a["pred"], "pred", a["match_by"], a["score"])
-    expert = load_side(a["expert"], "expert", a["match_by"], a["score"])
-    result = audit(pred, expert, a["min_iou"], a["boundary_ratio"], a["worst_k"])
+    pred = load_side(settings.pred, "pred", settings.match_by, settings.score)
+    expert = load_side(settings.expert, "expert", settings.match_by, settings.score)
+    result = audit(pred, expert, settings.min_iou, settings.boundary_ratio, settings.worst_k)
     out_dir = Path(cfg["output"]["dir"])
-    settings = {
+    recorded = {
         "pred": pred["path"],
         "expert": expert["path"],
-        **{k: a[k] for k in ("match_by", "min_iou", "boundary_ratio", "score", "worst_k")},
+        **{k: getattr(settings, k) for k in SETTINGS_RECORDED},
     }
-    paths = write_outputs(result, out_dir, settings, image_root(a, pred, expert))
+    paths = write_outputs(result, out_dir, recorded, image_root(settings.image_root, pred, expert))
     summary = {k: result["metrics"].get(k) for k in ("images", *GROUP_COLUMNS)}
     return {**summary, **paths, "seconds": round(time.time() - start, 2)}
 
 
-def check(a: dict) -> None:
-    """Settings that cannot work fail before any file is read."""
-    check_choice(a, "audit.match_by", ("file_name", "image_id"))
-    check_choice(a, "audit.score", ("predicted_iou", "stability_score"))
-    check_number(a, "audit.min_iou", 0, 0.999)
-    check_number(a, "audit.boundary_ratio", 0.001, 1)
-    check_int(a, "audit.worst_k", 0)
-    check_path(a, "audit.image_root", nullable=True)
-
-
-def image_root(a: dict, pred: dict, expert: dict):
-    """audit.image_root, else where the generated dataset's images are, else a COCO file's folder."""
-    if a["image_root"]:
-        return Path(a["image_root"]).expanduser()
+def image_root(given: str | None, pred: dict, expert: dict):
+    """audit.image_root (`given`), else the generated run's input folder, else a COCO file's folder."""
+    if given:
+        return Path(given).expanduser()
     if pred["kind"] == "dataset":
         root = Dataset.open(pred["path"], "audit.pred").image_root
         if root:

@@ -14,10 +14,11 @@ from data_engine.runtime.job import ShardedJob, run_job
 log = logging.getLogger(__name__)
 
 
-def run(cfg: dict) -> dict:
-    """Generate masks for every input image; resumes an interrupted run in the same output.dir."""
-    i = cfg["input"]
-    listing = inputs.list_inputs(i["path"], i["extensions"], i["follow_symlinks"])
+def run(cfg: dict, settings: None = None) -> dict:
+    """Generate masks for every input image; resumes an interrupted run in the same output.dir. The stage
+    has no section of its own (`settings` is None): it reads the amg, input and model sections."""
+    input_cfg = cfg["input"]
+    listing = inputs.list_inputs(input_cfg["path"], input_cfg["extensions"], input_cfg["follow_symlinks"])
     if listing.ignored:
         log.warning(
             "%d files under %s were ignored (first: %s)",
@@ -29,7 +30,7 @@ def run(cfg: dict) -> dict:
     job = ShardedJob(
         out_dir=out_dir,
         config=cfg,
-        shards=inputs.make_shards(listing.names, i["shard_size"], listing.root, listing.stamps),
+        shards=inputs.make_shards(listing.names, input_cfg["shard_size"], listing.root, listing.stamps),
         make_worker=partial(AutoWorker, cfg, str(listing.root)),
         runtime=cfg["runtime"],
         record={"model": model_record(cfg["model"]), "input_root": str(listing.root)},

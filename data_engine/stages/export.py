@@ -4,26 +4,32 @@ label images."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from data_engine.errors import check_choice, check_number, require
 from data_engine.exports.formats import WRITERS, export
+from data_engine.schema import setting
 
 
-def run(cfg: dict) -> dict:
+@dataclass(frozen=True)
+class Export:
+    # sa1b | coco | coco_polygons | png (written under output.dir/<format>/)
+    format: str = setting("sa1b", choices=tuple(WRITERS))
+    # a data-engine output.dir (masks/ and images/)
+    dataset: str | None = setting(
+        "out/auto",
+        required="give the output.dir of a data-engine run, e.g. export.dataset=out/auto",
+        exists="dir",
+        hint="give the output.dir of a data-engine run, e.g. export.dataset=out/auto",
+    )
+    # coco_polygons: px an outline may move when simplified (0: the exact pixel outline)
+    polygon_tolerance: float = setting(0.5, ge=0)
+
+
+def run(cfg: dict, settings: Export) -> dict:
     """Export export.dataset in export.format under output.dir/<format>/; returns counts and the path."""
     start = time.time()
-    e = check(cfg["export"])
-    summary = export(Path(e["dataset"]).expanduser(), cfg["output"]["dir"], e["format"], e["polygon_tolerance"])
-    return {**summary, "seconds": round(time.time() - start, 2)}
-
-
-def check(e: dict) -> dict:
-    check_choice(e, "export.format", WRITERS)
-    check_number(e, "export.polygon_tolerance", 0)
-    require(
-        bool(e["dataset"]) and Path(e["dataset"]).expanduser().is_dir(),
-        "export.dataset",
-        f"{e['dataset']} is not a folder: give the output.dir of a data-engine run, e.g. export.dataset=out/auto",
+    summary = export(
+        Path(settings.dataset).expanduser(), cfg["output"]["dir"], settings.format, settings.polygon_tolerance
     )
-    return e
+    return {**summary, "seconds": round(time.time() - start, 2)}

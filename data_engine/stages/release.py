@@ -4,33 +4,77 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-from data_engine.errors import ConfigError
+from data_engine.errors import require
 from data_engine.release import plan
+from data_engine.release.blur import DETECTORS
 from data_engine.release.manifest import manifest, totals
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
+from data_engine.schema import setting
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: dict) -> dict:
+@dataclass(frozen=True)
+class Blur:
+    detector: str = setting("haar", choices=DETECTORS)  # haar (OpenCV cascades, shipped in its 4.x wheels) | none
+    # {kind: cascade file}: a name inside cv2.data.haarcascades or a path to an XML file
+    cascades: dict[str, str] = setting(
+        {"face": "haarcascade_frontalface_default.xml", "plate": "haarcascade_russian_plate_number.xml"},
+        required="map kinds to cascade files, e.g. {face: haarcascade_frontalface_default.xml}",
+    )
+    scale_factor: float = setting(1.1, gt=1)
+    min_neighbors: int = setting(5, ge=0)
+    min_size: int = setting(24, ge=1)  # px at the released size
+    strength: float = setting(0.25, gt=0)  # Gaussian sigma as a fraction of the box's shorter side
+    pad: float = setting(0.1, ge=0)  # box grown by this fraction of its size on each side
+
+
+@dataclass(frozen=True)
+class Release:
+    data: list[str] = setting([])  # dataset folders: output.dir of any stage (masks/ and images/ tables)
+    image_root: str | None = setting(None)  # null: each dataset's run.json input_root
+    # which stages' masks go in (SA-1B released only automatic masks)
+    stages: list[str] = setting(["auto"], required="must be a list of stage names, e.g. [auto]")
+    shortest_side: int = setting(1500, ge=1)  # larger images are area-downsampled to this shortest side
+    images_per_tar: int = setting(1000, ge=1)  # images per tar shard (the unit of work and resume)
+    jpeg_quality: int = setting(90, ge=1, le=100)
+    verify: str | None = setting(None, exists="dir", hint="give a release folder")  # check it instead of writing one
+    blur: Blur = setting(Blur())
+
+    def check(self) -> None:
+        if self.verify:
+            return
+        require(bool(self.data), "release.data", "give the dataset folders to release, e.g. 'release.data=[out/auto]'")
+        for folder in self.data:
+            require(
+                Path(folder).expanduser().is_dir(),
+                "release.data",
+                f"{folder} is not a folder; give the output.dir of a data-engine stage",
+            )
+
+
+def run(cfg: dict, settings: Release) -> dict:
     """Write (or resume) a release in output.dir; or verify release.verify. Raises ReleaseInvalid on a bad release."""
-    r = check(cfg["release"])
-    if r["verify"]:
-        return verify(r["verify"])
+    from data_engine.release.blur import PrivacyBlur
+
+    if settings.verify:
+        return verify(settings.verify)
+    PrivacyBlur(**asdict(settings.blur))  # a cascade that cannot load fails here, before any worker starts
     out_dir = Path(cfg["output"]["dir"])
-    shards = plan.plan(r["data"], r["image_root"], r["stages"], r["images_per_tar"])
+    shards = plan.plan(settings.data, settings.image_root, settings.stages, settings.images_per_tar)
     if not shards:
-        raise plan.ReleaseError(f"release.data={r['data']}: no image with status ok; nothing to release")
+        raise plan.ReleaseError(f"release.data={settings.data}: no image with status ok; nothing to release")
     log.info("%d images in %d tars", sum(len(s["files"]) for s in shards), len(shards))
     job = ShardedJob(
         out_dir=out_dir,
         config=release_config(cfg),
         shards=shards,
-        make_worker=partial(ReleaseWorker, cfg),
+        make_worker=partial(ReleaseWorker, cfg, settings),
         runtime=cfg["runtime"],
         record={"plan_sha256": plan.digest(shards)},
         parts=(),
@@ -38,42 +82,6 @@ def run(cfg: dict) -> dict:
         summarize=partial(summarize, out_dir),
     )
     return run_job(job)
-
-
-def check(r: dict) -> dict:
-    """release.* keys -> the same section, or ConfigError naming the key."""
-    b = r["blur"]
-    tests = [
-        ("verify", r["verify"] is None or Path(r["verify"]).expanduser().is_dir(), "must be a release folder"),
-        (
-            "data",
-            bool(r["verify"]) or (isinstance(r["data"], list) and bool(r["data"])),
-            "give the dataset folders to release, e.g. 'release.data=[out/auto]'",
-        ),
-        ("stages", isinstance(r["stages"], list) and bool(r["stages"]), "must be a list of stage names, e.g. [auto]"),
-        ("shortest_side", is_int(r["shortest_side"]) and r["shortest_side"] > 0, "must be a positive integer"),
-        ("images_per_tar", is_int(r["images_per_tar"]) and r["images_per_tar"] > 0, "must be a positive integer"),
-        ("jpeg_quality", is_int(r["jpeg_quality"]) and 1 <= r["jpeg_quality"] <= 100, "must be an integer 1-100"),
-        ("blur.detector", b["detector"] in ("haar", "none"), "must be haar or none"),
-        ("blur.cascades", isinstance(b["cascades"], dict) and bool(b["cascades"]), "must map kinds to cascade files"),
-        ("blur.scale_factor", is_number(b["scale_factor"]) and b["scale_factor"] > 1, "must be a number above 1"),
-        ("blur.min_neighbors", is_int(b["min_neighbors"]) and b["min_neighbors"] >= 0, "must be an integer >= 0"),
-        ("blur.min_size", is_int(b["min_size"]) and b["min_size"] > 0, "must be a positive integer"),
-        ("blur.strength", is_number(b["strength"]) and b["strength"] > 0, "must be a positive number"),
-        ("blur.pad", is_number(b["pad"]) and b["pad"] >= 0, "must be a number >= 0"),
-    ]
-    for key, ok, message in tests:
-        if not ok:
-            value = r.get(key, b.get(key.removeprefix("blur.")))
-            raise ConfigError(f"release.{key}={value!r}: {message}")
-    for folder in [] if r["verify"] else r["data"]:
-        if not Path(str(folder)).expanduser().is_dir():
-            raise ConfigError(f"release.data: {folder} is not a folder; give the output.dir of a data-engine stage")
-    if not r["verify"]:
-        from data_engine.release.blur import PrivacyBlur
-
-        PrivacyBlur(**b)  # a cascade that cannot load fails here, before any worker starts
-    return r
 
 
 def release_config(cfg: dict) -> dict:
@@ -87,28 +95,19 @@ def release_config(cfg: dict) -> dict:
     }
 
 
-def is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 class ReleaseWorker:
     """Builds the blur detector once; turns a tar shard's images into the tar, its sidecar and done record."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, settings: Release):
         from data_engine.release.blur import PrivacyBlur
         from data_engine.release.writer import MaskSource
 
-        r = cfg["release"]
         self.out_dir = Path(cfg["output"]["dir"])
-        self.blur = PrivacyBlur(**r["blur"])
-        self.masks = MaskSource(r["stages"])
+        self.blur = PrivacyBlur(**asdict(settings.blur))
+        self.masks = MaskSource(settings.stages)
         self.settings = {
-            "shortest_side": r["shortest_side"],
-            "jpeg_quality": r["jpeg_quality"],
+            "shortest_side": settings.shortest_side,
+            "jpeg_quality": settings.jpeg_quality,
             "max_pixels": cfg["input"]["max_pixels"],
         }
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from data_engine.errors import ConfigError, check_bool, check_int, check_number, require
+from data_engine.errors import ConfigError
 from data_engine.io import inputs
-from data_engine.model.build import model_record
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
-from data_engine.semi.worker import SemiWorker
+from data_engine.schema import setting
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,31 @@ EXPORTS = ("labelstudio", "cvat_xml", "coco")
 NOT_IN_FINGERPRINT = ("export", "image_url")
 
 
-def run(cfg: dict) -> dict:
+@dataclass(frozen=True)
+class Semi:
+    box_score_thresh: float = setting(0.5, ge=0, le=1)  # detector boxes scoring below this are not prompted
+    box_nms_thresh: float = setting(0.5, ge=0, le=1)  # a box overlapping a higher-scoring one above this IoU is dropped
+    max_boxes: int = setting(300, ge=1)  # boxes prompted per image at most, best first
+    # a mask whose bounding box has a lower IoU with its detector box is not prefilled (0: off)
+    min_box_iou: float = setting(0.0, ge=0, le=1)
+    # true: the automatic point grid also runs; its masks mostly outside the prefill are kept
+    points_fill: bool = setting(False)
+    fill_overlap: float = setting(0.5, ge=0, le=1)  # points_fill: a grid mask this much prefilled is dropped
+    # pre-annotation files written to output.dir/preannotations/ ([]: none)
+    export: list[str] = setting(list(EXPORTS), choices=EXPORTS)
+    # Label Studio tasks reference each image as image_url + file name. null: /data/local-files/?d=<name of the
+    # input folder>/, for Label Studio's local files with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT at the input
+    # folder's parent and a local-files storage at the input folder (docs/stages/semi.md)
+    image_url: str | None = setting(None)
+
+
+def run(cfg: dict, settings: Semi) -> dict:
     """Prefill every input image; resumes an interrupted run in the same output.dir."""
-    s = check(cfg["semi"])
-    i = cfg["input"]
-    listing = inputs.list_inputs(i["path"], i["extensions"], i["follow_symlinks"])
+    from data_engine.model.build import model_record
+    from data_engine.semi.worker import SemiWorker
+
+    input_cfg = cfg["input"]
+    listing = inputs.list_inputs(input_cfg["path"], input_cfg["extensions"], input_cfg["follow_symlinks"])
     if listing.ignored:
         log.warning("%d files under %s were ignored (see run.json's ignored_files)", len(listing.ignored), listing.root)
     out_dir = Path(cfg["output"]["dir"])
@@ -37,13 +57,13 @@ def run(cfg: dict) -> dict:
     def export(summary: dict) -> dict:
         from data_engine.semi.preannotations import local_files_url, write_preannotations
 
-        image_url = local_files_url(listing.root) if s["image_url"] is None else s["image_url"]
-        return {"preannotations": write_preannotations(out_dir, out_dir / "preannotations", s["export"], image_url)}
+        image_url = local_files_url(listing.root) if settings.image_url is None else settings.image_url
+        return {"preannotations": write_preannotations(out_dir, out_dir / "preannotations", settings.export, image_url)}
 
     job = ShardedJob(
         out_dir=out_dir,
         config=fingerprinted(cfg),
-        shards=inputs.make_shards(listing.names, i["shard_size"], listing.root, listing.stamps),
+        shards=inputs.make_shards(listing.names, input_cfg["shard_size"], listing.root, listing.stamps),
         make_worker=partial(SemiWorker, cfg, str(listing.root)),
         runtime=cfg["runtime"],
         record={
@@ -53,7 +73,7 @@ def run(cfg: dict) -> dict:
         },
         info={"inputs": len(listing.names), "ignored_files": listing.ignored},
         summarize=summarize,
-        extra_summary=export if s["export"] else None,
+        extra_summary=export if settings.export else None,
     )
     return run_job(job)
 
@@ -68,28 +88,6 @@ def summarize(shards: list[dict], records: dict, failed: dict) -> dict:
         "masks_by_source": dict(sorted(sources.items())),
         "images_without_masks": sum(r.get("images_without_masks", 0) for r in done),
     }
-
-
-def check(s: dict) -> dict:
-    """The semi section, or a ConfigError naming the key."""
-    check_number(s, "semi.box_score_thresh", 0, 1)
-    check_number(s, "semi.box_nms_thresh", 0, 1)
-    check_int(s, "semi.max_boxes", 1)
-    check_number(s, "semi.min_box_iou", 0, 1)
-    check_bool(s, "semi.points_fill")
-    check_number(s, "semi.fill_overlap", 0, 1)
-    export = s["export"]
-    require(
-        isinstance(export, list) and all(e in EXPORTS for e in export),
-        "semi.export",
-        f"must be a list of formats from {list(EXPORTS)} (or []), got {export!r}",
-    )
-    require(
-        s["image_url"] is None or isinstance(s["image_url"], str),
-        "semi.image_url",
-        f"must be a string or null, got {s['image_url']!r}",
-    )
-    return s
 
 
 def fingerprinted(cfg: dict) -> dict:

@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_engine.errors import ConfigError, check_number, check_path, require
+from data_engine.errors import require
 from data_engine.importers import FORMATS, import_annotations
 from data_engine.importers.results import IMPORTED, REJECTED, inputs_digest, write_report
 from data_engine.io import inputs
 from data_engine.io.dataset import Dataset, image_row, shard_files, shard_path, table, write_atomic
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
+from data_engine.schema import absolute, setting
 from data_engine.semi.merge import COUNTS, merge_image, totals
 
 log = logging.getLogger(__name__)
@@ -36,25 +38,50 @@ MERGE_SCHEMA = pa.schema(
 )
 
 
-def run(cfg: dict) -> dict:
+SEMI_RUN = "give the output.dir of a stage=semi run"
+PATHS = ("prefill", "annotations", "image_root")
+
+
+@dataclass(frozen=True)
+class SemiMerge:
+    prefill: str | None = setting(
+        None, required=SEMI_RUN, exists="dir"
+    )  # the stage=semi output.dir annotators worked on
+    # the annotators' export: labelstudio | cvat_xml | coco (any stage-1 importer format)
+    format: str = setting("labelstudio", choices=tuple(FORMATS))
+    # the exported file or folder
+    annotations: str | None = setting(None, required="give the annotators' exported file or folder", exists="path")
+    image_root: str | None = setting(None, exists="path")  # the images' folder; null: the prefill run's input folder
+    # an annotator mask at this IoU or more with an unmatched prefilled mask is that mask, edited
+    edit_iou: float = setting(0.5, gt=0, le=1)
+
+    def check(self) -> None:
+        require(
+            (Path(self.prefill).expanduser() / "run.json").is_file(),
+            "semi_merge.prefill",
+            f"{self.prefill} holds no run.json: {SEMI_RUN}",
+        )
+
+
+def run(cfg: dict, settings: SemiMerge) -> dict:
     """Import the annotators' export, merge it image by image; resumes in the same output.dir."""
-    m = check(cfg["semi_merge"])
+    settings = absolute(settings, PATHS)
     prefill = Dataset.open(
-        m["prefill"],
+        settings.prefill,
         "semi_merge.prefill",
         what_to_do="give the output.dir of a stage=semi run",
         fingerprint=True,
-        image_root=m["image_root"],
+        image_root=settings.image_root,
     )
     image_root = str(prefill.image_root) if prefill.image_root else None
-    i = cfg["input"]
-    rows, report = import_annotations(m["format"], m["annotations"], image_root, i["max_pixels"], i["follow_symlinks"])
+    max_pixels, follow = cfg["input"]["max_pixels"], cfg["input"]["follow_symlinks"]
+    rows, report = import_annotations(settings.format, settings.annotations, image_root, max_pixels, follow)
     images = sorted(prefill.images().to_pylist(), key=lambda r: r["file_name"])
     drawn = assign(rows, report, images)
     out_dir = Path(cfg["output"]["dir"])
     record = {
         "prefill_fingerprint": prefill.record["fingerprint"],
-        "annotations_sha256": inputs_digest(m),
+        "annotations_sha256": inputs_digest(settings.annotations),
         "input_root": image_root,  # where the train stage finds this output's images
     }
     prefilled = group(prefill.masks().to_pylist())
@@ -70,35 +97,13 @@ def run(cfg: dict) -> dict:
         out_dir=out_dir,
         config=cfg,
         shards=shards,
-        make_worker=partial(MergeWorker, out_dir, by_name, prefilled, drawn, m["edit_iou"]),
+        make_worker=partial(MergeWorker, out_dir, by_name, prefilled, drawn, settings.edit_iou),
         runtime=cfg["runtime"],
         record=record,
         parts=("masks", "images", "merge"),
         extra_summary=merge_totals,
     )
     return run_job(job)
-
-
-def check(m: dict) -> dict:
-    """The semi_merge section with absolute paths, or a ConfigError naming the key."""
-    require(bool(m["prefill"]), "semi_merge.prefill", "give the output.dir of a stage=semi run")
-    check_path(m, "semi_merge.prefill")
-    require(
-        (Path(m["prefill"]).expanduser() / "run.json").is_file(),
-        "semi_merge.prefill",
-        f"{m['prefill']} holds no run.json: give the output.dir of a stage=semi run",
-    )
-    require(m["format"] in FORMATS, "semi_merge.format", f"must be one of {sorted(FORMATS)}, got {m['format']!r}")
-    require(bool(m["annotations"]), "semi_merge.annotations", "give the annotators' exported file or folder")
-    check_path(m, "semi_merge.annotations")
-    check_path(m, "semi_merge.image_root", nullable=True)
-    check_number(m, "semi_merge.edit_iou", 0, 1)
-    if m["edit_iou"] == 0:
-        raise ConfigError("semi_merge.edit_iou: must be above 0 (0 would pair masks that do not overlap)")
-    paths = {
-        k: str(Path(m[k]).expanduser().resolve()) if m[k] else None for k in ("prefill", "annotations", "image_root")
-    }
-    return {**m, **paths}
 
 
 def assign(rows: list[dict], report: list[dict], images: list[dict]) -> dict[str, list[dict]]:

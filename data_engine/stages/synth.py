@@ -4,33 +4,49 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from data_engine.errors import check_int, require
+from data_engine.errors import require
 from data_engine.io import coco, inputs, rle
 from data_engine.io.atomic import atomic_path
 from data_engine.io.dataset import image_row, mask_row, read_images, read_masks, shard_name
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
+from data_engine.schema import setting
 from data_engine.synth import scenes as synth
 
 PICTURES = "pictures"
 
 
-def run(cfg: dict) -> dict:
+@dataclass(frozen=True)
+class Synth:
+    num_scenes: int = setting(100, ge=1)  # scenes scene-00000 ... written to output.dir/pictures
+    seed: int = setting(0, ge=0)  # scene i of a seed is the same picture on every machine
+    min_size: int = setting(256, ge=32)  # each side is drawn uniformly from [min_size, max_size] pixels
+    max_size: int = setting(512, ge=32)
+    max_objects: int = setting(12, ge=3)  # top-level objects per scene: 3 to this many
+    shard_size: int = setting(64, ge=1)  # scenes per Parquet shard (the unit of resume)
+
+    def check(self) -> None:
+        require(
+            self.min_size <= self.max_size,
+            "synth.min_size",
+            f"need 32 <= min_size <= max_size, got {self.min_size} and {self.max_size}",
+        )
+
+
+def run(cfg: dict, settings: Synth) -> dict:
     """Write `synth.num_scenes` scenes; an interrupted run resumes shard by shard."""
-    s = check(cfg["synth"])
     out_dir = Path(cfg["output"]["dir"])
+    size, total = settings.shard_size, settings.num_scenes
     shards = [
-        {
-            "shard_id": shard_name(i // s["shard_size"]),
-            "files": list(range(i, min(i + s["shard_size"], s["num_scenes"]))),
-        }
-        for i in range(0, s["num_scenes"], s["shard_size"])
+        {"shard_id": shard_name(i // size), "files": list(range(i, min(i + size, total)))}
+        for i in range(0, total, size)
     ]
 
     def coco(summary: dict) -> dict:
@@ -41,7 +57,7 @@ def run(cfg: dict) -> dict:
         out_dir=out_dir,
         config=cfg,
         shards=shards,
-        make_worker=partial(SceneWriter, out_dir, s),
+        make_worker=partial(SceneWriter, out_dir, settings),
         runtime=cfg["runtime"],
         record={"input_root": str(out_dir / PICTURES)},
         extra_summary=coco,
@@ -52,38 +68,25 @@ def run(cfg: dict) -> dict:
 class SceneWriter:
     """Writes a shard of scenes: their pictures, then the shard's tables and done marker."""
 
-    def __init__(self, out_dir: Path, s: dict):
-        self.out_dir, self.s = out_dir, s
+    def __init__(self, out_dir: Path, settings: Synth):
+        self.out_dir, self.settings = out_dir, settings
 
     def __call__(self, shard: dict, on_image=lambda *event: None) -> dict:
-        return write_scenes(self.out_dir, shard, self.s)
-
-
-def check(s: dict) -> dict:
-    """Stage settings, or a ConfigError naming the key."""
-    for key in ("num_scenes", "min_size", "max_size", "max_objects", "shard_size", "seed"):
-        check_int(s, f"synth.{key}", 0 if key == "seed" else 1)
-    require(
-        32 <= s["min_size"] <= s["max_size"],
-        "synth.min_size",
-        f"need 32 <= min_size <= max_size, got {s['min_size']} and {s['max_size']}",
-    )
-    require(s["max_objects"] >= 3, "synth.max_objects", f"must be at least 3, got {s['max_objects']}")
-    return s
+        return write_scenes(self.out_dir, shard, self.settings)
 
 
 def scene_name(index: int) -> str:
     return f"scene-{index:05d}.png"
 
 
-def write_scenes(out_dir: Path, shard: dict, s: dict) -> dict:
+def write_scenes(out_dir: Path, shard: dict, settings: Synth) -> dict:
     """One shard: its pictures, then its masks/ and images/ tables and its done marker."""
-    start, results = time.time(), []
+    start, results, seed = time.time(), [], settings.seed
     for index in shard["files"]:
-        scene = synth.make_scene(s["seed"], index, s["min_size"], s["max_size"], s["max_objects"])
+        scene = synth.make_scene(seed, index, settings.min_size, settings.max_size, settings.max_objects)
         name = scene_name(index)
         write_png(out_dir / PICTURES / name, scene["image"])
-        rows = scene_rows(scene, name, s["seed"], index)
+        rows = scene_rows(scene, name, seed, index)
         image = {
             "image_id": inputs.image_id(name),
             "file_name": name,

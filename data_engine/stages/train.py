@@ -16,35 +16,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_engine.errors import ConfigError, check_bool, check_choice, check_int, check_number, check_path, require
+from data_engine.errors import ConfigError
 from data_engine.model.build import build_sam, default_device, read_state, seeded_sam
 from data_engine.train import loop
 from data_engine.train.data import batch, load_sources
 from data_engine.train.recipe import batch_loss, recipe_of
+from data_engine.train.settings import Train
 
 log = logging.getLogger(__name__)
 
-POSITIVE_INTS = ("steps", "images_per_step", "masks_per_image", "checkpoint_every")
 
-
-def run(cfg: dict) -> dict:
+def run(cfg: dict, settings: Train) -> dict:
     """Train for train.steps optimizer steps (continuing an earlier run in the same output.dir)."""
-    t = check(cfg["train"])
-    return loop.run_training(cfg, t, partial(train, cfg, t))
+    return loop.run_training(cfg, settings, partial(train, cfg, settings))
 
 
-def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:
+def train(cfg: dict, settings: Train, out_dir: Path, fingerprint: str) -> dict:
     """Build the model, load the data, run the steps, write model.pt; the stage's summary."""
     device = cfg["model"]["device"] or default_device()
-    sam = initial_model(cfg, device)
-    examples, skipped = load_sources(t["data"], t["image_root"], sam.image_encoder.img_size, t["max_images"])
+    sam = initial_model(cfg, settings, device)
+    size = sam.image_encoder.img_size
+    examples, skipped = load_sources(settings.data, settings.image_root, size, settings.max_images)
     loop.record_skipped(out_dir, skipped, "train.data")
     log.info("training on %d images with %d masks", len(examples), sum(len(e["masks"]) for e in examples))
-    optimizer = make_optimizer(sam, t)
+    optimizer = make_optimizer(sam, settings)
     step = loop.resume(out_dir, sam, optimizer, fingerprint, sam.device)
-    step = train_loop(
-        sam, optimizer, examples, t, cfg["seed"], step, out_dir, fingerprint, cfg["runtime"].get("progress", True)
-    )
+    progress = cfg["runtime"].get("progress", True)
+    step = train_loop(sam, optimizer, examples, settings, cfg["seed"], step, out_dir, fingerprint, progress)
     final = out_dir / "model.pt"
     loop.save_checkpoint({k: v.half() if v.is_floating_point() else v for k, v in sam.state_dict().items()}, final)
     return {
@@ -60,48 +58,20 @@ def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:
     }
 
 
-def check(t: dict) -> dict:
-    """Stage settings, or a ConfigError naming the key and what to do."""
-    require(
-        bool(t["data"]),
-        "train.data",
-        "give one or more data-engine output folders or COCO .json files, e.g. train.data=[out/synth]",
-    )
-    for path in t["data"]:
-        require(Path(path).expanduser().exists(), "train.data", f"{path} does not exist")
-    for key in POSITIVE_INTS:
-        check_int(t, f"train.{key}", 1)
-    check_int(t, "train.correction_clicks", 0)
-    check_int(t, "train.warmup_steps", 0)
-    check_int(t, "train.num_threads", 1, nullable=True)
-    check_int(t, "train.max_images", 1, nullable=True)
-    check_choice(t, "train.init", ("pretrained", "scratch", "partial"))
-    check_choice(t, "train.iou_target", ("drawn", "containing"))
-    for key in ("box_prob", "coarse_mask_prob"):
-        check_number(t, f"train.{key}", 0, 1)
-    check_number(t, "train.area_power")
-    for key in ("lr", "weight_decay", "grad_clip", "focal_weight", "dice_weight", "iou_weight"):
-        check_number(t, f"train.{key}", 0)
-    for key in ("deterministic", "supervise_all_iou", "freeze_image_encoder"):
-        check_bool(t, f"train.{key}")
-    check_path(t, "train.image_root", nullable=True)
-    return t
-
-
-def initial_model(cfg: dict, device: str):
+def initial_model(cfg: dict, settings: Train, device: str):
     """The model group's weights (pretrained), seeded random weights (scratch), or seeded weights
     overwritten by every tensor of model.checkpoint that fits (partial: growing an architecture), in
     train mode."""
-    m, t = cfg["model"], cfg["train"]
-    if t["init"] == "scratch":
-        sam = seeded_sam(m["variant"], cfg["seed"]).to(device)
-    elif t["init"] == "partial":
-        sam = seeded_sam(m["variant"], cfg["seed"]).to(device)
-        copy_fitting(sam, m["checkpoint"], m["variant"])
+    model = cfg["model"]
+    if settings.init == "scratch":
+        sam = seeded_sam(model["variant"], cfg["seed"]).to(device)
+    elif settings.init == "partial":
+        sam = seeded_sam(model["variant"], cfg["seed"]).to(device)
+        copy_fitting(sam, model["checkpoint"], model["variant"])
     else:
-        sam = build_sam(m["variant"], m["checkpoint"], device, m["download"], m["cache_dir"])
+        sam = build_sam(model["variant"], model["checkpoint"], device, model["download"], model["cache_dir"])
     sam.train()
-    if t["freeze_image_encoder"]:
+    if settings.freeze_image_encoder:
         sam.image_encoder.requires_grad_(False)
         sam.image_encoder.eval()
     return sam
@@ -129,39 +99,40 @@ def copy_fitting(sam, path: str, variant: str) -> None:
     )
 
 
-def make_optimizer(sam, t: dict) -> torch.optim.Optimizer:
+def make_optimizer(sam, settings: Train) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases, norms and position embeddings."""
     params = [(n, p) for n, p in sam.named_parameters() if p.requires_grad]
     decay = [p for n, p in params if p.ndim >= 2 and "pos" not in n]
     rest = [p for n, p in params if not (p.ndim >= 2 and "pos" not in n)]
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": t["weight_decay"]}, {"params": rest, "weight_decay": 0.0}], lr=t["lr"]
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=settings.lr,
     )
 
 
 def train_loop(
-    sam, optimizer, examples, t: dict, seed: int, step: int, out_dir: Path, fingerprint: str, progress: bool
+    sam, optimizer, examples, settings: Train, seed: int, step: int, out_dir: Path, fingerprint: str, progress: bool
 ) -> int:
-    """Optimizer steps from `step` to t['steps'] (train.loop: checkpoints and the loss log along the way)."""
-    size, recipe = sam.image_encoder.img_size, recipe_of(t)
+    """Optimizer steps from `step` to train.steps (train.loop: checkpoints and the loss log along the way)."""
+    size, recipe = sam.image_encoder.img_size, recipe_of(settings)
 
     def one_step(step: int) -> dict:
         # Batch and prompts of this step come from (seed, step) only: resuming replays the same data
         rng = np.random.default_rng([seed, step])
         generator = torch.Generator(device=sam.device).manual_seed(int(rng.integers(1 << 62)))
-        context = t["iou_target"] == "containing"
-        images, masks, *contexts = batch(
-            examples, rng, t["images_per_step"], t["masks_per_image"], size, t["area_power"], context=context
-        )
+        context = settings.iou_target == "containing"
+        per_step, per_image = settings.images_per_step, settings.masks_per_image
+        images, masks, *contexts = batch(examples, rng, per_step, per_image, size, settings.area_power, context=context)
+        train_encoder = not settings.freeze_image_encoder
         loss, stats = batch_loss(
-            sam, images, masks, generator, recipe, not t["freeze_image_encoder"], contexts[0] if contexts else None
+            sam, images, masks, generator, recipe, train_encoder, contexts[0] if contexts else None
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if t["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(sam.parameters(), t["grad_clip"])
+        if settings.grad_clip:
+            torch.nn.utils.clip_grad_norm_(sam.parameters(), settings.grad_clip)
         optimizer.step()
         return stats
 
     run = {"desc": "train", "progress": progress, "postfix": ("loss", "iou")}
-    return loop.run_steps(sam, optimizer, t, step, one_step, out_dir, fingerprint, run)
+    return loop.run_steps(sam, optimizer, settings, step, one_step, out_dir, fingerprint, run)

@@ -27,12 +27,14 @@ from data_engine.runtime import runs
 log = logging.getLogger(__name__)
 
 
-def run_training(cfg: dict, t: dict, train: Callable[[Path, str], dict]) -> dict:
+def run_training(cfg: dict, settings, train: Callable[[Path, str], dict]) -> dict:
     """Create or resume output.dir (its run record keyed on the data paths), then `train(out_dir,
-    fingerprint)` under the section's torch settings; the trainer's summary."""
+    fingerprint)` under the torch settings of `settings` (the train or detector section); the trainer's
+    summary."""
     out_dir = Path(cfg["output"]["dir"])
-    record = runs.prepare_output(out_dir, cfg, {"data": [str(Path(p).expanduser().resolve()) for p in t["data"]]})
-    with torch_settings(t["num_threads"], t["deterministic"]):
+    data = [str(Path(p).expanduser().resolve()) for p in settings.data]
+    record = runs.prepare_output(out_dir, cfg, {"data": data})
+    with torch_settings(settings.num_threads, settings.deterministic):
         return train(out_dir, record["fingerprint"])
 
 
@@ -65,32 +67,33 @@ def torch_settings(num_threads: int | None, deterministic: bool):
         yield
 
 
-def learning_rate(step: int, t: dict) -> float:
-    """Linear warmup to lr, then cosine decay to 1% of lr at the last step."""
-    if step < t["warmup_steps"]:
-        return t["lr"] * (step + 1) / t["warmup_steps"]
-    progress = (step - t["warmup_steps"]) / max(t["steps"] - t["warmup_steps"], 1)
-    return t["lr"] * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+def learning_rate(step: int, settings) -> float:
+    """Linear warmup to lr, then cosine decay to 1% of lr at the last step (settings: lr, warmup_steps, steps)."""
+    if step < settings.warmup_steps:
+        return settings.lr * (step + 1) / settings.warmup_steps
+    progress = (step - settings.warmup_steps) / max(settings.steps - settings.warmup_steps, 1)
+    return settings.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 def run_steps(
-    model, optimizer, t: dict, step: int, one_step: Callable[[int], dict], out_dir: Path, fingerprint: str, run: dict
+    model, optimizer, settings, step: int, one_step: Callable[[int], dict], out_dir: Path, fingerprint: str, run: dict
 ) -> int:
-    """Optimizer steps from `step` to t['steps']: set the learning rate, `one_step(step)` -> its stats,
-    log them, checkpoint on schedule. run: {"desc", "progress", "postfix": stats keys shown on the bar}."""
-    bar = tqdm(total=t["steps"], initial=step, desc=run["desc"], disable=not run["progress"])
-    while step < t["steps"]:
+    """Optimizer steps from `step` to settings.steps (the train or detector section): set the learning
+    rate, `one_step(step)` -> its stats, log them, checkpoint on schedule. run: {"desc", "progress",
+    "postfix": stats keys shown on the bar}."""
+    bar = tqdm(total=settings.steps, initial=step, desc=run["desc"], disable=not run["progress"])
+    while step < settings.steps:
         start = time.time()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, t)
+            group["lr"] = learning_rate(step, settings)
         stats = one_step(step)
         step += 1
         check_loss(stats["loss"], step, run["desc"])
-        row = {"step": step, "lr": learning_rate(step - 1, t), "seconds": round(time.time() - start, 3)}
+        row = {"step": step, "lr": learning_rate(step - 1, settings), "seconds": round(time.time() - start, 3)}
         append_log(out_dir, {**row, **{k: round(v, 5) for k, v in stats.items()}})
         bar.update(1)
         bar.set_postfix({k: f"{stats[k]:.3f}" for k in run["postfix"]})
-        if step % t["checkpoint_every"] == 0 or step == t["steps"]:
+        if step % settings.checkpoint_every == 0 or step == settings.steps:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
             save_checkpoint({**state, "fingerprint": fingerprint}, out_dir / "checkpoints" / "last.pt")
     bar.close()

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
+from data_engine.train.settings import Train
+
 FOCAL_GAMMA = 2.0  # no alpha balancing: with tiny objects in the frame, alpha=0.25 collapsed to empty masks
 
 
@@ -253,13 +255,13 @@ def batch_loss(
     return torch.stack(losses).mean(), {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
 
 
-def recipe_of(t: dict) -> dict:
-    """The recipe's settings for a batch from the `train` config section (its defaults: conf/stage/train.yaml)."""
+def recipe_of(train: Train) -> dict:
+    """The recipe's settings for a batch from the `train` config section."""
     return dict(
-        box_prob=t["box_prob"],
-        correction_clicks=t["correction_clicks"],
-        coarse_mask_prob=t["coarse_mask_prob"],
-        weights=(t["focal_weight"], t["dice_weight"]),
-        all_iou=t["supervise_all_iou"],
-        iou_weight=t["iou_weight"],
+        box_prob=train.box_prob,
+        correction_clicks=train.correction_clicks,
+        coarse_mask_prob=train.coarse_mask_prob,
+        weights=(train.focal_weight, train.dice_weight),
+        all_iou=train.supervise_all_iou,
+        iou_weight=train.iou_weight,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -149,11 +150,11 @@ def test_training_stops_at_a_non_finite_loss_without_writing_past_it(tmp_path):
 
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    t = {"steps": 5, "warmup_steps": 0, "lr": 0.1, "checkpoint_every": 1}
+    settings = SimpleNamespace(steps=5, warmup_steps=0, lr=0.1, checkpoint_every=1)
     losses = [1.0, 0.5, float("nan"), 0.2, 0.1]
     run = {"desc": "detector", "progress": False, "postfix": ("loss",)}
     with pytest.raises(loop.TrainingDiverged, match=r"^training diverged: the loss of step 3 is nan, so no model"):
-        loop.run_steps(model, optimizer, t, 0, lambda n: {"loss": losses[n]}, tmp_path, "fp", run)
+        loop.run_steps(model, optimizer, settings, 0, lambda n: {"loss": losses[n]}, tmp_path, "fp", run)
     assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
     assert [row["step"] for row in map(json.loads, (tmp_path / "loss_log.jsonl").read_text().splitlines())] == [1, 2]
 

@@ -114,7 +114,7 @@ def test_a_run_refused_for_its_checkpoint_or_engine_steps_leaves_no_output_folde
     assert result.returncode == 2 and "corrupt.pt" in one_line(result)
     assert not (tmp_path / "new").exists()
     steps = 'engine.steps=[{name: a, stage: synth, overrides: ["synth.num_scenes=0"]}]'
-    result = cli("stage=engine", steps, f"output.dir={out}", "runtime=serial")
+    result = cli("stage=engine", steps, "engine.evaluate=null", f"output.dir={out}", "runtime=serial")
     assert result.returncode == 2 and "engine step a: synth.num_scenes" in one_line(result)
     assert not (tmp_path / "new").exists()
     out.mkdir(parents=True)  # a folder the user made is kept

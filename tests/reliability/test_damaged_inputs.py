@@ -143,7 +143,7 @@ def test_a_dataset_read_by_release_train_audit_and_annotate_with_a_damaged_run_j
     tmp_path, make_cfg, text
 ):
     from data_engine.release.plan import open_dataset
-    from data_engine.stages import annotate
+    from data_engine.stages import run_stage
     from data_engine.stages.audit import image_root
     from data_engine.train.data import parquet_image_root
 
@@ -153,8 +153,8 @@ def test_a_dataset_read_by_release_train_audit_and_annotate_with_a_damaged_run_j
     readers = {
         "release.data": lambda: open_dataset(folder, None),
         "train.data": lambda: parquet_image_root(folder),
-        "audit.pred": lambda: image_root({"image_root": None}, {"kind": "dataset", "path": str(folder)}, {}),
-        "annotate.source": lambda: annotate.run(make_cfg("stage=annotate", f"annotate.source={folder}")),
+        "audit.pred": lambda: image_root(None, {"kind": "dataset", "path": str(folder)}, {}),
+        "annotate.source": lambda: run_stage(make_cfg("stage=annotate", f"annotate.source={folder}")),
     }
     for key, read in readers.items():
         with pytest.raises(RunRecordError, match=rf"^{key}: .*run\.json is not a usable run record"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from conftest import compose_cfg
 
-from data_engine.engine import runner
+from data_engine.stages import run_stage
 
 # Pure timing fields of engine_report.json, left out of the comparison (everything else must be equal)
 TIMING_STEP_FIELDS = ("seconds",)  # per step: wall-clock seconds
@@ -80,7 +80,7 @@ def run_with_threads(out: Path, threads: int) -> dict:
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        runner.run_engine(shrunk_demo(out))
+        run_stage(shrunk_demo(out))
     finally:
         torch.set_num_threads(before)
     return json.loads((out / "engine_report.json").read_text())

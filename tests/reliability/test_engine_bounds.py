@@ -9,7 +9,7 @@ import time
 import pytest
 from test_damaged_inputs import assert_one_line, cli
 
-from data_engine.engine.steps import MAX_ROUNDS, MAX_STEPS, check_section
+from data_engine.engine.steps import MAX_ROUNDS, MAX_STEPS, check_references
 from data_engine.errors import ConfigError
 
 STEP = {"name": "a", "stage": "synth"}
@@ -19,20 +19,20 @@ STEP = {"name": "a", "stage": "synth"}
 def test_rounds_above_the_bound_are_refused_at_once(rounds):
     start = time.monotonic()
     with pytest.raises(ConfigError, match=rf"engine.steps\[0\].rounds: must be an integer >= 1 and <= {MAX_ROUNDS}"):
-        check_section({"steps": [{"rounds": rounds, "steps": [STEP]}]})
+        check_references([{"rounds": rounds, "steps": [STEP]}])
     assert time.monotonic() - start < 1
 
 
 def test_more_expanded_steps_than_the_bound_are_refused_before_expansion():
     inner = [{"name": f"s{k}", "stage": "synth"} for k in range(MAX_STEPS // MAX_ROUNDS + 1)]
     with pytest.raises(ConfigError, match=rf"engine.steps: expand to {MAX_STEPS + MAX_ROUNDS} steps, above the limit"):
-        check_section({"steps": [{"rounds": MAX_ROUNDS, "steps": inner}]})
+        check_references([{"rounds": MAX_ROUNDS, "steps": inner}])
 
 
 def test_the_largest_allowed_engine_validates_in_seconds():
     inner = [{"name": f"s{k}", "stage": "synth"} for k in range(MAX_STEPS // MAX_ROUNDS)]
     start = time.monotonic()
-    assert len(check_section({"steps": [{"rounds": MAX_ROUNDS, "steps": inner}]})["expanded"]) == MAX_STEPS
+    assert len(check_references([{"rounds": MAX_ROUNDS, "steps": inner}])) == MAX_STEPS
     assert time.monotonic() - start < 10
 
 
