@@ -152,10 +152,15 @@ def merge_keys(into: dict, doc: dict) -> None:
 
 
 def check_model(m: dict) -> None:
-    from data_engine.model.build import ARCHS, OFFICIAL
+    from data_engine.model.build import OFFICIAL, SAM2, VARIANTS
 
-    require(m["variant"] in ARCHS, "model.variant", f"unknown variant {m['variant']!r}; choose from {sorted(ARCHS)}")
+    require(m["variant"] in VARIANTS, "model.variant", f"unknown variant {m['variant']!r}; choose from {VARIANTS}")
     check_path(m, "model.checkpoint", nullable=True)
+    if m["variant"] in SAM2:
+        check_int(m, "model.image_size", 32)
+        require(m["image_size"] % 32 == 0, "model.image_size", f"must be a multiple of 32, got {m['image_size']}")
+    else:
+        require(m.get("image_size") is None, "model.image_size", f"is a SAM 2.1 setting; model={m['variant']} has none")
     if not m["checkpoint"] and m["variant"] in OFFICIAL:
         require(
             bool(m["download"]),

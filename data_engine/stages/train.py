@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from data_engine.errors import ConfigError, check_bool, check_choice, check_int, check_number, check_path, require
-from data_engine.model.build import build_sam, default_device, read_state, seeded_sam
+from data_engine.model.build import build_sam, default_device, is_sam2, read_state, seeded_sam
 from data_engine.train import loop
 from data_engine.train.data import batch, load_sources
 from data_engine.train.recipe import batch_loss, recipe_of
@@ -37,7 +37,8 @@ def train(cfg: dict, t: dict, out_dir: Path, fingerprint: str) -> dict:
     """Build the model, load the data, run the steps, write model.pt; the stage's summary."""
     device = cfg["model"]["device"] or default_device()
     sam = initial_model(cfg, device)
-    examples, skipped = load_sources(t["data"], t["image_root"], sam.image_encoder.img_size, t["max_images"])
+    size, square = sam.image_encoder.img_size, is_sam2(sam)
+    examples, skipped = load_sources(t["data"], t["image_root"], size, t["max_images"], square)
     loop.record_skipped(out_dir, skipped, "train.data")
     log.info("training on %d images with %d masks", len(examples), sum(len(e["masks"]) for e in examples))
     optimizer = make_optimizer(sam, t)
@@ -94,12 +95,12 @@ def initial_model(cfg: dict, device: str):
     train mode."""
     m, t = cfg["model"], cfg["train"]
     if t["init"] == "scratch":
-        sam = seeded_sam(m["variant"], cfg["seed"]).to(device)
+        sam = seeded_sam(m["variant"], cfg["seed"], m.get("image_size")).to(device)
     elif t["init"] == "partial":
-        sam = seeded_sam(m["variant"], cfg["seed"]).to(device)
+        sam = seeded_sam(m["variant"], cfg["seed"], m.get("image_size")).to(device)
         copy_fitting(sam, m["checkpoint"], m["variant"])
     else:
-        sam = build_sam(m["variant"], m["checkpoint"], device, m["download"], m["cache_dir"])
+        sam = build_sam(m["variant"], m["checkpoint"], device, m["download"], m["cache_dir"], m.get("image_size"))
     sam.train()
     if t["freeze_image_encoder"]:
         sam.image_encoder.requires_grad_(False)
