@@ -37,6 +37,7 @@ from data_engine.amg.postprocess import (
     window_filters,
 )
 from data_engine.io import rle
+from data_engine.model.build import is_sam2
 from data_engine.model.sdpa_attention import with_sdpa
 
 FIELDS = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords", "crop_box")
@@ -524,7 +525,7 @@ def records(data: dict, height: int, width: int) -> dict:
 
 def mask_generator(model, **settings) -> MaskGenerator:
     """The generator for `model`: MaskGenerator for a SAM, amg/sam2_generator.py's for a SAM 2.1 image model."""
-    if getattr(model, "family", "sam") == "sam2":
+    if is_sam2(model):
         from data_engine.amg.sam2_generator import Sam2MaskGenerator
 
         return Sam2MaskGenerator(model, **settings)

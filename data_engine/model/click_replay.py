@@ -11,6 +11,7 @@ import numpy as np
 from segment_anything import SamPredictor
 
 from data_engine.io import rle
+from data_engine.model.build import is_sam2
 
 
 class ClickReplayer:
@@ -57,7 +58,7 @@ class ClickReplayer:
 def image_predictor(sam):
     """segment_anything's SamPredictor for a SAM, SAM 2's image predictor for a SAM 2.1 model (the same
     set_image and predict calls, and `original_size`)."""
-    if getattr(sam, "family", "sam") == "sam2":
+    if is_sam2(sam):
         from data_engine.model.sam2_model import Sam2Predictor
 
         return Sam2Predictor(sam)
