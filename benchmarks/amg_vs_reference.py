@@ -13,7 +13,8 @@ release size: shortest side 1500 px). Models: the embedded `tiny`, or an officia
 
 With `--family sam2` the model is a SAM 2.1 one (`sam2.1_hiera_t|s|b+|l`, seeded random weights unless
 --checkpoint) and the reference is sam2's SAM2AutomaticMaskGenerator, with the project's `amg=sam2`
-preset (its defaults); settings `sam2-defaults`, `crops` (SA-1B's crop layers) and `m2m` (use_m2m).
+preset (its defaults); settings `sam2-defaults`, `crops` (SA-1B's crop layers), `m2m` (use_m2m) and
+`open-filters`.
 
     python benchmarks/amg_vs_reference.py                       # tiny, 2 samples + one 1500-px scene, reduced grid
     python benchmarks/amg_vs_reference.py --variant vit_b --images 1500 --limit 1
@@ -60,6 +61,7 @@ SETTINGS_SAM2 = {
     "sam2-defaults": {},
     "crops": {"crop_n_layers": 2, "crop_n_points_downscale_factor": 2},
     "m2m": {"use_m2m": True},
+    "open-filters": {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
 }
 STEPS = ("encoder", "decoder", "upsampling", "filters", "clean-up", "RLE", "rest")
 # What each step is made of: (module, attribute) for both generators; methods of instances are added at run time
