@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check --no-cache-dir -q -c constraints.txt -e ".[test]"
+	$(VENV)/bin/pip install --disable-pip-version-check --no-cache-dir -q -c constraints.txt wheel
+	# sam2 is an sdist: built in this environment (an isolated build would fetch torch again) without its CUDA extension
+	SAM2_BUILD_CUDA=0 $(VENV)/bin/pip install --disable-pip-version-check --no-cache-dir -q --no-build-isolation \
+		-c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 demo: $(STAMP)  ## fully-automatic stage, embedded tiny model (amg=tiny thresholds), bundled sample images -> out/auto

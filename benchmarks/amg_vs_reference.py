@@ -11,11 +11,17 @@ Images: `samples` (the bundled ones, about 300-600 px) and `1500` (synthetic sce
 release size: shortest side 1500 px). Models: the embedded `tiny`, or an official architecture
 (`vit_b`, `vit_l`, `vit_h`) with its checkpoint or, without one, seeded random weights: speed only.
 
+With `--family sam2` the model is a SAM 2.1 one (`sam2.1_hiera_t|s|b+|l`, seeded random weights unless
+--checkpoint) and the reference is sam2's SAM2AutomaticMaskGenerator, with the project's `amg=sam2`
+preset (its defaults); settings `sam2-defaults`, `crops` (SA-1B's crop layers), `m2m` (use_m2m) and
+`open-filters`.
+
     python benchmarks/amg_vs_reference.py                       # tiny, 2 samples + one 1500-px scene, reduced grid
     python benchmarks/amg_vs_reference.py --variant vit_b --images 1500 --limit 1
     python benchmarks/amg_vs_reference.py --points-per-side 32 --crop-layers 2   # the full SA-1B recipe
     python benchmarks/amg_vs_reference.py --fast --device cuda  # also amg=sa1b_fast against the exact preset
     python benchmarks/amg_vs_reference.py --fast --fast-override amg.bf16_autocast=false  # one piece off
+    python benchmarks/amg_vs_reference.py --family sam2 --images samples    # sam2.1_hiera_t, SAM 2's generator
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from segment_anything import SamAutomaticMaskGenerator
 import data_engine.amg.generator as our_amg
 from data_engine.amg import decoder as our_decoder
 from data_engine.amg.agreement import agreement
-from data_engine.amg.generator import MaskGenerator, sam_generator_settings
+from data_engine.amg.generator import mask_generator, sam_generator_settings
 from data_engine.config import compose
 from data_engine.io import rle
 from data_engine.io.images import load_rgb
@@ -49,6 +55,13 @@ SETTINGS = {
     "sa1b": {"crop_n_layers": 2, "crop_n_points_downscale_factor": 2, "min_mask_region_area": 100},
     # Every candidate passes the score filters: the most upsampling and encoding work per prompt
     "open-filters": {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "min_mask_region_area": 100},
+}
+# With --family sam2, on amg=sam2 (SAM2AutomaticMaskGenerator's min_mask_region_area is another clean-up: left at 0)
+SETTINGS_SAM2 = {
+    "sam2-defaults": {},
+    "crops": {"crop_n_layers": 2, "crop_n_points_downscale_factor": 2},
+    "m2m": {"use_m2m": True},
+    "open-filters": {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0},
 }
 STEPS = ("encoder", "decoder", "upsampling", "filters", "clean-up", "RLE", "rest")
 # What each step is made of: (module, attribute) for both generators; methods of instances are added at run time
@@ -86,10 +99,13 @@ def parse_args():
     p.add_argument("--input", default=None, help="folder of images instead of the bundled samples")
     p.add_argument("--limit", type=int, default=2, help="bundled samples (or images of --input)")
     p.add_argument("--limit-1500", type=int, default=1, help="1500-px scenes")
-    p.add_argument("--variant", default="tiny", help="tiny, vit_b, vit_l, vit_h")
+    p.add_argument("--family", default="sam", choices=["sam", "sam2"], help="sam2: SAM 2.1 against SAM 2's generator")
+    p.add_argument(
+        "--variant", default=None, help="tiny (default), vit_b, vit_l, vit_h; sam2.1_hiera_t (default), _s, _b+, _l"
+    )
     p.add_argument("--checkpoint", default=None, help="official weights (default for vit_*: seeded random ones)")
     p.add_argument("--device", default=None)
-    p.add_argument("--settings", default="sa1b", help=f"comma list of {list(SETTINGS)}")
+    p.add_argument("--settings", default=None, help=f"comma list of {list(SETTINGS)} (sa1b) or {list(SETTINGS_SAM2)}")
     p.add_argument("--points-per-side", type=int, default=16, help="grid on the full image (SA-1B: 32)")
     p.add_argument("--crop-layers", type=int, default=1, help="crop layers for sa1b (SA-1B: 2)")
     p.add_argument("--no-reference", action="store_true", help="skip segment_anything's generator")
@@ -97,7 +113,11 @@ def parse_args():
     p.add_argument(
         "--fast-override", action="append", default=[], help="with --fast: a setting of the fast side, amg.KEY=VALUE"
     )
-    return p.parse_args()
+    args = p.parse_args()
+    sam2 = args.family == "sam2"
+    args.variant = args.variant or ("sam2.1_hiera_t" if sam2 else "tiny")
+    args.settings = args.settings or ("sam2-defaults" if sam2 else "sa1b")
+    return args
 
 
 def load_images(args) -> dict[str, list[tuple[str, np.ndarray]]]:
@@ -123,8 +143,9 @@ def sa1b_sized_scene(index: int) -> np.ndarray:
 class StepTimer:
     """Exclusive wall time per step: a call inside another step's call counts for the inner step only."""
 
-    def __init__(self, sam, device):
-        self.sam, self.cuda = sam, device.type == "cuda"
+    def __init__(self, sam, device, extra=()):
+        """extra: more (step, object, attribute) to time, e.g. the reference's own upsampling."""
+        self.sam, self.cuda, self.extra = sam, device.type == "cuda", list(extra)
         self.totals = dict.fromkeys(STEPS, 0.0)
         self.stack = []
 
@@ -155,6 +176,7 @@ class StepTimer:
             ("encoder", self.sam.image_encoder, "forward"),
             ("decoder", self.sam.mask_decoder, "forward"),
             ("upsampling", self.sam, "postprocess_masks"),
+            *self.extra,
         ]
         saved = [(obj, name, obj.__dict__.get(name)) for _, obj, name in targets]
         for step, obj, name in targets:
@@ -259,21 +281,35 @@ def print_steps(label: str, totals: dict, n: int):
     print(f"  {label:<22}{cells}")
 
 
+def reference_generator(sam, amg: dict, family: str):
+    """segment_anything's SamAutomaticMaskGenerator, or for SAM 2.1 sam2's SAM2AutomaticMaskGenerator, with the
+    settings both take; points_per_batch is its own default (a speed setting: ours may differ)."""
+    if family == "sam2":
+        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+        from data_engine.amg.sam2_generator import sam2_generator_settings
+        from data_engine.model.sam2_model import Sam2Predictor
+
+        settings = sam2_generator_settings(amg, exclude={"points_per_batch"})
+        reference = SAM2AutomaticMaskGenerator(sam, output_mode="coco_rle", **settings)
+        reference.predictor = Sam2Predictor(sam)  # its feature sizes for the model's input (written for 1024 px)
+        return reference
+    return SamAutomaticMaskGenerator(
+        sam, output_mode="coco_rle", **sam_generator_settings(amg, exclude={"points_per_batch"})
+    )
+
+
 def bench(sam, images, amg: dict, args) -> bool:
     """Both generators on every image, alternating; prints per image and per step; True if all agree."""
-    ours = MaskGenerator(sam, **amg)
-    reference = None
-    if not args.no_reference:
-        # SAM's own batch size (its default): points_per_batch is a speed setting and ours may differ
-        reference = SamAutomaticMaskGenerator(
-            sam, output_mode="coco_rle", **sam_generator_settings(amg, exclude={"points_per_batch"})
-        )
+    ours = mask_generator(sam, **amg)
+    reference = None if args.no_reference else reference_generator(sam, amg, args.family)
     # Warm-up (allocators, first-call overheads) on a small image, untimed
     warm = images[0][1][:64, :64]
     call(ours.generate, warm)
     if reference:
         call(reference.generate, warm)
-    t_ours, t_ref = StepTimer(sam, ours.device), StepTimer(sam, ours.device)
+    extra = [("upsampling", reference.predictor._transforms, "postprocess_masks")] if args.family == "sam2" else []
+    t_ours, t_ref = StepTimer(sam, ours.device), StepTimer(sam, ours.device, extra if reference else ())
     print(
         f"{'image':<26}{'size':>13}{'masks':>7}{'reference s':>13}{'ours s':>9}{'speed-up':>10}"
         f"{'ref peak MB':>13}{'ours peak MB':>14}  masks identical"
@@ -302,7 +338,7 @@ def bench(sam, images, amg: dict, args) -> bool:
 def bench_fast(sam, images, exact: dict, fast: dict) -> None:
     """The fast preset against the exact one on the same images: time and agreement. Each preset gets the
     images as the automatic stage hands them over (images_per_batch at a time)."""
-    gens = {"exact": MaskGenerator(sam, **exact), "fast": MaskGenerator(sam, **fast)}
+    gens = {"exact": mask_generator(sam, **exact), "fast": mask_generator(sam, **fast)}
     for g in gens.values():
         g.generate(images[0][1][:64, :64])
     seconds, outs = {k: 0.0 for k in gens}, {k: [] for k in gens}
@@ -322,12 +358,30 @@ def bench_fast(sam, images, exact: dict, fast: dict) -> None:
     )
 
 
+def time_sam2_steps() -> None:
+    """Time SAM2AutomaticMaskGenerator's filters, clean-up and RLE steps too (its module's own names)."""
+    from data_engine.model.sam2_model import hydra_untouched
+
+    with hydra_untouched():  # importing sam2 first sets up Hydra's global state; compose() needs it clear
+        import sam2.automatic_mask_generator as sam2_amg
+
+    for step, names in {
+        "filters": ("calculate_stability_score", "batched_mask_to_box", "is_box_near_crop_edge", "batched_nms"),
+        "clean-up": ("remove_small_regions",),
+        "RLE": ("uncrop_masks", "mask_to_rle_pytorch", "rle_to_mask", "coco_encode_rle", "area_from_rle"),
+    }.items():
+        PATCHES[step] += [(sam2_amg, name) for name in names]
+
+
 def main() -> int:
     args = parse_args()
     torch.manual_seed(0)
     sets = load_images(args)
     sam = build_model(args)
-    base = compose(["amg=reference"])["amg"]
+    settings_of = SETTINGS_SAM2 if args.family == "sam2" else SETTINGS
+    if args.family == "sam2":
+        time_sam2_steps()
+    base = compose(["amg=sam2" if args.family == "sam2" else "amg=reference"])["amg"]
     grid = {"points_per_side": args.points_per_side}
     print(
         f"model={args.variant}{'' if args.checkpoint or args.variant == 'tiny' else ' (seeded random weights)'} "
@@ -336,11 +390,11 @@ def main() -> int:
     )
     failed = False
     for setting in args.settings.split(","):
-        amg = {**base, **SETTINGS[setting], **grid}
-        if setting == "sa1b":
+        amg = {**base, **settings_of[setting], **grid}
+        if setting in ("sa1b", "crops"):
             amg["crop_n_layers"] = args.crop_layers
         for kind, images in sets.items():
-            print(f"\n[{setting}, images: {kind}] { ({k: amg[k] for k in SETTINGS[setting] if k in amg} | grid) }")
+            print(f"\n[{setting}, images: {kind}] { ({k: amg[k] for k in settings_of[setting] if k in amg} | grid) }")
             failed |= not bench(sam, images, amg, args)
     if args.fast:
         exact = compose(

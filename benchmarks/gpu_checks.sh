@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU checks and timings, from the repository root on a machine with a CUDA device (about 7 minutes on one H200):
+# GPU checks and timings, from the repository root on a machine with a CUDA device (about 7 minutes on one H200, plus step 5):
 #
 #     bash benchmarks/gpu_checks.sh [LOG_DIR]          # default LOG_DIR: out/gpu_checks
 #
@@ -9,7 +9,9 @@
 #    side 1500 px), the full SA-1B recipe (32x32 grid, 2 crop layers): the reference, amg=sa1b (exact) and
 #    amg=sa1b_fast with its agreement with amg=sa1b (mean IoU of matched masks, images whose mask count differs,
 #    masks found by one side only);
-# 4. the automatic stage through Ray with GPU workers (runtime=local: one worker per GPU), vit_h, amg=sa1b_fast.
+# 4. the automatic stage through Ray with GPU workers (runtime=local: one worker per GPU), vit_h, amg=sa1b_fast;
+# 5. SAM 2.1: sam2.1_hiera_l (seeded weights) against SAM2AutomaticMaskGenerator on the 1500-px pictures (amg=sam2,
+#    and with SA-1B's crop layers), and every model's encoder and decoder seconds (benchmarks/model_speed.py).
 # ALL=1 also runs the train-stage and quality timings of docs/performance.md (about 10 more minutes).
 # Each step has its own time limit, so one that hangs does not take the others with it.
 # PYTHON picks the interpreter (default python3); the project and its dependencies must import there.
@@ -60,6 +62,10 @@ step ray_gpu 110 "$PY" -m data_engine runtime=local runtime.progress=false model
     model.checkpoint="$LOG/vit_h_seeded.pth" model.device="$DEVICE" amg=sa1b_fast input.path="$LOG/big" \
     input.shard_size=2 output.overlays=0 output.dir="$LOG/ray_vit_h" output.overwrite=true
 cat "$LOG/ray_vit_h/summary.json" 2>/dev/null && echo
+
+step bench_sam2 240 "$PY" benchmarks/amg_vs_reference.py --family sam2 --device "$DEVICE" --variant sam2.1_hiera_l \
+    --images 1500 --limit-1500 2 --settings sam2-defaults,crops --points-per-side 32 --crop-layers 2
+step model_speed 240 "$PY" benchmarks/model_speed.py --device "$DEVICE" --repeats 3
 
 if [ "${ALL:-0}" = 1 ]; then
     train_speed() {  # train_speed NAME STEPS OVERRIDES...: mean seconds per step after the first 5

@@ -104,11 +104,12 @@ class Runtime:
 
 @dataclass(frozen=True)
 class Model:
-    variant: str = setting("tiny")  # the model group's option: tiny (embedded), vit_b, vit_l, vit_h
+    variant: str = setting("tiny")  # the model group's option: tiny (embedded), vit_b/l/h, sam2.1_hiera_t/s/b+/l
     checkpoint: str | None = setting(None, exists="path")  # null: the embedded weights (tiny)
     device: str | None = setting(None)  # null: cuda when available, else cpu
     download: bool = setting(False)  # true: fetch an official checkpoint where there is internet access
     cache_dir: str = setting("~/.cache/data_engine")
+    image_size: int | None = setting(None, ge=32)  # SAM 2.1: the input side (1024 for the official weights)
 
     def check(self) -> None:
         require(
@@ -282,9 +283,14 @@ def validate(cfg: dict):
 
 def check_weights(model: Model) -> None:
     """The model variant exists and its weights can be found (an official variant needs a checkpoint)."""
-    from data_engine.model.build import ARCHS, OFFICIAL
+    from data_engine.model.build import OFFICIAL, SAM2, VARIANTS
 
-    require(model.variant in ARCHS, "model.variant", f"unknown variant {model.variant!r}; choose from {sorted(ARCHS)}")
+    require(model.variant in VARIANTS, "model.variant", f"unknown variant {model.variant!r}; choose from {VARIANTS}")
+    if model.variant in SAM2:
+        require(model.image_size is not None, "model.image_size", "a SAM 2.1 model needs its input side, e.g. 1024")
+        require(model.image_size % 32 == 0, "model.image_size", f"must be a multiple of 32, got {model.image_size}")
+    else:
+        require(model.image_size is None, "model.image_size", f"is a SAM 2.1 setting; model={model.variant} has none")
     if not model.checkpoint and model.variant in OFFICIAL:
         require(
             model.download,

@@ -76,8 +76,17 @@ def test_bad_key_or_value_is_rejected_before_any_work(tmp_path, args, phrase):
 
 GROUPS = {
     "stage": ["auto", "synth", "train", "assisted", "audit", "export"],  # stage-specific sections: their own tests
-    "model": ["tiny", "vit_b", "vit_l", "vit_h"],
-    "amg": ["sa1b", "sa1b_paper", "reference", "tiny"],
+    "model": [
+        "tiny",
+        "vit_b",
+        "vit_l",
+        "vit_h",
+        "sam2.1_hiera_t",
+        "sam2.1_hiera_s",
+        "sam2.1_hiera_b+",
+        "sam2.1_hiera_l",
+    ],
+    "amg": ["sa1b", "sa1b_paper", "reference", "sam2", "tiny"],
     "runtime": ["local", "ray_cluster", "serial"],
 }
 
@@ -86,7 +95,7 @@ GROUPS = {
 def test_every_config_group_option_composes_and_validates(make_cfg, tmp_path, group, option):
     ckpt = tmp_path / "weights.pth"
     ckpt.write_bytes(b"x")
-    extra = [f"model.checkpoint={ckpt}"] if group == "model" and option.startswith("vit") else []
+    extra = [f"model.checkpoint={ckpt}"] if group == "model" and option.startswith(("vit", "sam2")) else []
     needs = {  # the inputs a stage cannot run without
         "train": [f"train.data=[{tmp_path}]"],
         "assisted": [f"assisted.annotations={ckpt}"],

@@ -44,3 +44,23 @@ def test_the_vit_h_recipe_plans_six_stage_1_and_five_stage_2_retrainings(tmp_pat
     assert retrains[6]["cfg"]["model"]["checkpoint"] == f"{retrains[5]['dir']}/model.pt"
     assert steps[-2]["stage"] == "auto" and steps[-2]["cfg"]["model"]["checkpoint"] == f"{retrains[-1]['dir']}/model.pt"
     assert steps[-2]["cfg"]["amg"]["pred_iou_thresh"] == 0.88  # the SA-1B recipe
+
+
+def test_the_sam2_recipe_runs_the_same_loop_with_a_sam2_model(tmp_path):
+    checkpoint = tmp_path / "sam2.1_hiera_large.pt"
+    checkpoint.write_bytes(b"stand-in: never loaded here")
+    data = tmp_path / "data"
+    (data / "experts" / "images").mkdir(parents=True)
+    (data / "experts" / "annotations.json").write_text('{"images": [], "annotations": []}')
+    overrides = [f"model.checkpoint={checkpoint}", f"engine.data={data}"]
+    cfg = compose_cfg(["stage=engine", "engine=sa1b_sam2", "model=sam2.1_hiera_l", *overrides], tmp_path, small=False)
+    validate(cfg)
+    steps = plan(cfg)
+    vit_h = plan(compose_cfg(["stage=engine", "engine=sa1b_vit_h", "model=vit_h", *overrides], tmp_path, small=False))
+    assert [(s["name"], s["stage"]) for s in steps] == [(s["name"], s["stage"]) for s in vit_h]
+    assert all(s["cfg"]["model"]["variant"] == "sam2.1_hiera_l" for s in steps if "model" in s["cfg"])
+    retrains = [s for s in steps if s["stage"] == "train"]
+    assert {s["cfg"]["train"]["lr"] for s in retrains} == {5e-6}
+    assert {s["cfg"]["train"]["lr"] for s in vit_h if s["stage"] == "train"} == {1e-5}
+    auto = next(s for s in steps if s["stage"] == "auto")
+    assert auto["cfg"]["amg"]["pred_iou_thresh"] == 0.88 and auto["cfg"]["model"]["image_size"] == 1024

@@ -37,6 +37,7 @@ from data_engine.amg.postprocess import (
     window_filters,
 )
 from data_engine.io import rle
+from data_engine.model.build import is_sam2
 from data_engine.model.sdpa_attention import with_sdpa
 
 FIELDS = ("segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords", "crop_box")
@@ -69,6 +70,8 @@ class MaskGenerator:
         crop_nms_thresh: float = 0.7,
         crop_overlap_ratio: float = 512 / 1500,
         crop_n_points_downscale_factor: int = 2,
+        multimask_output: bool = True,
+        use_m2m: bool = False,
         min_mask_region_area: int = 100,
         keep_largest_small_region: bool = False,
         max_mask_area_frac: float | None = 0.95,
@@ -94,6 +97,10 @@ class MaskGenerator:
         box_nms_thresh: box IoU for NMS within a crop (and after small-region clean-up).
         crop_n_layers, crop_overlap_ratio: zoomed crops, as SAM (layer i: 2**i crops per side).
         crop_nms_thresh: box IoU for NMS across crops; smaller crops win.
+        multimask_output: three masks per point prompt (SAM's ambiguity outputs); false: one (SAM 2's option).
+        use_m2m: refine each mask once, its point prompt again with its own low-res logits (clamped to
+            +-32) as the mask prompt, one output; the filters then read the refined mask and its
+            predicted IoU (SAM2AutomaticMaskGenerator's use_m2m).
         min_mask_region_area: holes and islands under this many px are removed (0: off).
         keep_largest_small_region: a mask with only small islands keeps the largest (SAM) instead of
             being removed (SA-1B).
@@ -130,6 +137,8 @@ class MaskGenerator:
         )
         self.box_nms_thresh = box_nms_thresh
         self.crop_n_layers = crop_n_layers
+        self.masks_per_prompt = 3 if multimask_output else 1
+        self.use_m2m = use_m2m
         self.crop_nms_thresh = crop_nms_thresh
         self.crop_overlap_ratio = crop_overlap_ratio
         self.min_mask_region_area = min_mask_region_area
@@ -262,15 +271,16 @@ class MaskGenerator:
             batch, batch_crops = points[i : i + self.points_per_batch], crop_of[i : i + self.points_per_batch]
             low_res, iou_preds, rows = decode(batch, batch_crops)  # [K*3, h, w], [K*3] of K prompts in full
             rows = rows.cpu().numpy()
+            m = self.masks_per_prompt
             for c, (k, box) in enumerate(crops):
-                # This crop's prompts among those decoded in full, and their 3 masks each
+                # This crop's prompts among those decoded in full, and their m masks each
                 mine = np.flatnonzero(batch_crops[rows] == c)
                 masks = (
                     slice(None)
                     if len(crops) == 1
-                    else torch.as_tensor((3 * mine[:, None] + np.arange(3)).ravel(), device=self.device)
+                    else torch.as_tensor((m * mine[:, None] + np.arange(m)).ravel(), device=self.device)
                 )
-                prompts = torch.as_tensor(batch[rows[mine]].repeat(3, axis=0), device=self.device)
+                prompts = torch.as_tensor(batch[rows[mine]].repeat(m, axis=0), device=self.device)
                 filtered = self._filter_batch(
                     low_res[masks], iou_preds[masks], prompts, sizes[c], box, images[k].shape[:2]
                 )
@@ -354,7 +364,8 @@ class MaskGenerator:
         embeddings [C, D, h, w]) -> low-res logits [K*3, h, w] and predicted IoU [K*3] of the K prompts with
         a mask that can pass the predicted-IoU filter, and their rows [K]."""
         decoder = self.model.mask_decoder
-        if not supports(decoder):  # another decoder (a test's scripted one): call it as it is, crop by crop
+        if not supports(decoder) or self.use_m2m or self.masks_per_prompt != 3:
+            # Another decoder (SAM 2's, a test's scripted one) or SAM 2's options: the model's own, crop by crop
             return lambda points, crops: self._decode(embeddings[0], points, crop_sizes[0])
         shared = None
 
@@ -380,21 +391,40 @@ class MaskGenerator:
         iou = iou_preds[:, 1:]
         return (iou > self.pred_iou_thresh if self.strict_iou_thresh else iou >= self.pred_iou_thresh).any(1)
 
-    def _embed_points(self, points: np.ndarray, crops: np.ndarray, crop_sizes) -> tuple[torch.Tensor, torch.Tensor]:
-        """Point prompts [B, 2] in their crops' px (crops [B]: sorted indices into crop_sizes) -> the prompt
-        encoder's sparse [B, 2, D] and dense embeddings."""
+    def _embed_points(
+        self, points: np.ndarray, crops: np.ndarray, crop_sizes, masks: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Point prompts [B, 2] in their crops' px (crops [B]: sorted indices into crop_sizes), and optionally
+        mask prompts [B, 1, h, w] -> the prompt encoder's sparse [B, 2, D] and dense embeddings."""
         coords = np.concatenate([self.transform.apply_coords(points[crops == c], s) for c, s in enumerate(crop_sizes)])
         coords = torch.as_tensor(coords, device=self.device)
         labels = torch.ones(len(points), dtype=torch.int, device=self.device)
-        return self.model.prompt_encoder(points=(coords[:, None], labels[:, None]), boxes=None, masks=None)
+        return self.model.prompt_encoder(points=(coords[:, None], labels[:, None]), boxes=None, masks=masks)
 
     def _decode(self, embedding, points: np.ndarray, crop_size):
-        """Point prompts of one crop -> low-res logits [B*3, h, w], predicted IoU [B*3] and rows [B], with the
-        model's own decoder."""
+        """Point prompts of one crop -> low-res logits [B*M, h, w], predicted IoU [B*M] and rows [B], with the
+        model's own decoder (M: masks_per_prompt); with use_m2m, each mask refined once (_refine)."""
         sparse, dense = self._embed_points(points, np.zeros(len(points), dtype=int), [crop_size])
-        low_res, iou_preds = self._model_decoder(embedding, sparse, dense, multimask=True)
+        low_res, iou_preds = self._model_decoder(embedding, sparse, dense, multimask=self.masks_per_prompt == 3)
+        low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1)
+        if self.use_m2m:
+            low_res, iou_preds = self._refine(
+                embedding, points.repeat(self.masks_per_prompt, axis=0), low_res, crop_size
+            )
         rows = torch.arange(len(points), device=self.device)
-        return low_res.flatten(0, 1).float(), iou_preds.flatten(0, 1).float(), rows
+        return low_res.float(), iou_preds.float(), rows
+
+    def _refine(self, embedding, points: np.ndarray, low_res: torch.Tensor, crop_size):
+        """One mask-to-mask step, points_per_batch masks at a time: N masks' points [N, 2] and low-res logits
+        [N, h, w] (clamped to +-32, as SAM 2's predictor hands them on) as the mask prompt -> one output each:
+        logits [N, h, w], predicted IoU [N]."""
+        crops, refined = np.zeros(len(points), dtype=int), []
+        for i in range(0, len(points), self.points_per_batch):
+            prior = low_res[i : i + self.points_per_batch].clamp(-32.0, 32.0)[:, None]
+            batch = slice(i, i + self.points_per_batch)
+            sparse, dense = self._embed_points(points[batch], crops[batch], [crop_size], masks=prior)
+            refined.append(self._model_decoder(embedding, sparse, dense, multimask=False))
+        return torch.cat([logits[:, 0] for logits, _ in refined]), torch.cat([iou[:, 0] for _, iou in refined])
 
     def _decode_boxes(self, embedding, boxes: np.ndarray, crop_size) -> tuple[torch.Tensor, torch.Tensor]:
         """Box prompts [B, 4] XYXY -> low-res logits [B, h, w] and predicted IoU [B], one mask per box."""
@@ -496,6 +526,15 @@ def records(data: dict, height: int, width: int) -> dict:
         "point_coords": data["points"].double().cpu().reshape(len(counts), -1, 2).tolist(),  # [N, points, 2]
         "crop_box": np.concatenate([crop[:, :2], crop[:, 2:] - crop[:, :2]], axis=1).tolist(),
     }
+
+
+def mask_generator(model, **settings) -> MaskGenerator:
+    """The generator for `model`: MaskGenerator for a SAM, amg/sam2_generator.py's for a SAM 2.1 image model."""
+    if is_sam2(model):
+        from data_engine.amg.sam2_generator import Sam2MaskGenerator
+
+        return Sam2MaskGenerator(model, **settings)
+    return MaskGenerator(model, **settings)
 
 
 def sam_generator_settings(amg: dict, exclude=()) -> dict:

@@ -30,13 +30,13 @@ class AutoWorker:
     batches_images = True  # images go through the generator amg.images_per_batch at a time
 
     def __init__(self, cfg: dict, root: str):
-        from data_engine.amg.generator import MaskGenerator
+        from data_engine.amg.generator import mask_generator
         from data_engine.model.build import build_sam, model_args
 
         self.cfg, self.root, self.out_dir = cfg, Path(root), Path(cfg["output"]["dir"])
         self.model_name = cfg["model"]["variant"]
         sam = build_sam(**model_args(cfg["model"]), device=cfg["model"]["device"])
-        self.generator = MaskGenerator(sam, **cfg["amg"])
+        self.generator = mask_generator(sam, **cfg["amg"])
         self.writer = runs.ShardWriter(self.out_dir, self.generator.device)
 
     def __call__(self, shard: dict, on_image=lambda *event: None) -> dict:

@@ -88,7 +88,13 @@ def model_figures(model: dict, experts_dir: str, settings: Evaluate, amg: dict) 
     from data_engine.train.evaluate import point_figures
 
     built = model["model"]
-    sam = build_sam(built["variant"], checkpoint=model["checkpoint"], download=False, device=built["device"])
+    sam = build_sam(
+        built["variant"],
+        checkpoint=model["checkpoint"],
+        download=False,
+        device=built["device"],
+        image_size=built.get("image_size"),
+    )
     scenes, expert_side = expert_set(experts_dir, settings.max_images)
     point = point_figures(sam, scenes, min_area=settings.min_area)
     auto = automatic_figures(sam, scenes, expert_side, amg)
@@ -102,11 +108,11 @@ def model_figures(model: dict, experts_dir: str, settings: Evaluate, amg: dict) 
 
 def automatic_figures(sam, scenes: list[dict], expert_side: dict, amg: dict) -> dict:
     """The generator on every scene, audited against the expert masks: recall at 0.5 and 0.75."""
-    from data_engine.amg.generator import MaskGenerator
+    from data_engine.amg.generator import mask_generator
     from data_engine.audit.core import audit
     from data_engine.audit.load import mask_record
 
-    generator = MaskGenerator(sam, **amg)
+    generator = mask_generator(sam, **amg)
     masks = {}
     for scene in scenes:
         out = generator.generate(scene["image"])

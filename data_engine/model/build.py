@@ -1,4 +1,5 @@
-"""Build SAM models: the official ViT variants from a checkpoint, and the embedded `tiny` model."""
+"""Build SAM models: the official ViT variants from a checkpoint, the embedded `tiny` model, and SAM 2.1's
+Hiera variants (model/sam2_model.py; the `sam2` package is imported only when one is built)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,16 @@ OFFICIAL = {
     "vit_h": ("sam_vit_h_4b8939.pth", "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
     "vit_l": ("sam_vit_l_0b3195.pth", "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
     "vit_b": ("sam_vit_b_01ec64.pth", "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+    "sam2.1_hiera_t": ("sam2.1_hiera_tiny.pt", "7402e0d864fa82708a20fbd15bc84245c2f26dff0eb43a4b5b93452deb34be69"),
+    "sam2.1_hiera_s": ("sam2.1_hiera_small.pt", "6d1aa6f30de5c92224f8172114de081d104bbd23dd9dc5c58996f0cad5dc4d38"),
+    "sam2.1_hiera_b+": (
+        "sam2.1_hiera_base_plus.pt",
+        "a2345aede8715ab1d5d31b4a509fb160c5a4af1970f199d9054ccfb746c004c5",
+    ),
+    "sam2.1_hiera_l": ("sam2.1_hiera_large.pt", "2647878d5dfa5098f2f8649825738a9345572bae2d4350a2468587ece47dd318"),
 }
 OFFICIAL_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+SAM2_URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 
 # Architectures: the three official ones (SAM's ViT encoders) and the tiny embedded one, whose encoder
 # has convolution stages before its ViT blocks (model/tiny_encoder.py) and whose decoder reads their
@@ -55,10 +64,18 @@ ARCHS = {
         conv_blocks=(1, 2, 2),
     ),  # fmt: skip
 }
+# SAM 2.1's image models (Hiera encoders), built from the sam2 package's config files (model/sam2_model.py)
+SAM2 = ("sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l")
+VARIANTS = (*ARCHS, *SAM2)
 
 
 class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, unreadable, or does not fit the chosen variant."""
+
+
+def is_sam2(model) -> bool:
+    """Whether `model` is a SAM 2.1 image model (model/sam2_model.Sam2Image), without importing sam2."""
+    return getattr(model, "family", "sam") == "sam2"
 
 
 def default_device() -> str:
@@ -71,28 +88,41 @@ def build_sam(
     device: str | None = None,
     download: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    image_size: int | None = None,
 ) -> Sam:
-    """Build a `segment_anything.modeling.Sam` in eval mode.
+    """Build a `segment_anything.modeling.Sam` (or for SAM 2.1 a model/sam2_model.Sam2Image) in eval mode.
 
-    - `vit_h`, `vit_l`, `vit_b`: weights come from `checkpoint`, or with `download=True` from the
-      official URL into `cache_dir` (SHA-256 verified).
+    - `vit_h`, `vit_l`, `vit_b` and the `sam2.1_hiera_*` variants: weights come from `checkpoint`, or with
+      `download=True` from the official URL into `cache_dir` (SHA-256 verified).
     - `tiny`: weights from `checkpoint`, else the embedded file, else seeded initial weights.
+    `image_size`: SAM 2.1's input side (None: 1024, what its weights were trained at).
     """
-    if variant not in ARCHS:
-        raise ValueError(f"unknown model variant {variant!r}; choose one of {sorted(ARCHS)}")
-    sam = seeded_sam(variant)
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown model variant {variant!r}; choose one of {sorted(VARIANTS)}")
+    sam = seeded_sam(variant, image_size=image_size)
     path = resolve_checkpoint(variant, checkpoint, download, cache_dir)
     if path is not None:
         load_checkpoint(sam, variant, path)
     return sam.to(device or default_device()).eval()
 
 
-def seeded_sam(variant: str, seed: int = 0) -> Sam:
+def seeded_sam(variant: str, seed: int = 0, image_size: int | None = None) -> Sam:
     """The architecture of `variant` with deterministic initial weights."""
     # Seed a private generator state so building a model never disturbs the caller's RNG
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return make_sam(**ARCHS[variant])
+        return make_model(variant, image_size)
+
+
+def make_model(variant: str, image_size: int | None = None) -> Sam:
+    """The architecture of `variant` with its initial weights (from the global RNG)."""
+    if variant in SAM2:
+        from data_engine.model.sam2_model import make_sam2
+
+        return make_sam2(variant, image_size)
+    if image_size is not None:
+        raise ValueError(f"image_size is a SAM 2.1 setting; model variant {variant!r} has a fixed input size")
+    return make_sam(**ARCHS[variant])
 
 
 def make_sam(
@@ -220,7 +250,7 @@ def check_state_fits(sam: Sam, state: dict, variant: str, path: Path) -> None:
         hint = (
             f"; it looks like a {guess!r} checkpoint"
             if guess
-            else f"; it fits none of this version's variants ({', '.join(sorted(ARCHS))}): load it with the "
+            else f"; it fits none of this version's variants ({', '.join(VARIANTS)}): load it with the "
             f"data_engine version that trained it (the tiny architecture changed when its encoder gained "
             f"convolution stages)"
         )
@@ -232,7 +262,7 @@ def check_state_fits(sam: Sam, state: dict, variant: str, path: Path) -> None:
 
 def guess_variant(shapes: dict) -> str | None:
     """Which known architecture a state dict's shapes match, if any."""
-    for name in ARCHS:
+    for name in VARIANTS:
         ref = {k: tuple(v.shape) for k, v in seeded_sam_shapes(name).items()}
         if ref == shapes:
             return name
@@ -240,24 +270,28 @@ def guess_variant(shapes: dict) -> str | None:
 
 
 def seeded_sam_shapes(variant: str) -> dict:
-    # Meta-device build: shapes without allocating the big variants' memory
+    # Meta-device build: shapes without allocating the big variants' memory (sam2's Hiera reads values
+    # while it is built, so SAM 2.1's variants are built on the CPU: seconds, on this error path only)
+    if variant in SAM2:
+        return make_model(variant).state_dict()
     with torch.device("meta"):
-        return make_sam(**ARCHS[variant]).state_dict()
+        return make_model(variant).state_dict()
 
 
 def download_official(variant: str, cache_dir) -> Path:
     """Fetch an official checkpoint into the cache folder and verify its SHA-256."""
     name, digest = OFFICIAL[variant]
+    url = (SAM2_URL if variant in SAM2 else OFFICIAL_URL) + name
     folder = Path(cache_dir or "~/.cache/data_engine").expanduser()
     target = folder / name
     if target.exists() and sha256_file(target) == digest:
         return target
     with atomic_path(target) as partial_file:
         try:
-            urllib.request.urlretrieve(OFFICIAL_URL + name, partial_file)
+            urllib.request.urlretrieve(url, partial_file)
         except OSError as err:
             raise CheckpointError(
-                f"could not download {OFFICIAL_URL + name} ({err}); this machine may be offline: download the "
+                f"could not download {url} ({err}); this machine may be offline: download the "
                 f"file elsewhere and pass model.checkpoint=/path/to/{name}"
             ) from None
         if sha256_file(partial_file) != digest:
@@ -278,7 +312,7 @@ def model_record(m: dict) -> dict:
     """Variant and weight checksum of the model section's model, recorded with a run and checked on resume;
     a bad checkpoint fails here, before any worker starts."""
     path = resolve_checkpoint(m["variant"], m["checkpoint"], m["download"], m["cache_dir"])
-    sam = seeded_sam(m["variant"])
+    sam = seeded_sam(m["variant"], image_size=m.get("image_size"))
     if path is None:
         return {"variant": m["variant"], "checkpoint": None, "sha256": model_checksum(sam)}
     load_checkpoint(sam, m["variant"], path)
@@ -286,5 +320,5 @@ def model_record(m: dict) -> dict:
 
 
 def model_args(m: dict) -> dict:
-    """build_sam's arguments from the model section."""
-    return {k: m[k] for k in ("variant", "checkpoint", "download", "cache_dir")}
+    """build_sam's arguments from the model section (image_size: SAM 2.1's only)."""
+    return {k: m.get(k) for k in ("variant", "checkpoint", "download", "cache_dir", "image_size")}

@@ -11,13 +11,14 @@ import numpy as np
 from segment_anything import SamPredictor
 
 from data_engine.io import rle
+from data_engine.model.build import is_sam2
 
 
 class ClickReplayer:
-    """Holds one SamPredictor; `replay_image` sets the image once and replays all its objects."""
+    """Holds one predictor (image_predictor); `replay_image` sets the image once and replays all its objects."""
 
     def __init__(self, sam):
-        self.predictor = SamPredictor(sam)
+        self.predictor = image_predictor(sam)
 
     def replay_image(self, image: np.ndarray, objects: list[dict]) -> list[dict]:
         """[H, W, 3] uint8 RGB image, objects with 'clicks' and 'final_counts' -> one result per object."""
@@ -52,3 +53,13 @@ class ClickReplayer:
         )
         best = int(np.argmax(scores)) if first else 0
         return masks[best], float(scores[best]), low_res[best][None]
+
+
+def image_predictor(sam):
+    """segment_anything's SamPredictor for a SAM, SAM 2's image predictor for a SAM 2.1 model (the same
+    set_image and predict calls, and `original_size`)."""
+    if is_sam2(sam):
+        from data_engine.model.sam2_model import Sam2Predictor
+
+        return Sam2Predictor(sam)
+    return SamPredictor(sam)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from data_engine.errors import ConfigError
-from data_engine.model.build import build_sam, default_device, read_state, seeded_sam
+from data_engine.model.build import build_sam, default_device, is_sam2, read_state, seeded_sam
 from data_engine.train import loop
 from data_engine.train.data import batch, load_sources
 from data_engine.train.recipe import batch_loss, recipe_of
@@ -35,8 +35,8 @@ def train(cfg: dict, settings: Train, out_dir: Path, fingerprint: str) -> dict:
     """Build the model, load the data, run the steps, write model.pt; the stage's summary."""
     device = cfg["model"]["device"] or default_device()
     sam = initial_model(cfg, settings, device)
-    size = sam.image_encoder.img_size
-    examples, skipped = load_sources(settings.data, settings.image_root, size, settings.max_images)
+    size, square = sam.image_encoder.img_size, is_sam2(sam)
+    examples, skipped = load_sources(settings.data, settings.image_root, size, settings.max_images, square=square)
     loop.record_skipped(out_dir, skipped, "train.data")
     log.info("training on %d images with %d masks", len(examples), sum(len(e["masks"]) for e in examples))
     optimizer = make_optimizer(sam, settings)
@@ -64,12 +64,19 @@ def initial_model(cfg: dict, settings: Train, device: str):
     train mode."""
     model = cfg["model"]
     if settings.init == "scratch":
-        sam = seeded_sam(model["variant"], cfg["seed"]).to(device)
+        sam = seeded_sam(model["variant"], cfg["seed"], model.get("image_size")).to(device)
     elif settings.init == "partial":
-        sam = seeded_sam(model["variant"], cfg["seed"]).to(device)
+        sam = seeded_sam(model["variant"], cfg["seed"], model.get("image_size")).to(device)
         copy_fitting(sam, model["checkpoint"], model["variant"])
     else:
-        sam = build_sam(model["variant"], model["checkpoint"], device, model["download"], model["cache_dir"])
+        sam = build_sam(
+            model["variant"],
+            model["checkpoint"],
+            device,
+            model["download"],
+            model["cache_dir"],
+            model.get("image_size"),
+        )
     sam.train()
     if settings.freeze_image_encoder:
         sam.image_encoder.requires_grad_(False)

@@ -1,5 +1,6 @@
 """Training examples for SAM: images and their masks from Parquet datasets or COCO files, brought
-to the model's input frame (long side resized to the encoder size, padded at the bottom-right)."""
+to the model's input frame (SAM: long side resized to the encoder size, padded at the bottom-right;
+SAM 2.1: resized to the square input)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,16 @@ class TrainDataError(UserError, ValueError):
 
 
 def load_sources(
-    paths: list[str], image_root: str | None, img_size: int, max_images: int | None = None, section: str = "train"
+    paths: list[str],
+    image_root: str | None,
+    img_size: int,
+    max_images: int | None = None,
+    section: str = "train",
+    square: bool = False,
 ) -> tuple[list[dict], list[dict]]:
     """Examples from every source: {'image': [3, h, w] uint8 tensor, 'masks': RLE counts in the
-    img_size x img_size frame, 'file_name', 'small_masks': how many of its masks were too small},
+    img_size x img_size frame, 'file_name', 'small_masks': how many of its masks were too small}
+    (`square`: images resized to the square frame, as SAM 2.1's input; else as SAM's),
     and what was left out: images {'source', 'file_name', 'reason'} (missing, unreadable, or no mask
     of MIN_FRAME_AREA px in the frame, or a COCO image entry that cannot be used) and COCO annotations
     {..., 'annotation': id, 'reason'} that stage 1's importer rejects. A run loses no image or
@@ -45,7 +52,9 @@ def load_sources(
             if file_name is None:  # annotations of no listed image
                 continue
             example, reason = (
-                (None, unusable) if unusable else load_example(root / file_name, masks, img_size, len(bad), section)
+                (None, unusable)
+                if unusable
+                else load_example(root / file_name, masks, img_size, len(bad), section, square)
             )
             if example:
                 examples.append({**example, "file_name": file_name})
@@ -60,7 +69,7 @@ def load_sources(
 
 
 def load_example(
-    path: Path, masks: list[tuple], img_size: int, rejected: int, section: str
+    path: Path, masks: list[tuple], img_size: int, rejected: int = 0, section: str = "train", square: bool = False
 ) -> tuple[dict | None, str | None]:
     """(example, None), or (None, why the image cannot be trained on); `rejected`: how many of its
     annotations were left out."""
@@ -69,7 +78,7 @@ def load_example(
             f"none of its {rejected} annotations could be used" if rejected else "the source has no mask for it"
         )
     try:
-        example = to_frame(path, masks, img_size, section)
+        example = to_frame(path, masks, img_size, section, square)
     except (ImageError, TrainDataError) as e:
         return None, f"{type(e).__name__}: {e}"
     if not example["masks"]:
@@ -165,12 +174,16 @@ def image_entries(entries: list) -> tuple[list[str], list[tuple[str, str]]]:
     return names, unusable
 
 
-def to_frame(path: Path, masks: list[tuple], img_size: int, section: str) -> dict:
-    """Resize the image as SAM's ResizeLongestSide does; masks follow by area averaging."""
+def to_frame(path: Path, masks: list[tuple], img_size: int, section: str, square: bool = False) -> dict:
+    """Resize the image as SAM's ResizeLongestSide does (`square`: to img_size x img_size, as SAM 2.1's
+    input); masks follow by area averaging."""
     if not path.exists():
         raise TrainDataError(f"{section}.data: image {path} is missing; pass {section}.image_root=FOLDER holding it")
     image = load_rgb(path, max_pixels=1 << 62)
-    resized = ResizeLongestSide(img_size).apply_image(image)  # [h, w, 3]
+    if square:
+        resized = cv2.resize(image, (img_size, img_size), interpolation=cv2.INTER_LINEAR)
+    else:
+        resized = ResizeLongestSide(img_size).apply_image(image)  # [h, w, 3]
     h, w = resized.shape[:2]
     frame, areas = [], []
     for counts, mh, mw in masks:

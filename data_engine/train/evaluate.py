@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from segment_anything.utils.amg import build_point_grid
 
-from data_engine.amg.generator import MaskGenerator
+from data_engine.amg.generator import mask_generator
 from data_engine.io import rle
 from data_engine.model.click_replay import ClickReplayer
 
@@ -130,7 +130,7 @@ def grid_mask_ious(predictor, scene: dict, side: int = 32, batch: int = 64) -> t
 def auto_figures(sam, scenes: list[dict], amg: dict, min_area: int = 400, min_iou: float = 0.75) -> dict:
     """Fully-automatic generator with settings `amg`: fraction of objects of >= min_area px recovered
     by some mask with IoU >= min_iou, and masks per image."""
-    generator = MaskGenerator(sam, **amg)
+    generator = mask_generator(sam, **amg)
     found, total, counts, seconds = 0, 0, [], []
     for scene in scenes:
         start = time.time()

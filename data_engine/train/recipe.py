@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import Sam
 
+from data_engine.model.build import is_sam2
 from data_engine.train.settings import Train
 
 FOCAL_GAMMA = 2.0  # no alpha balancing: with tiny objects in the frame, alpha=0.25 collapsed to empty masks
@@ -86,6 +87,9 @@ def first_prompts(masks: torch.Tensor, generator: torch.Generator, box_prob: flo
 
 def decode(sam: Sam, embedding: torch.Tensor, points, boxes, mask_input, multimask: bool):
     """One decoder pass for K prompts on one image: ([K, M, h, w] low-res logits, [K, M] IoU)."""
+    if is_sam2(sam):
+        sparse, dense = sam.encode_prompts(points=points, boxes=boxes, masks=mask_input)
+        return sam.decode(embedding[None], sparse, dense, multimask)
     sparse, dense = sam.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
     return sam.mask_decoder(
         image_embeddings=embedding[None],
@@ -245,7 +249,7 @@ def batch_loss(
     device = sam.device
     x = torch.cat([sam.preprocess(im.to(device).float()[None]) for im in images])  # [B, 3, S, S]
     with torch.set_grad_enabled(train_encoder and torch.is_grad_enabled()):
-        embeddings = sam.image_encoder(x)  # [B, D, h, w]
+        embeddings = sam.embed(x) if is_sam2(sam) else sam.image_encoder(x)  # [B, D, h, w]
     losses, stats = [], []
     for i, (embedding, target) in enumerate(zip(embeddings, masks)):
         context = None if contexts is None else contexts[i].to(device)
