@@ -28,6 +28,8 @@ class Engine:
     # torch CPU threads for every in-process step and the evaluation (null: torch's default)
     num_threads: int | None = setting(None, ge=1)
     evaluate: Evaluate | None = setting(None)  # each retrained model measured on held-out experts
+    # the learning rate a recipe's retraining steps refer to as ${engine.retrain_lr} (sa1b_vit_h, sa1b_sam2)
+    retrain_lr: float = setting(1.0e-5, gt=0)
     steps: list = setting([])  # steps and `rounds` blocks (data_engine.engine.steps says how they read)
 
     def check(self) -> None:
