@@ -218,10 +218,18 @@ def check_amg(a: dict) -> None:
             check_int(a, f"amg.{key}", 0)
         elif isinstance(default, float) or default is None:
             check_number(a, f"amg.{key}", 0)
-    for key in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
+    for key in (
+        "pred_iou_thresh",
+        "stability_score_thresh",
+        "box_nms_thresh",
+        "crop_nms_thresh",
+        "candidate_iou_floor",
+        "candidate_stability_floor",
+    ):
         check_number(a, f"amg.{key}", 0, 1)
     check_number(a, "amg.crop_overlap_ratio", 0, 0.99)
     check_number(a, "amg.max_mask_area_frac", 0, 1, nullable=True)
+    check_number(a, "amg.mask_nms_thresh", 0, 1, nullable=True)
     for key in (
         "points_per_side",
         "points_per_batch",
