@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from data_engine.errors import UserError
 from data_engine.io import rle
 from data_engine.io.atomic import atomic_path
+from data_engine.io.hierarchy import with_hierarchy
 from data_engine.io.inputs import JsonFileError, read_json
 
 MASK_SCHEMA = pa.schema(
@@ -34,6 +35,8 @@ MASK_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("model", pa.string()),
         ("extra", pa.string()),  # JSON: provenance a stage or format carries
+        ("parent_mask_id", pa.int64()),  # the smallest other mask of the image holding most of it (io/hierarchy.py)
+        ("depth", pa.int32()),  # 0: no other mask of the image holds it; else its parent's depth + 1
     ]
 )
 
@@ -140,7 +143,7 @@ def shard_files(out_dir: str | Path, part: str, suffix: str = ".parquet") -> lis
 
 def write_shard(out_dir: str | Path, shard_id: str, masks: list[dict], images: list[dict]) -> None:
     """One shard's masks/ and images/ files (images last: its presence means the shard is whole)."""
-    write_atomic(table(with_mask_ids(masks), MASK_SCHEMA), shard_path(out_dir, "masks", shard_id))
+    write_atomic(table(with_hierarchy(with_mask_ids(masks)), MASK_SCHEMA), shard_path(out_dir, "masks", shard_id))
     write_atomic(table(images, IMAGE_SCHEMA), shard_path(out_dir, "images", shard_id))
 
 

@@ -41,14 +41,14 @@ def run(cfg: dict) -> dict:
     start = time.time()
     a = cfg["audit"]
     check(a)
-    pred = load_side(a["pred"], "pred", a["match_by"], a["score"])
-    expert = load_side(a["expert"], "expert", a["match_by"], a["score"])
+    pred = load_side(a["pred"], "pred", a["match_by"], a["score"], a["max_depth"])
+    expert = load_side(a["expert"], "expert", a["match_by"], a["score"], a["max_depth"])
     result = audit(pred, expert, a["min_iou"], a["boundary_ratio"], a["worst_k"])
     out_dir = Path(cfg["output"]["dir"])
     settings = {
         "pred": pred["path"],
         "expert": expert["path"],
-        **{k: a[k] for k in ("match_by", "min_iou", "boundary_ratio", "score", "worst_k")},
+        **{k: a[k] for k in ("match_by", "min_iou", "boundary_ratio", "score", "worst_k", "max_depth")},
     }
     paths = write_outputs(result, out_dir, settings, image_root(a, pred, expert))
     summary = {k: result["metrics"].get(k) for k in ("images", *GROUP_COLUMNS)}
@@ -62,6 +62,7 @@ def check(a: dict) -> None:
     check_number(a, "audit.min_iou", 0, 0.999)
     check_number(a, "audit.boundary_ratio", 0.001, 1)
     check_int(a, "audit.worst_k", 0)
+    check_int(a, "audit.max_depth", 0, nullable=True)
     check_path(a, "audit.image_root", nullable=True)
 
 
