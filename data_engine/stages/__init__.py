@@ -13,11 +13,12 @@ STAGES = {
     "release": "data_engine.stages.release",
     "semi": "data_engine.stages.semi",
     "semi_merge": "data_engine.stages.semi_merge",
+    "sweep": "data_engine.stages.sweep",
     "synth": "data_engine.stages.synth",
     "train": "data_engine.stages.train",
 }
 # Stages that load no model: their model section is not checked (checking it imports torch).
-NO_MODEL = {"export", "release", "synth"}
+NO_MODEL = {"export", "release", "sweep", "synth"}
 
 
 def run_stage(cfg: dict) -> dict:

@@ -1,0 +1,207 @@
+"""Threshold sweep: the automatic stage's selection redone on a pilot run's stored candidates (no model).
+
+A pilot is a stage=auto output made with amg.keep_candidates=true. For each setting of a grid of
+pred_iou_thresh x stability_score_thresh x box_nms_thresh x min_mask_region_area x mask_nms_thresh (each
+sweep.<key>: null for the pilot's value, a number, or a list), every image's candidates go through the
+generator's own steps (amg/select.py), shard by shard as the pilot's. One setting writes an ordinary
+masks dataset (the pilot's own settings give the pilot's masks exactly); any sweep writes grid/ (per
+image and setting: masks, near-duplicates, matched pairs' IoU with audit.expert's masks), sweep.json and
+sweep.html (a table, a plot, and the setting reaching sweep.recall_target with the fewest masks).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from functools import partial
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_engine.amg import candidates
+from data_engine.amg.generator import image_crops, records
+from data_engine.amg.select import Selection
+from data_engine.amg.worker import mask_rows
+from data_engine.audit.core import check_size
+from data_engine.audit.load import AuditError, image_key, load_side
+from data_engine.audit.sweep import ROW_SCHEMA, best_point, grid_figures, image_row, write_page
+from data_engine.errors import ConfigError, check_choice, check_int, check_number, check_path, require
+from data_engine.io import rle
+from data_engine.io.atomic import write_text_atomic
+from data_engine.io.dataset import read_run_record, shard_files, shard_path, write_atomic
+from data_engine.io.hierarchy import parents
+from data_engine.runtime import runs
+from data_engine.runtime.job import ShardedJob, run_job
+
+AXES = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "min_mask_region_area", "mask_nms_thresh")
+GRID = "grid"  # per-shard files of image_row rows
+PILOT = "give the output.dir of a stage=auto run made with amg.keep_candidates=true"
+
+
+def run(cfg: dict) -> dict:
+    """Sweep the grid over the pilot's shards; resumes in the same output.dir."""
+    s = check(cfg["sweep"])
+    pilot = Path(s["pilot"])
+    record = read_run_record(pilot, "sweep.pilot", PILOT, fingerprint=True)
+    amg = record["config"]["amg"]
+    require(bool(amg.get("keep_candidates")), "sweep.pilot", f"{pilot} was run without candidates: {PILOT}")
+    points = grid(s, amg)
+    check_floors(points, amg)
+    out_dir, single = Path(cfg["output"]["dir"]), len(points) == 1
+    job = ShardedJob(
+        out_dir=out_dir,
+        config=cfg,
+        shards=pilot_shards(pilot),
+        make_worker=partial(SweepWorker, cfg, amg, points, record["config"]["model"]["variant"]),
+        runtime=cfg["runtime"],
+        record={"pilot_fingerprint": record["fingerprint"], "input_root": record.get("input_root")},
+        parts=("masks", "images", GRID) if single else (GRID,),
+        extra_summary=partial(write_results, out_dir, points, s, bool(cfg["audit"]["expert"])),
+    )
+    return run_job(job)
+
+
+def check(s: dict) -> dict:
+    """The sweep section with the pilot's absolute path, or a ConfigError naming the key."""
+    require(bool(s["pilot"]), "sweep.pilot", PILOT)
+    check_path(s, "sweep.pilot")
+    for key in AXES:
+        values = axis(s[key], None)
+        require(len(values) > 0, f"sweep.{key}", "give a number, a list of numbers, or null for the pilot's")
+        for value in values:
+            item, name = {key: value}, f"sweep.{key}"
+            if value is None:  # the pilot's, or (in a list of mask_nms_thresh) off
+                require(key == "mask_nms_thresh" or s[key] is None, name, "a list holds numbers")
+            elif key == "min_mask_region_area":
+                check_int(item, name, 0)
+            else:
+                check_number(item, name, 0, 1)
+    check_choice(s, "sweep.recall_at", (0.5, 0.75, 0.9))
+    check_number(s, "sweep.recall_target", 0, 1)
+    check_number(s, "sweep.near_duplicate_iou", 0.01, 1)
+    return {**s, "pilot": str(Path(s["pilot"]).expanduser().resolve())}
+
+
+def axis(value, pilot) -> list:
+    """A sweep key's values: null -> the pilot's, a list -> its items, a number -> itself."""
+    if value is None:
+        return [pilot]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def grid(s: dict, amg: dict) -> list[dict]:
+    """Every combination of the axes' values, the last axis fastest."""
+    values = [axis(s[key], amg.get(key)) for key in AXES]
+    return [dict(zip(AXES, combo)) for combo in itertools.product(*values)]
+
+
+def check_floors(points: list[dict], amg: dict) -> None:
+    """The pilot kept no candidate under its floors: a threshold below one would miss masks."""
+    floors = {
+        "pred_iou_thresh": min(amg["pred_iou_thresh"], amg["candidate_iou_floor"]),
+        "stability_score_thresh": min(amg["stability_score_thresh"], amg["candidate_stability_floor"]),
+    }
+    for key, floor in floors.items():
+        low = min(p[key] for p in points)
+        if low < floor:
+            raise ConfigError(
+                f"sweep.{key}: {low} is below the pilot's candidate floor {floor}; sweep at {floor} or above, or "
+                f"rerun the pilot with a lower amg.candidate_{'iou' if key == 'pred_iou_thresh' else 'stability'}_floor"
+            )
+
+
+def pilot_shards(pilot: Path) -> list[dict]:
+    """The pilot's finished shards, each with its images' file names."""
+    done = runs.read_ledger(pilot)
+    return [
+        {"shard_id": p.stem, "files": pq.read_table(p, columns=["file_name"]).column(0).to_pylist()}
+        for p in shard_files(pilot, "images")
+        if p.stem in done
+    ]
+
+
+class SweepWorker:
+    """One pilot shard -> grid rows for every setting (and with one setting, its masks and images)."""
+
+    def __init__(self, cfg: dict, amg: dict, points: list[dict], model: str):
+        s, a = cfg["sweep"], cfg["audit"]
+        self.out_dir, self.pilot, self.model = Path(cfg["output"]["dir"]), Path(s["pilot"]).expanduser(), model
+        self.selections = [Selection.of({**amg, **p}) for p in points]
+        self.crops = (amg["crop_n_layers"], amg["crop_overlap_ratio"])
+        self.near_iou, self.min_iou, self.max_depth, self.match_by = (
+            s["near_duplicate_iou"],
+            a["min_iou"],
+            a["max_depth"],
+            a["match_by"],
+        )
+        self.expert = load_side(a["expert"], "expert", a["match_by"], max_depth=a["max_depth"]) if a["expert"] else None
+
+    def __call__(self, shard: dict, on_image=lambda *event: None) -> dict:
+        start, shard_id = time.time(), shard["shard_id"]
+        images = pq.read_table(shard_path(self.pilot, "images", shard_id)).to_pylist()
+        found = candidates.by_image(candidates.read(self.pilot, shard_id))
+        results, rows = [], []
+        for i, image in enumerate(images):
+            began = time.time()
+            masks = self.image_masks(image, found.get(image["image_id"]), rows)
+            results.append(({**image, "num_masks": len(masks), "seconds": time.time() - began}, masks))
+            on_image(shard_id, i, len(masks), image["status"] == "failed")
+        write_atomic(pa.Table.from_pylist(rows, schema=ROW_SCHEMA), shard_path(self.out_dir, GRID, shard_id))
+        if len(self.selections) == 1:
+            return runs.complete_shard(self.out_dir, shard_id, results, start)
+        failed = sum(image["status"] == "failed" for image in images)
+        stats = {"images": len(images), "masks": 0, "failed": failed, "seconds": round(time.time() - start, 3)}
+        runs.mark_done(self.out_dir, shard_id, stats)
+        return stats
+
+    def image_masks(self, image: dict, found: dict | None, rows: list[dict]) -> list[dict]:
+        """One pilot image at every setting: its grid rows (appended to `rows`), and its mask rows when
+        there is one setting."""
+        if image["status"] != "ok":
+            return []
+        h, w = image["height"], image["width"]
+        n_crops, expert, masks = len(image_crops((h, w), *self.crops)), self.expert_masks(image), []
+        for point, selection in enumerate(self.selections):
+            columns = records(candidates.select(found, n_crops, h, w, selection), h, w)
+            counts = self.within_depth(columns["segmentation"], h, w)
+            rows.append(image_row(point, image["image_id"], counts, expert, h, w, self.near_iou, self.min_iou))
+            if len(self.selections) == 1:
+                masks = mask_rows(columns, image, self.model, source="sweep")
+        return masks
+
+    def expert_masks(self, image: dict) -> list[str] | None:
+        """The image's expert masks (RLE counts); None without an expert set or when it lacks the image."""
+        key = image_key(image, self.match_by)
+        if self.expert is None or key not in self.expert["images"]:
+            return None
+        check_size(key, image, self.expert["images"][key])
+        return [m["counts"] for m in self.expert["masks"].get(key, [])]
+
+    def within_depth(self, counts: list[str], height: int, width: int) -> list[str]:
+        """With audit.max_depth, the masks no deeper in the image's hierarchy (io/hierarchy.py)."""
+        if self.max_depth is None:
+            return counts
+        _, depths = parents(counts, rle.area(counts, height, width), height, width)
+        return [c for c, d in zip(counts, depths) if d <= self.max_depth]
+
+
+def write_results(out_dir: Path, points: list[dict], s: dict, has_expert: bool, summary: dict) -> dict:
+    """sweep.json and sweep.html from every shard's grid rows; the summary's extra fields."""
+    files = [str(p) for p in shard_files(out_dir, GRID)]
+    rows = pq.ParquetDataset(files, schema=ROW_SCHEMA).read().to_pylist() if files else []
+    if has_expert and not any(r["expert_masks"] is not None for r in rows):
+        raise AuditError("audit.expert holds none of the pilot's images: give the expert masks of the same images")
+    figures = grid_figures(rows, points, has_expert)
+    best = best_point(figures, s["recall_at"], s["recall_target"]) if has_expert else None
+    settings = {k: s[k] for k in ("pilot", "recall_at", "recall_target", "near_duplicate_iou")}
+    doc = {"settings": settings, "axes": list(AXES), "points": figures, "best": best}
+    write_text_atomic(json.dumps(doc, indent=2), out_dir / "sweep.json")
+    write_page(out_dir / "sweep.html", figures, list(AXES), best, settings)
+    return {
+        "points": len(points),
+        "best": None if best is None else figures[best],
+        "table": str(out_dir / "sweep.json"),
+        "page": str(out_dir / "sweep.html"),
+    }
