@@ -77,12 +77,15 @@ def best_point(figures: list[dict], recall_at: float, target: float) -> int | No
     return min(reach, key=lambda i: (figures[i]["masks_per_image"], -figures[i][key])) if reach else None
 
 
-def write_page(path: Path, figures: list[dict], axes: list[str], best: int | None, settings: dict) -> None:
-    """sweep.html: the settings, the named setting, one table row per grid point, the plot (also written
-    beside it as sweep.png)."""
+def write_page(
+    path: Path, figures: list[dict], axes: list[str], best: int | None, pilot: int | None, settings: dict
+) -> None:
+    """sweep.html: the settings, the named setting, one table row per grid point (`pilot`: the one at the
+    pilot's own settings, if any), the plot (also written beside it as sweep.png)."""
     has_expert = "recall@0.5" in figures[0]
     columns = [c for c in COLUMNS if has_expert or c in ("masks_per_image", "near_duplicates_per_image")]
-    rows = [[f"{i} (named)" if i == best else i] + [fmt(f[k]) for k in axes + columns] for i, f in enumerate(figures)]
+    marks = {best: " (named)", pilot: " (pilot)"} if best != pilot else {best: " (named, pilot)"}
+    rows = [[f"{i}{marks.get(i, '')}"] + [fmt(f[k]) for k in axes + columns] for i, f in enumerate(figures)]
     target = f"recall@{settings['recall_at']:g} >= {settings['recall_target']}"
     named = (
         f"<p><b>Fewest masks per image reaching {esc(target)}:</b> grid point {best}: "
@@ -100,24 +103,30 @@ def write_page(path: Path, figures: list[dict], axes: list[str], best: int | Non
         table(rows, ["point"] + axes + columns),
     ]
     if has_expert:
-        png = recall_plot(figures, best, settings["recall_at"])
+        png = recall_plot(figures, best, pilot, settings["recall_at"], settings["recall_target"])
         write_bytes_atomic(png, path.with_suffix(".png"))
         parts.append(img_tag(png))
     write_text_atomic(page("Threshold sweep", "\n".join(parts)), path)
 
 
-def recall_plot(figures: list[dict], best: int | None, recall_at: float) -> bytes:
-    """Recall at IoU 0.5 and 0.75 against masks per image, one dot per grid point; the named one ringed."""
+def recall_plot(figures: list[dict], best: int | None, pilot: int | None, recall_at: float, target: float) -> bytes:
+    """Recall at IoU 0.5 and 0.75 against masks per image, one dot per grid point; the target recall
+    dashed, the named point ringed, the pilot's own settings crossed."""
     fig, axes = figure(1, 6.5, 4.0)
     ax = axes[0][0]
     x = np.array([f["masks_per_image"] for f in figures], dtype=float)
     for key, colour in (("recall@0.5", "tab:blue"), ("recall@0.75", "tab:orange")):
         y = np.array([f[key] if f[key] is not None else np.nan for f in figures], dtype=float)
         ax.scatter(x, y, s=18, color=colour, label=key)
-        if best is not None and key == f"recall@{recall_at:g}":
+        if key != f"recall@{recall_at:g}":
+            continue
+        ax.axhline(target, color=colour, linestyle="--", linewidth=0.8, label=f"target {key}")
+        if best is not None:
             ax.scatter([x[best]], [y[best]], s=120, facecolors="none", edgecolors="black", label="named setting")
+        if pilot is not None:
+            ax.scatter([x[pilot]], [y[pilot]], s=80, marker="x", color="black", label="pilot's settings")
     ax.set_xlabel("masks per image")
     ax.set_ylabel("recall of expert masks")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     return to_png(fig)

@@ -58,7 +58,7 @@ def run(cfg: dict) -> dict:
         runtime=cfg["runtime"],
         record={"pilot_fingerprint": record["fingerprint"], "input_root": record.get("input_root")},
         parts=("masks", "images", GRID) if single else (GRID,),
-        extra_summary=partial(write_results, out_dir, points, s, bool(cfg["audit"]["expert"])),
+        extra_summary=partial(write_results, out_dir, amg, points, s, bool(cfg["audit"]["expert"])),
     )
     return run_job(job)
 
@@ -187,7 +187,7 @@ class SweepWorker:
         return [c for c, d in zip(counts, depths) if d <= self.max_depth]
 
 
-def write_results(out_dir: Path, points: list[dict], s: dict, has_expert: bool, summary: dict) -> dict:
+def write_results(out_dir: Path, amg: dict, points: list[dict], s: dict, has_expert: bool, summary: dict) -> dict:
     """sweep.json and sweep.html from every shard's grid rows; the summary's extra fields."""
     files = [str(p) for p in shard_files(out_dir, GRID)]
     rows = pq.ParquetDataset(files, schema=ROW_SCHEMA).read().to_pylist() if files else []
@@ -195,10 +195,12 @@ def write_results(out_dir: Path, points: list[dict], s: dict, has_expert: bool, 
         raise AuditError("audit.expert holds none of the pilot's images: give the expert masks of the same images")
     figures = grid_figures(rows, points, has_expert)
     best = best_point(figures, s["recall_at"], s["recall_target"]) if has_expert else None
+    own = {key: amg.get(key) for key in AXES}  # the pilot's own settings, which may be a grid point
+    pilot = points.index(own) if own in points else None
     settings = {k: s[k] for k in ("pilot", "recall_at", "recall_target", "near_duplicate_iou")}
-    doc = {"settings": settings, "axes": list(AXES), "points": figures, "best": best}
+    doc = {"settings": settings, "axes": list(AXES), "points": figures, "best": best, "pilot": pilot}
     write_text_atomic(json.dumps(doc, indent=2), out_dir / "sweep.json")
-    write_page(out_dir / "sweep.html", figures, list(AXES), best, settings)
+    write_page(out_dir / "sweep.html", figures, list(AXES), best, pilot, settings)
     return {
         "points": len(points),
         "best": None if best is None else figures[best],
