@@ -22,7 +22,7 @@ ROW_SCHEMA = pa.schema(
         ("masks", pa.int32()),
         ("near_duplicates", pa.int32()),  # masks overlapping another kept mask at mask IoU >= near_iou
         ("expert_masks", pa.int32()),  # null: no expert set
-        ("pair_iou", pa.list_(pa.float32())),  # IoU of each matched (generated, expert) pair
+        ("pair_iou", pa.list_(pa.float64())),  # IoU of each matched (generated, expert) pair
     ]
 )
 COLUMNS = [
@@ -37,7 +37,9 @@ COLUMNS = [
 ]
 
 
-def image_row(point: int, image_id: int, counts: list[str], expert, height: int, width: int, near_iou: float, min_iou):
+def image_row(
+    point: int, image_id: int, counts: list[str], expert: list[str] | None, height: int, width: int, near_iou, min_iou
+) -> dict:
     """One grid point's masks of one image (RLE counts) against its expert masks (RLE counts, or None)."""
     row = {"point": point, "image_id": image_id, "masks": len(counts)}
     row["near_duplicates"] = near_duplicates(counts, height, width, near_iou)
@@ -50,9 +52,12 @@ def image_row(point: int, image_id: int, counts: list[str], expert, height: int,
 def grid_figures(rows: list[dict], points: list[dict], has_expert: bool) -> list[dict]:
     """Per grid point: its settings and figures from image_row rows (all images of the sweep); the audit's
     figures over the images the expert set holds."""
+    by_point: dict[int, list[dict]] = {}
+    for r in rows:
+        by_point.setdefault(r["point"], []).append(r)
     out = []
     for p, settings in enumerate(points):
-        mine = [r for r in rows if r["point"] == p]
+        mine = by_point.get(p, [])
         images, masks = len(mine), sum(r["masks"] for r in mine)
         figures = {
             **settings,
