@@ -16,7 +16,7 @@ from data_engine.importers.coco import segmentation_counts
 from data_engine.importers.validate import Rejected
 from data_engine.io import rle
 from data_engine.io.coco import load as load_coco_file
-from data_engine.io.dataset import read_images, read_masks
+from data_engine.io.dataset import Dataset
 from data_engine.io.inputs import InputError
 
 
@@ -24,8 +24,16 @@ class AuditError(UserError, ValueError):
     """Audit input that cannot be used; the message says what to do."""
 
 
-def load_side(path: str | Path | None, role: str, match_by: str = "file_name", score: str = "predicted_iou") -> dict:
-    """The side at `path` (a dataset folder or a .json file); `role` (pred/expert) names it in errors."""
+def load_side(
+    path: str | Path | None,
+    role: str,
+    match_by: str = "file_name",
+    score: str = "predicted_iou",
+    max_depth: int | None = None,
+) -> dict:
+    """The side at `path` (a dataset folder or a .json file); `role` (pred/expert) names it in errors. With
+    `max_depth`, masks deeper in their image's hierarchy (a `depth` column or key, io/hierarchy.py) are left
+    out: 0 keeps only masks no other mask holds; masks without a depth are kept."""
     if not path:
         example = "out/auto" if role == "pred" else "data_engine/samples/instances.json"
         raise AuditError(
@@ -34,9 +42,9 @@ def load_side(path: str | Path | None, role: str, match_by: str = "file_name", s
         )
     path = Path(path).expanduser()
     if path.is_dir():
-        side = load_dataset(path, role, match_by, score)
+        side = load_dataset(path, role, match_by, score, max_depth)
     elif path.is_file() and path.suffix.lower() == ".json":
-        side = load_coco(path, role, match_by, score)
+        side = load_coco(path, role, match_by, score, max_depth)
     else:
         raise AuditError(
             f"audit.{role}={path} is neither a dataset folder (with masks/ and images/) nor a COCO instances .json file"
@@ -53,16 +61,21 @@ def image_key(row: dict, match_by: str):
     return posixpath.normpath(str(row["file_name"]).replace("\\", "/")).lstrip("/")
 
 
-def load_dataset(path: Path, role: str, match_by: str, score: str) -> dict:
+def too_deep(depth, max_depth: int | None) -> bool:
+    return max_depth is not None and depth is not None and depth > max_depth
+
+
+def load_dataset(path: Path, role: str, match_by: str, score: str, max_depth: int | None = None) -> dict:
     """Project dataset: images/ gives the image set and failures; masks/ the masks."""
     if not (path / "masks").is_dir() and not (path / "images").is_dir():
         raise AuditError(
             f"audit.{role}={path} has no masks/ or images/ folder: give the output.dir of a "
             "data-engine run, or a COCO instances JSON"
         )
+    dataset = Dataset.open(path, f"audit.{role}")
     images, masks, failed = {}, {}, []
     # Image set: every ok image of images/ (failed ones are listed apart)
-    for row in read_images(path).to_pylist():
+    for row in dataset.images().to_pylist():
         key = image_key(row, match_by)
         if row["status"] == "failed":
             failed.append(key)
@@ -70,16 +83,18 @@ def load_dataset(path: Path, role: str, match_by: str, score: str) -> dict:
             images[key] = image_record(row)
     # Masks; an image that only appears in masks/ (some importers) joins the image set
     columns = ["mask_id", "image_id", "file_name", "height", "width", "segmentation", "area", score, "stage", "source"]
-    for row in read_masks(path, columns=columns).to_pylist():
+    for row in dataset.masks(columns=[*columns, "depth"]).to_pylist():
         key = image_key(row, match_by)
         images.setdefault(key, image_record(row))
+        if too_deep(row["depth"], max_depth):
+            continue
         masks.setdefault(key, []).append(
             mask_record(row["mask_id"], row["segmentation"], row["area"], row.get(score), row["stage"], row["source"])
         )
     return {"images": images, "masks": masks, "failed": sorted(failed, key=str)}
 
 
-def load_coco(path: Path, role: str, match_by: str, score: str) -> dict:
+def load_coco(path: Path, role: str, match_by: str, score: str, max_depth: int | None = None) -> dict:
     """COCO instances JSON (polygons or RLE); crowd annotations are left out and counted."""
     try:
         doc = load_coco_file(path)
@@ -96,6 +111,8 @@ def load_coco(path: Path, role: str, match_by: str, score: str) -> dict:
     for ann in doc["annotations"]:
         if ann.get("iscrowd"):
             crowd += 1
+            continue
+        if too_deep(ann.get("depth"), max_depth):
             continue
         img = by_id.get(ann["image_id"])
         if img is None:

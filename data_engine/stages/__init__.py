@@ -15,11 +15,12 @@ STAGES = {
     "release": "data_engine.stages.release",
     "semi": "data_engine.stages.semi",
     "semi_merge": "data_engine.stages.semi_merge",
+    "sweep": "data_engine.stages.sweep",
     "synth": "data_engine.stages.synth",
     "train": "data_engine.stages.train",
 }
 # Stages that load no model: their model section is not checked (checking it imports torch).
-NO_MODEL = {"export", "release", "synth"}
+NO_MODEL = {"export", "release", "sweep", "synth"}
 
 
 def sections() -> dict:
@@ -34,6 +35,7 @@ def sections() -> dict:
     from data_engine.stages.release import Release
     from data_engine.stages.semi import Semi
     from data_engine.stages.semi_merge import SemiMerge
+    from data_engine.stages.sweep import Sweep
     from data_engine.stages.synth import Synth
     from data_engine.train.settings import Train
 
@@ -47,6 +49,7 @@ def sections() -> dict:
         "release": Release,
         "semi": Semi,
         "semi_merge": SemiMerge,
+        "sweep": Sweep,
         "synth": Synth,
         "train": Train,
     }
