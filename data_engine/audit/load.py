@@ -16,7 +16,7 @@ from data_engine.importers.coco import segmentation_counts
 from data_engine.importers.validate import Rejected
 from data_engine.io import rle
 from data_engine.io.coco import load as load_coco_file
-from data_engine.io.dataset import read_images, read_masks
+from data_engine.io.dataset import Dataset
 from data_engine.io.inputs import InputError
 
 
@@ -55,14 +55,10 @@ def image_key(row: dict, match_by: str):
 
 def load_dataset(path: Path, role: str, match_by: str, score: str) -> dict:
     """Project dataset: images/ gives the image set and failures; masks/ the masks."""
-    if not (path / "masks").is_dir() and not (path / "images").is_dir():
-        raise AuditError(
-            f"audit.{role}={path} has no masks/ or images/ folder: give the output.dir of a "
-            "data-engine run, or a COCO instances JSON"
-        )
+    dataset = Dataset.open(path, f"audit.{role}", needs=("masks",))
     images, masks, failed = {}, {}, []
     # Image set: every ok image of images/ (failed ones are listed apart)
-    for row in read_images(path).to_pylist():
+    for row in dataset.images().to_pylist():
         key = image_key(row, match_by)
         if row["status"] == "failed":
             failed.append(key)
@@ -70,7 +66,7 @@ def load_dataset(path: Path, role: str, match_by: str, score: str) -> dict:
             images[key] = image_record(row)
     # Masks; an image that only appears in masks/ (some importers) joins the image set
     columns = ["mask_id", "image_id", "file_name", "height", "width", "segmentation", "area", score, "stage", "source"]
-    for row in read_masks(path, columns=columns).to_pylist():
+    for row in dataset.masks(columns=columns).to_pylist():
         key = image_key(row, match_by)
         images.setdefault(key, image_record(row))
         masks.setdefault(key, []).append(

@@ -107,11 +107,11 @@ def numbers(summary: dict, prefix: str = "") -> dict:
 
 def dataset_counts(step_dir: Path) -> dict | None:
     """Images, masks and masks per image of a step that writes an images/ table."""
-    from data_engine.io.dataset import read_images
+    from data_engine.io.dataset import Dataset
 
     if not (step_dir / "images").is_dir():
         return None
-    rows = read_images(step_dir, ["status", "num_masks"]).to_pylist()
+    rows = Dataset.open(step_dir).images(columns=["status", "num_masks"]).to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
     masks = sum(r["num_masks"] or 0 for r in ok)
     return {
@@ -125,11 +125,12 @@ def dataset_counts(step_dir: Path) -> dict | None:
 def click_figures(step_dir: Path) -> dict | None:
     """Replayed click sessions of an import: mean IoU with the annotator's final mask after the first
     and after the last click, and clicks per object."""
-    from data_engine.io.dataset import read_masks
+    import pyarrow.compute as pc
 
-    extras = [
-        json.loads(r["extra"]) for r in read_masks(step_dir, ["source", "extra"]).to_pylist() if r["source"] == "click"
-    ]
+    from data_engine.io.dataset import Dataset
+
+    clicked = Dataset.open(step_dir).masks(pc.field("source") == "click", ["extra"])
+    extras = [json.loads(r["extra"]) for r in clicked.to_pylist()]
     scored = [e["iou_per_click"] for e in extras if e.get("iou_per_click")]
     if not scored:
         return None

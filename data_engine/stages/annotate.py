@@ -48,11 +48,7 @@ def run(cfg: dict, settings: Annotate) -> dict:
     start = time.time()
     settings = absolute(settings, ("source", "prefill"))
     out_dir = Path(cfg["output"]["dir"])
-    if not (Path(settings.source) / "masks").is_dir():  # known only once an engine's earlier step wrote it
-        raise ConfigError(
-            f"annotate.source: {settings.source} has no masks/: give a data-engine output (e.g. a synth output)"
-        )
-    source = Dataset.open(settings.source, "annotate.source")
+    source = Dataset.open(settings.source, "annotate.source", needs=("masks",))
     runs.prepare_output(out_dir, cfg, {"input_root": str(source.image_root) if source.image_root else None})
     if settings.prefill:
         return review_prefill(settings, out_dir, start)
