@@ -9,6 +9,7 @@ LAYERS = [
     ["errors"],
     ["io"],
     ["synth", "model", "runtime"],
+    ["verifier"],
     ["amg", "importers", "exports"],
     ["train", "audit", "release"],
     ["detector"],

@@ -10,6 +10,8 @@
   order (the dataset's ids kept as `dataset_image_id`).
 
 Every ok image of the run is listed, with or without masks, so annotators can draw on all of them.
+Masks the verifier accepted (`extra.route`, stage=semi with verifier.checkpoint) are left out: only
+the masks sent for review are shown.
 The same writers with kind="annotations" write masks as a finished annotation in that format (what
 an annotator's export looks like: the simulated annotator's result, tests).
 """
@@ -56,11 +58,13 @@ def write_preannotations(dataset: str | Path, out_dir: str | Path, formats, imag
 
 
 def load_dataset(dataset: Path) -> tuple[list[dict], dict[str, list[dict]]]:
-    """(ok images sorted by file name, {file_name: mask rows in mask_id order}) of a run's output."""
+    """(ok images sorted by file name, {file_name: mask rows in mask_id order, but those the verifier
+    accepted}) of a run's output."""
     images = sorted((r for r in read_images(dataset).to_pylist() if r["status"] == "ok"), key=lambda r: r["file_name"])
     masks: dict[str, list[dict]] = {}
     for row in read_masks(dataset).to_pylist():
-        masks.setdefault(row["file_name"], []).append(row)
+        if json.loads(row["extra"] or "{}").get("route") != "accepted":
+            masks.setdefault(row["file_name"], []).append(row)
     return images, masks
 
 

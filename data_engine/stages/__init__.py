@@ -15,6 +15,7 @@ STAGES = {
     "semi_merge": "data_engine.stages.semi_merge",
     "synth": "data_engine.stages.synth",
     "train": "data_engine.stages.train",
+    "verifier": "data_engine.stages.verifier",
 }
 # Stages that load no model: their model section is not checked (checking it imports torch).
 NO_MODEL = {"export", "release", "synth"}

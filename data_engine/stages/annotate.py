@@ -6,7 +6,9 @@ for `stage=assisted assisted.annotations=OUT/annotations.json assisted.clicks=OU
 
 Stage 2 (annotate.prefill=SEMI, a stage=semi output of the same images): the annotators' pass over the
 pre-annotations (`semi.annotator`: prefilled masks kept, deleted or redrawn, missing objects drawn)
-as output.dir/annotations.json, ready for `stage=semi_merge semi_merge.format=coco`.
+as output.dir/annotations.json, ready for `stage=semi_merge semi_merge.format=coco`. Masks a verifier
+accepted are not in the pre-annotations; the annotators see them (as a tool shows locked masks) and
+do not draw the objects they cover: output.dir/expert_not_accepted.json is what is left to review.
 """
 
 from __future__ import annotations
@@ -69,12 +71,52 @@ def review_prefill(a: dict, out_dir: Path, start: float) -> dict:
         raise ConfigError(
             f"annotate.prefill: {a['prefill']} has no {pre.name}: run stage=semi with coco in semi.export"
         )
-    totals = annotate(
-        pre, Path(a["source"]) / "instances.json", out_dir / "annotations.json", a["keep_iou"], None, a["min_area"]
-    )
+    expert, seen = Path(a["source"]) / "instances.json", accepted_masks(a["prefill"])
+    if seen:
+        expert, covered = not_accepted(expert, seen, a["keep_iou"], out_dir / "expert_not_accepted.json")
+    totals = annotate(pre, expert, out_dir / "annotations.json", a["keep_iou"], None, a["min_area"])
+    if seen:
+        totals.update(accepted=sum(map(len, seen.values())), accepted_matching_expert=covered)
     summary = {"output": str(out_dir), **totals, "seconds": round(time.time() - start, 2)}
     write_text_atomic(json.dumps(summary, indent=2), out_dir / "summary.json")
     return summary
+
+
+def accepted_masks(prefill: str) -> dict[str, list[str]]:
+    """{file_name: RLE counts} of the masks a verifier accepted in a stage=semi output (none: {})."""
+    found: dict[str, list[str]] = {}
+    for row in read_masks(prefill, ["file_name", "segmentation", "extra"]).to_pylist():
+        if json.loads(row["extra"] or "{}").get("route") == "accepted":
+            found.setdefault(row["file_name"], []).append(row["segmentation"])
+    return found
+
+
+def not_accepted(expert: Path, accepted: dict, keep_iou: float, out: Path) -> tuple[Path, int]:
+    """The expert COCO file less the masks an accepted mask matches (IoU >= keep_iou, one to one),
+    written to `out`; (out, how many were left out)."""
+    from data_engine.semi.annotator import load, review
+
+    images, annotations, covered = [], [], 0
+    for name, (image, masks) in sorted(load(expert).items()):
+        h, w = image["height"], image["width"]
+        matched = {e for _, e, _ in review(accepted.get(name, []), masks, h, w, keep_iou)["kept"]}
+        covered += len(matched)
+        images.append(image)
+        left = [c for e, c in enumerate(masks) if e not in matched]
+        annotations += [
+            {
+                "id": len(annotations) + k + 1,
+                "image_id": image["id"],
+                "category_id": 1,
+                "iscrowd": 0,
+                "segmentation": {"size": [h, w], "counts": counts},
+                "area": int(rle.area([counts], h, w)[0]),
+                "bbox": rle.bbox([counts], h, w)[0].tolist(),
+            }
+            for k, counts in enumerate(left)
+        ]
+    coco.write(out, images, annotations)
+    return out, covered
 
 
 def check(a: dict) -> dict:

@@ -1,4 +1,9 @@
-"""The audit stage: generated masks against expert masks -> metrics.json, pairs.parquet, report.html."""
+"""The audit stage: generated masks against expert masks -> metrics.json, pairs.parquet, report.html.
+
+When the generated masks carry a verifier_score (verifier.checkpoint on stage=auto or stage=semi),
+metrics.json and the report add the verifier's calibration: per score bin, the share of masks that
+match an expert mask (one to one) at IoU >= CALIBRATION_IOU, and the ROC AUC of the scores.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from data_engine.audit.core import audit
@@ -13,8 +19,9 @@ from data_engine.audit.load import load_side
 from data_engine.audit.report import GROUP_COLUMNS, write_report
 from data_engine.errors import check_choice, check_int, check_number, check_path
 from data_engine.io.atomic import write_text_atomic
-from data_engine.io.dataset import read_run_record, write_atomic
+from data_engine.io.dataset import read_masks, read_run_record, write_atomic
 
+CALIBRATION_IOU = 0.9  # a generated mask "matches an expert" at this IoU (the verifier's label)
 PAIRS_SCHEMA = pa.schema(
     [
         ("file_name", pa.string()),
@@ -44,6 +51,9 @@ def run(cfg: dict) -> dict:
     pred = load_side(a["pred"], "pred", a["match_by"], a["score"])
     expert = load_side(a["expert"], "expert", a["match_by"], a["score"])
     result = audit(pred, expert, a["min_iou"], a["boundary_ratio"], a["worst_k"])
+    calibrated = verifier_calibration(pred, result["rows"])
+    if calibrated:
+        result["metrics"]["verifier_calibration"] = calibrated
     out_dir = Path(cfg["output"]["dir"])
     settings = {
         "pred": pred["path"],
@@ -52,7 +62,27 @@ def run(cfg: dict) -> dict:
     }
     paths = write_outputs(result, out_dir, settings, image_root(a, pred, expert))
     summary = {k: result["metrics"].get(k) for k in ("images", *GROUP_COLUMNS)}
+    if calibrated:
+        summary["verifier_roc_auc"] = calibrated["roc_auc"]
     return {**summary, **paths, "seconds": round(time.time() - start, 2)}
+
+
+def verifier_calibration(pred: dict, rows: list[dict]) -> dict | None:
+    """The verifier's scores of the generated masks against their match with an expert mask (None when
+    no mask was scored)."""
+    from data_engine.verifier.figures import calibration, roc_auc
+
+    if pred["kind"] != "dataset":
+        return None
+    table = read_masks(pred["path"], ["mask_id", "verifier_score"]).to_pylist()
+    scores = {r["mask_id"]: r["verifier_score"] for r in table if r["verifier_score"] is not None}
+    scored = [
+        (scores[r["pred_mask_id"]], (r["iou"] or 0) >= CALIBRATION_IOU) for r in rows if r["pred_mask_id"] in scores
+    ]
+    if not scored:
+        return None
+    s, good = np.array([x for x, _ in scored]), np.array([y for _, y in scored])
+    return {"label_iou": CALIBRATION_IOU, "masks": len(s), "roc_auc": roc_auc(s, good), "bins": calibration(s, good)}
 
 
 def check(a: dict) -> None:

@@ -10,6 +10,7 @@ from data_engine.amg.worker import AutoWorker
 from data_engine.io import inputs
 from data_engine.model.build import model_record
 from data_engine.runtime.job import ShardedJob, run_job
+from data_engine.verifier.score import checkpoint_record
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,11 @@ def run(cfg: dict) -> dict:
         shards=inputs.make_shards(listing.names, i["shard_size"], listing.root, listing.stamps),
         make_worker=partial(AutoWorker, cfg, str(listing.root)),
         runtime=cfg["runtime"],
-        record={"model": model_record(cfg["model"]), "input_root": str(listing.root)},
+        record={
+            "model": model_record(cfg["model"]),
+            "verifier": checkpoint_record(cfg["verifier"]),
+            "input_root": str(listing.root),
+        },
         info={"inputs": len(listing.names), "ignored_files": listing.ignored},
     )
     summary = run_job(job)

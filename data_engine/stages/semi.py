@@ -17,6 +17,7 @@ from data_engine.model.build import model_record
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
 from data_engine.semi.worker import SemiWorker
+from data_engine.verifier.score import check_routing, checkpoint_record
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def run(cfg: dict) -> dict:
         record={
             "model": model_record(cfg["model"]),
             "detector": detector_record(cfg["detector"]),
+            "verifier": checkpoint_record(check_routing(cfg["verifier"])),
             "input_root": str(listing.root),
         },
         info={"inputs": len(listing.names), "ignored_files": listing.ignored},
@@ -60,15 +62,20 @@ def run(cfg: dict) -> dict:
 
 
 def summarize(shards: list[dict], records: dict, failed: dict) -> dict:
-    """The dataset summary plus masks by source and ok images without a mask, from the _done records."""
-    sources, done = Counter(), [records[s["shard_id"]] for s in shards if s["shard_id"] in records]
+    """The dataset summary plus masks by source (and by the verifier's route) and ok images without a
+    mask, from the _done records."""
+    sources, routes, done = Counter(), Counter(), [records[s["shard_id"]] for s in shards if s["shard_id"] in records]
     for record in done:
         sources.update(record.get("masks_by_source", {}))
-    return {
+        routes.update(record.get("masks_by_route", {}))
+    summary = {
         **runs.summarize(shards, records, failed),
         "masks_by_source": dict(sorted(sources.items())),
         "images_without_masks": sum(r.get("images_without_masks", 0) for r in done),
     }
+    if routes:
+        summary["masks_by_route"] = {k: routes[k] for k in ("accepted", "review", "rejected")}
+    return summary
 
 
 def check(s: dict) -> dict:

@@ -1,0 +1,56 @@
+"""Verifier training pieces: the model to start from, one optimizer step, and its scores of a set of masks.
+
+The resumable loop around them is train.loop's (stage=verifier): step `n` draws its batch from
+(seed, n) alone, so a resumed run replays the same batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from data_engine.verifier.features import SCALARS, model_inputs
+from data_engine.verifier.model import MaskVerifier, load_verifier
+
+
+def initial_model(v: dict, seed: int, device: str) -> MaskVerifier:
+    """Seeded fresh weights, or those of verifier.checkpoint (its crop settings win); train mode."""
+    if v["checkpoint"]:
+        return load_verifier(v["checkpoint"], device).train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = MaskVerifier(v["crop_size"], v["context"], len(SCALARS), v["width"])
+    return model.to(device).train()
+
+
+def make_optimizer(model: MaskVerifier, v: dict) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=v["lr"], weight_decay=v["weight_decay"])
+
+
+def train_step(model, optimizer, arrays: dict, v: dict, seed: int, step: int, device) -> dict:
+    """One optimizer step on batch_size masks drawn from (seed, step), each mirrored left-right with
+    chance 1/2; binary cross-entropy against the labels. Returns {"loss"}."""
+    rng = np.random.default_rng([seed, step])
+    pick = rng.integers(0, len(arrays["labels"]), v["batch_size"])
+    crops = arrays["crops"][pick]
+    flip = rng.random(len(pick)) < 0.5
+    crops[flip] = crops[flip][..., ::-1]
+    x, s = model_inputs(np.ascontiguousarray(crops), arrays["scalars"][pick], device)
+    loss = F.binary_cross_entropy_with_logits(model(x, s), torch.as_tensor(arrays["labels"][pick], device=device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.item()}
+
+
+@torch.inference_mode()
+def predict(model, arrays: dict, device, batch: int = 512) -> np.ndarray:
+    """[N] scores in [0, 1] of every mask of `arrays`."""
+    model.eval()
+    out = [
+        torch.sigmoid(model(*model_inputs(arrays["crops"][i : i + batch], arrays["scalars"][i : i + batch], device)))
+        for i in range(0, len(arrays["labels"]), batch)
+    ]
+    model.train()
+    return torch.cat(out).cpu().numpy() if out else np.zeros(0, np.float32)
