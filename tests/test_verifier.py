@@ -21,7 +21,7 @@ from data_engine.io.dataset import mask_row, read_masks
 from data_engine.semi import merge, prefill
 from data_engine.stages import run_stage
 from data_engine.stages import verifier as verifier_stage
-from data_engine.verifier.data import VerifierDataError, audit_examples, merge_examples
+from data_engine.verifier.data import VerifierDataError, audit_examples, held_out, merge_examples
 from data_engine.verifier.features import SCALARS
 from data_engine.verifier.figures import calibration, metrics, roc_auc
 from data_engine.verifier.model import MaskVerifier, VerifierCheckpointError, load_verifier, save_verifier
@@ -70,9 +70,8 @@ def scripted_verifier(path: Path, center: float, slope: float = 10.0) -> Path:
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
-        first, last = model.head[0], model.head[2]
-        first.weight[0, 4 * 8 + SCALARS.index("predicted_iou")] = 1.0  # after the 4 * width pooled features
-        last.weight[0, 0], last.bias[0] = slope, -slope * center
+        model.scores.weight[0, SCALARS.index("predicted_iou")] = slope  # the scalars' linear part alone
+        model.scores.bias[0] = -slope * center
     save_verifier(model, path)
     return path
 
@@ -173,6 +172,7 @@ def test_a_killed_run_resumes_at_its_checkpoint_with_the_same_values(engine, tmp
         ("verifier.reject=0.95", "verifier.reject"),
         ("verifier.val_fraction=1", "verifier.val_fraction"),
         ("verifier.crop_size=4", "verifier.crop_size"),
+        ("verifier.width=12", "verifier.width"),
         ("verifier.checkpoint=/nonexistent.pt", "verifier.checkpoint"),
         ("verifier.device=tpu", "verifier.device"),
         ("verifier.data=[/nonexistent]", "verifier.data"),
@@ -184,6 +184,24 @@ def test_bad_settings_fail_before_work_naming_the_key(engine, tmp_path, override
     with pytest.raises(ConfigError, match=f"^{key}:"):
         verifier_stage.run(cfg)
     assert not (tmp_path / "bad").exists()
+
+
+def test_held_out_images_are_the_fraction_with_the_smallest_hashes_whatever_their_order():
+    examples = [{"source": "/x/merged", "file_name": f"scene-{k:05d}.png"} for k in range(10)]
+    held = held_out(examples, 0.3)
+    assert held.sum() == 3 and (held_out(examples[::-1], 0.3) == held[::-1]).all()
+    assert held_out(examples[:2], 0.01).sum() == 1 and held_out(examples[:1], 0.5).sum() == 0
+    assert held_out(examples, 0.0).sum() == 0 and held_out(examples, 0.99).sum() == 9
+
+
+def test_width_0_looks_at_the_scores_alone():
+    model = MaskVerifier(crop_size=8, width=0).eval()
+    scalars = torch.rand(3, len(SCALARS))
+    a, b = torch.rand(3, 4, 8, 8), torch.rand(3, 4, 8, 8)
+    assert torch.equal(model(a, scalars), model(b, scalars))
+    assert not torch.equal(
+        MaskVerifier(crop_size=8, width=8).eval()(a, scalars), MaskVerifier(8, width=8).eval()(b, scalars)
+    )
 
 
 def test_checkpoints_that_are_not_verifiers_are_one_line_errors(tmp_path):

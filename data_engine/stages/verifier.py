@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from data_engine.errors import check_bool, check_int, check_number, require
 from data_engine.io.atomic import write_json_atomic
@@ -23,8 +24,8 @@ from data_engine.train import loop
 from data_engine.verifier.data import featurize, held_out, load_examples, source_kind, subset
 from data_engine.verifier.figures import calibration, metrics
 from data_engine.verifier.model import save_verifier
-from data_engine.verifier.score import check_routing
-from data_engine.verifier.train import initial_model, make_optimizer, predict, train_step
+from data_engine.verifier.score import check_routing, predict
+from data_engine.verifier.train import initial_model, make_optimizer, train_step
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,9 @@ def check(v: dict) -> dict:
         "verifier.checkpoint",
         f"{v['checkpoint']} does not exist; give a model.pt written by stage=verifier",
     )
-    for key, low in (("crop_size", 8), ("width", 8), ("steps", 1), ("batch_size", 1), ("checkpoint_every", 1)):
+    for key, low in (("crop_size", 8), ("width", 0), ("steps", 1), ("batch_size", 1), ("checkpoint_every", 1)):
         check_int(v, f"verifier.{key}", low)
+    require(v["width"] % 8 == 0, "verifier.width", f"must be a multiple of 8 (0: no convolutions), got {v['width']}")
     check_int(v, "verifier.warmup_steps", 0)
     check_int(v, "verifier.num_threads", 1, nullable=True)
     check_number(v, "verifier.label_iou", 0, 1)
@@ -86,6 +88,8 @@ def train(cfg: dict, v: dict, out_dir: Path, fingerprint: str) -> dict:
         f"no labelled mask to train on in {v['data']} (after holding out {int(held.sum())}); give more outputs",
     )
     log.info("verifier: %d masks to train on, %d held out", len(train_set["labels"]), len(held_set["labels"]))
+    if not v["checkpoint"]:
+        model.fit_scalars(torch.as_tensor(train_set["scalars"], device=device))
     optimizer = make_optimizer(model, v)
     step = loop.resume(out_dir, model, optimizer, fingerprint, device)
     one_step = lambda n: train_step(model, optimizer, train_set, v, cfg["seed"], n, device)  # noqa: E731
@@ -112,7 +116,7 @@ def train(cfg: dict, v: dict, out_dir: Path, fingerprint: str) -> dict:
 
 
 def measured(model, arrays: dict, v: dict, device) -> dict:
-    scores = predict(model, arrays, device)
+    scores = predict(model, arrays["crops"], arrays["scalars"], device)
     return {
         **metrics(scores, arrays["labels"], v["accept"], v["reject"]),
         "calibration": calibration(scores, arrays["labels"]),

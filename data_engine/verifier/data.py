@@ -25,7 +25,6 @@ from data_engine.io.images import load_rgb
 from data_engine.io.inputs import image_id
 from data_engine.verifier.features import mask_crops, mask_scalars
 
-HASH_BUCKETS = 10_000  # held out: image_id(file_name) % HASH_BUCKETS < val_fraction * HASH_BUCKETS
 KEPT, EDITED = "prefill_kept", "prefill_edited"  # semi_merge's sources (data_engine.semi.merge)
 WHAT = "give output folders of stage=semi_merge or stage=audit"
 
@@ -111,14 +110,13 @@ def group(rows: list[dict], labels: list[int], root: Path, source: str) -> list[
 
 
 def held_out(examples: list[dict], val_fraction: float) -> np.ndarray:
-    """[len(examples)] bool: the images held out for metrics, each decided by its output folder's name and
-    file name alone (adding images moves no other image across); with val_fraction > 0 and two images
-    or more, at least one is held out and one is not."""
-    keys = np.array([image_id(f"{Path(ex['source']).name}/{ex['file_name']}") % HASH_BUCKETS for ex in examples])
-    held = keys < val_fraction * HASH_BUCKETS
-    if val_fraction > 0 and len(examples) > 1:
-        held[np.argmin(keys)] = True
-        held[np.argmax(keys)] = False
+    """[len(examples)] bool: the images held out for metrics: the val_fraction of them (at least one, and
+    one image left to train on) whose hash of output folder name and file name is smallest, so the
+    choice depends on the images alone, not on their order."""
+    keys = [image_id(f"{Path(ex['source']).name}/{ex['file_name']}") for ex in examples]
+    count = min(max(round(val_fraction * len(keys)), 1), len(keys) - 1) if val_fraction > 0 else 0
+    held = np.zeros(len(keys), dtype=bool)
+    held[np.argsort(keys, kind="stable")[:count]] = True
     return held
 
 

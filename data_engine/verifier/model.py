@@ -33,18 +33,39 @@ def conv_gn(cin: int, cout: int) -> nn.Sequential:
 class MaskVerifier(nn.Module):
     """crops [B, 4, S, S] (RGB and mask, centred on 0) and scalars [B, F] -> logits [B].
 
+    The logit is a linear function of the scalars (SAM's scores: a logistic regression on them) plus
+    a small MLP over them and what the convolutions make of the crop (width 0: no convolutions, the
+    crop is not looked at; for a few dozen labelled masks, which the convolutions only memorize).
     crop_size (S) and context say how its crops are cut (features.mask_crops); they travel with the
     checkpoint so that scoring cuts them as training did."""
 
     def __init__(self, crop_size: int = 32, context: float = 0.5, num_scalars: int = 4, width: int = 16):
         super().__init__()
         self.settings = {"crop_size": crop_size, "context": context, "num_scalars": num_scalars, "width": width}
-        self.convs = nn.Sequential(conv_gn(4, width), conv_gn(width, 2 * width), conv_gn(2 * width, 4 * width))
-        self.head = nn.Sequential(nn.Linear(4 * width + num_scalars, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
+        convs = [conv_gn(4, width), conv_gn(width, 2 * width), conv_gn(2 * width, 4 * width)] if width else []
+        self.convs = nn.Sequential(*convs)
+        self.head = nn.Sequential(
+            nn.Dropout(0.5), nn.Linear(4 * width + num_scalars, 64), nn.ReLU(inplace=True), nn.Linear(64, 1)
+        )
+        self.scores = nn.Linear(num_scalars, 1)
+        nn.init.zeros_(self.head[-1].weight)  # the crop's part starts at 0: the scores' regression first
+        nn.init.zeros_(self.head[-1].bias)
+        # The scalars are standardized by their training set's mean and spread (set by `fit_scalars`):
+        # stability scores of 0.97 and 0.99 are far apart for the model only after that
+        self.register_buffer("scalar_mean", torch.zeros(num_scalars))
+        self.register_buffer("scalar_std", torch.ones(num_scalars))
+
+    def fit_scalars(self, scalars: torch.Tensor) -> None:
+        """Standardize the scalars by those of the training masks ([N, F])."""
+        self.scalar_mean.copy_(scalars.mean(dim=0))
+        self.scalar_std.copy_(
+            scalars.std(dim=0).clamp(min=1e-3) if len(scalars) > 1 else torch.ones_like(self.scalar_std)
+        )
 
     def forward(self, crops: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
-        pooled = self.convs(crops).mean(dim=(2, 3))  # [B, 4 * width]
-        return self.head(torch.cat([pooled, scalars], dim=1)).squeeze(1)
+        scalars = (scalars - self.scalar_mean) / self.scalar_std
+        pooled = self.convs(crops).mean(dim=(2, 3)) if len(self.convs) else crops.new_zeros(len(crops), 0)  # [B, 4w]
+        return (self.scores(scalars) + self.head(torch.cat([pooled, scalars], dim=1))).squeeze(1)
 
 
 def save_verifier(model: MaskVerifier, path, extra: dict | None = None) -> None:

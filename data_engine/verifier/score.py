@@ -24,27 +24,35 @@ ROUTES = (ACCEPTED, REVIEW, REJECTED)
 
 
 class Verifier:
-    def __init__(self, checkpoint: str | Path, device: str | None = None, batch_size: int = 256):
+    """A stage=verifier model.pt, loaded once on `device` (null: cuda when available)."""
+
+    def __init__(self, checkpoint: str | Path, device: str | None = None):
         self.device = device or default_device()
         self.model = load_verifier(checkpoint, self.device)
         self.size, self.context = self.model.settings["crop_size"], self.model.settings["context"]
-        self.batch_size = batch_size
 
-    @torch.inference_mode()
     def scores(self, image: np.ndarray, rows: list[dict]) -> np.ndarray:
         """[H, W, 3] uint8 image and its mask rows -> [N] float scores in [0, 1]."""
-        out = []
-        for i in range(0, len(rows), self.batch_size):
-            part = rows[i : i + self.batch_size]
-            crops, scalars = mask_crops(image, part, self.size, self.context), mask_scalars(part)
-            out.append(torch.sigmoid(self.model(*model_inputs(crops, scalars, self.device))).cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+        crops = mask_crops(image, rows, self.size, self.context)
+        return predict(self.model, crops, mask_scalars(rows), self.device)
 
     def score_rows(self, image: np.ndarray, rows: list[dict]) -> list[dict]:
         """The rows with their verifier_score set."""
         for row, score in zip(rows, self.scores(image, rows)):
             row["verifier_score"] = float(score)
         return rows
+
+
+@torch.inference_mode()
+def predict(model, crops: np.ndarray, scalars: np.ndarray, device, batch_size: int = 512) -> np.ndarray:
+    """[N] scores in [0, 1] of uint8 crops [N, 4, S, S] and scalars [N, F] (features.py), batch by batch."""
+    training, out = model.training, []
+    model.eval()
+    for i in range(0, len(crops), batch_size):
+        logits = model(*model_inputs(crops[i : i + batch_size], scalars[i : i + batch_size], device))
+        out.append(torch.sigmoid(logits).float().cpu().numpy())
+    model.train(training)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
 def route(score: float, accept: float | None, reject: float | None) -> str:

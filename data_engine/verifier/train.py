@@ -1,4 +1,4 @@
-"""Verifier training pieces: the model to start from, one optimizer step, and its scores of a set of masks.
+"""Verifier training pieces: the model to start from and one optimizer step.
 
 The resumable loop around them is train.loop's (stage=verifier): step `n` draws its batch from
 (seed, n) alone, so a resumed run replays the same batches.
@@ -15,7 +15,8 @@ from data_engine.verifier.model import MaskVerifier, load_verifier
 
 
 def initial_model(v: dict, seed: int, device: str) -> MaskVerifier:
-    """Seeded fresh weights, or those of verifier.checkpoint (its crop settings win); train mode."""
+    """Seeded fresh weights (the scalars' standardization still to fit), or those of verifier.checkpoint
+    (its crop settings and standardization win); train mode."""
     if v["checkpoint"]:
         return load_verifier(v["checkpoint"], device).train()
     with torch.random.fork_rng(devices=[]):
@@ -30,27 +31,18 @@ def make_optimizer(model: MaskVerifier, v: dict) -> torch.optim.Optimizer:
 
 def train_step(model, optimizer, arrays: dict, v: dict, seed: int, step: int, device) -> dict:
     """One optimizer step on batch_size masks drawn from (seed, step), each mirrored left-right with
-    chance 1/2; binary cross-entropy against the labels. Returns {"loss"}."""
+    chance 1/2; binary cross-entropy against the labels; dropout seeded from (seed, step) too, so a
+    resumed run replays the same step. Returns {"loss"}."""
     rng = np.random.default_rng([seed, step])
     pick = rng.integers(0, len(arrays["labels"]), v["batch_size"])
     crops = arrays["crops"][pick]
     flip = rng.random(len(pick)) < 0.5
     crops[flip] = crops[flip][..., ::-1]
     x, s = model_inputs(np.ascontiguousarray(crops), arrays["scalars"][pick], device)
-    loss = F.binary_cross_entropy_with_logits(model(x, s), torch.as_tensor(arrays["labels"][pick], device=device))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+        torch.manual_seed(int(rng.integers(1 << 62)))
+        loss = F.binary_cross_entropy_with_logits(model(x, s), torch.as_tensor(arrays["labels"][pick], device=device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
     optimizer.step()
     return {"loss": loss.item()}
-
-
-@torch.inference_mode()
-def predict(model, arrays: dict, device, batch: int = 512) -> np.ndarray:
-    """[N] scores in [0, 1] of every mask of `arrays`."""
-    model.eval()
-    out = [
-        torch.sigmoid(model(*model_inputs(arrays["crops"][i : i + batch], arrays["scalars"][i : i + batch], device)))
-        for i in range(0, len(arrays["labels"]), batch)
-    ]
-    model.train()
-    return torch.cat(out).cpu().numpy() if out else np.zeros(0, np.float32)
