@@ -20,6 +20,8 @@ import numpy as np
 
 from data_engine.io import rle
 from data_engine.io.dataset import mask_row
+from data_engine.verifier.score import ACCEPTED as ROUTE_ACCEPTED
+from data_engine.verifier.score import route_of
 
 KEPT, EDITED, ADDED, ACCEPTED = "prefill_kept", "prefill_edited", "annotator", "prefill_accepted"
 COUNTS = (
@@ -69,8 +71,8 @@ def match(prefilled: list[str], drawn: list[str], height: int, width: int, edit_
 def merge_image(image: dict, prefilled: list[dict], drawn: list[dict], edit_iou: float) -> tuple[list[dict], dict]:
     """(merged mask rows, counts) of one image from its prefilled rows and the annotator's rows."""
     h, w = image["height"], image["width"]
-    accepted = [r for r in prefilled if loads(r).get("route") == "accepted"]
-    shown = [r for r in prefilled if loads(r).get("route") != "accepted"]
+    accepted = [r for r in prefilled if route_of(r) == ROUTE_ACCEPTED]
+    shown = [r for r in prefilled if route_of(r) != ROUTE_ACCEPTED]
     found = match([r["segmentation"] for r in shown], [r["segmentation"] for r in drawn], h, w, edit_iou)
     rows = [kept_row(shown[p], drawn[d]) for d, p in found["kept"]]
     rows += [edited_row(image, shown[p], drawn[d], iou) for d, p, iou in found["edited"]]

@@ -30,6 +30,7 @@ from data_engine.importers.coco import coco_annotation, label_of
 from data_engine.io import coco, rle
 from data_engine.io.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from data_engine.io.dataset import read_images, read_masks
+from data_engine.verifier.score import ACCEPTED, route_of
 
 FILES = {"labelstudio": "labelstudio_tasks.json", "cvat_xml": "cvat_annotations.xml", "coco": "coco_instances.json"}
 KINDS = ("predictions", "annotations")
@@ -63,7 +64,7 @@ def load_dataset(dataset: Path) -> tuple[list[dict], dict[str, list[dict]]]:
     images = sorted((r for r in read_images(dataset).to_pylist() if r["status"] == "ok"), key=lambda r: r["file_name"])
     masks: dict[str, list[dict]] = {}
     for row in read_masks(dataset).to_pylist():
-        if json.loads(row["extra"] or "{}").get("route") != "accepted":
+        if route_of(row) != ACCEPTED:
             masks.setdefault(row["file_name"], []).append(row)
     return images, masks
 

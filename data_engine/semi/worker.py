@@ -11,6 +11,7 @@ from collections import Counter
 
 from data_engine.amg.worker import AutoWorker
 from data_engine.io.dataset import mask_row
+from data_engine.verifier.score import REJECTED, route, route_of
 
 PREFILL_KEYS = ("box_score_thresh", "box_nms_thresh", "max_boxes", "min_box_iou", "points_fill", "fill_overlap")
 
@@ -46,8 +47,6 @@ class SemiWorker(AutoWorker):
 
     def verified(self, image, masks: list[dict]) -> list[dict]:
         """With a verifier: the accepted and review masks, each with its route in `extra`."""
-        from data_engine.verifier.score import REJECTED, route
-
         masks = super().verified(image, masks)
         if not self.verifier or not masks:
             return masks
@@ -66,7 +65,7 @@ class SemiWorker(AutoWorker):
         empty = sum(row["status"] == "ok" and not masks for row, masks in results)
         counts = {"masks_by_source": dict(sources), "images_without_masks": empty}
         if self.verifier:
-            routes = Counter(json.loads(m["extra"])["route"] for _, masks in results for m in masks)
-            routes["rejected"] = sum(self.rejected.pop(row["file_name"], 0) for row, _ in results)
+            routes = Counter(route_of(m) for _, masks in results for m in masks)
+            routes[REJECTED] = sum(self.rejected.pop(row["file_name"], 0) for row, _ in results)
             counts["masks_by_route"] = dict(routes)
         return counts

@@ -84,9 +84,11 @@ def review_prefill(a: dict, out_dir: Path, start: float) -> dict:
 
 def accepted_masks(prefill: str) -> dict[str, list[str]]:
     """{file_name: RLE counts} of the masks a verifier accepted in a stage=semi output (none: {})."""
+    from data_engine.verifier.score import ACCEPTED, route_of
+
     found: dict[str, list[str]] = {}
     for row in read_masks(prefill, ["file_name", "segmentation", "extra"]).to_pylist():
-        if json.loads(row["extra"] or "{}").get("route") == "accepted":
+        if route_of(row) == ACCEPTED:
             found.setdefault(row["file_name"], []).append(row["segmentation"])
     return found
 

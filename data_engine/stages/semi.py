@@ -17,7 +17,7 @@ from data_engine.model.build import model_record
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
 from data_engine.semi.worker import SemiWorker
-from data_engine.verifier.score import check_routing, checkpoint_record
+from data_engine.verifier.score import ROUTES, check_routing, checkpoint_record
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def summarize(shards: list[dict], records: dict, failed: dict) -> dict:
         "images_without_masks": sum(r.get("images_without_masks", 0) for r in done),
     }
     if routes:
-        summary["masks_by_route"] = {k: routes[k] for k in ("accepted", "review", "rejected")}
+        summary["masks_by_route"] = {k: routes[k] for k in ROUTES}
     return summary
 
 

@@ -24,6 +24,7 @@ from data_engine.io.dataset import read_masks, read_run_record, shard_files
 from data_engine.io.images import load_rgb
 from data_engine.io.inputs import image_id
 from data_engine.verifier.features import mask_crops, mask_scalars
+from data_engine.verifier.score import ACCEPTED, route_of
 
 KEPT, EDITED = "prefill_kept", "prefill_edited"  # semi_merge's sources (data_engine.semi.merge)
 WHAT = "give output folders of stage=semi_merge or stage=audit"
@@ -66,11 +67,7 @@ def merge_examples(path: Path, label_iou: float) -> list[dict]:
     files = [str(p) for p in shard_files(path, "merge")]
     merged = pq.ParquetDataset(files).read(columns=["file_name", "status"]).to_pylist() if files else []
     reviewed = {r["file_name"] for r in merged if r["status"] == "ok"}
-    rows = [
-        r
-        for r in read_masks(prefill).to_pylist()
-        if r["file_name"] in reviewed and json.loads(r["extra"] or "{}").get("route") != "accepted"
-    ]
+    rows = [r for r in read_masks(prefill).to_pylist() if r["file_name"] in reviewed and route_of(r) != ACCEPTED]
     labels = [verdicts.get(r["mask_id"], 0) for r in rows]  # neither kept nor edited: deleted
     return group(rows, labels, image_root(prefill, record.get("input_root")), str(path))
 

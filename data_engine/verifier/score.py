@@ -9,6 +9,7 @@ None turns its route off.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,11 @@ def predict(model, crops: np.ndarray, scalars: np.ndarray, device, batch_size: i
         out.append(torch.sigmoid(logits).float().cpu().numpy())
     model.train(training)
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def route_of(row: dict) -> str | None:
+    """The route stage=semi gave a mask row (`extra.route`), or None: not routed."""
+    return json.loads(row.get("extra") or "{}").get("route")
 
 
 def route(score: float, accept: float | None, reject: float | None) -> str:
