@@ -11,6 +11,8 @@
   order (the dataset's ids kept as `dataset_image_id`).
 
 Every ok image of the run is listed, with or without masks, so annotators can draw on all of them.
+Masks the verifier accepted (`extra.route`, stage=semi with verifier.checkpoint) are left out: only
+the masks sent for review are shown.
 The same writers with kind="annotations" write masks as a finished annotation in that format (what
 an annotator's export looks like: the simulated annotator's result, tests).
 """
@@ -29,6 +31,7 @@ from data_engine.importers.coco import coco_annotation, label_of
 from data_engine.io import coco, rle
 from data_engine.io.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
 from data_engine.io.dataset import read_images, read_masks
+from data_engine.verifier.routes import ACCEPTED, route_of
 
 FILES = {"labelstudio": "labelstudio_tasks.json", "cvat_xml": "cvat_annotations.xml", "coco": "coco_instances.json"}
 KINDS = ("predictions", "annotations")
@@ -57,11 +60,13 @@ def write_preannotations(dataset: str | Path, out_dir: str | Path, formats, imag
 
 
 def load_dataset(dataset: Path) -> tuple[list[dict], dict[str, list[dict]]]:
-    """(ok images sorted by file name, {file_name: mask rows in mask_id order}) of a run's output."""
+    """(ok images sorted by file name, {file_name: mask rows in mask_id order, but those the verifier
+    accepted}) of a run's output."""
     images = sorted((r for r in read_images(dataset).to_pylist() if r["status"] == "ok"), key=lambda r: r["file_name"])
     masks: dict[str, list[dict]] = {}
     for row in read_masks(dataset).to_pylist():
-        masks.setdefault(row["file_name"], []).append(row)
+        if route_of(row) != ACCEPTED:
+            masks.setdefault(row["file_name"], []).append(row)
     return images, masks
 
 
