@@ -10,6 +10,7 @@ LAYERS = [
     ["schema"],
     ["io"],
     ["synth", "model", "runtime"],
+    ["verifier"],
     ["amg", "importers", "exports"],
     ["train", "audit", "release"],
     ["detector"],

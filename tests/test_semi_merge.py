@@ -156,10 +156,13 @@ def test_merge_counts_one_kept_one_edited_one_deleted_one_added(fmt, tmp_path):
     summary = run_stage(merge_cfg(tmp_path / "semi", IMPORT_FORMAT[fmt], path, tmp_path / "merged"))
     assert {k: summary["merge"][k] for k in merge.COUNTS} == {
         "prefilled": 3,
+        "shown": 3,
         "kept": 1,
         "edited": 1,
         "deleted": 1,
         "added": 1,
+        "accepted": 0,
+        "accepted_replaced": 0,
         "masks_before": 3,
         "masks_after": 3,
     }

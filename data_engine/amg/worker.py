@@ -28,6 +28,7 @@ class AutoWorker:
     """Loads the model once; turns a shard of image files into its Parquet files."""
 
     batches_images = True  # images go through the generator amg.images_per_batch at a time
+    verifier = None  # the mask verifier scoring every mask (verifier.checkpoint), set by __init__
 
     def __init__(self, cfg: dict, root: str):
         from data_engine.amg.generator import mask_generator
@@ -37,6 +38,7 @@ class AutoWorker:
         self.model_name = cfg["model"]["variant"]
         sam = build_sam(**model_args(cfg["model"]), device=cfg["model"]["device"])
         self.generator = mask_generator(sam, **cfg["amg"])
+        self.verifier = load_verifier(cfg, self.generator.device)
         self.writer = runs.ShardWriter(self.out_dir, self.generator.device)
 
     def __call__(self, shard: dict, on_image=lambda *event: None) -> dict:
@@ -107,6 +109,7 @@ class AutoWorker:
                 masks = self.image_masks(image, entry)
             else:
                 masks = mask_rows(generated, entry, self.model_name)
+            masks = self.verified(image, masks)
         except Exception as err:  # per-image boundary: one bad file never stops the shard
             log.warning("%s failed: %s", name, reason(err))
             return image_row(entry, seconds=time.time() - start, error=reason(err)), []
@@ -116,6 +119,10 @@ class AutoWorker:
     def image_masks(self, image, row: dict) -> list[dict]:
         """The mask rows of one decoded image (a stage built on this worker prompts differently)."""
         return mask_rows(self.generator.generate(image), row, self.model_name)
+
+    def verified(self, image, masks: list[dict]) -> list[dict]:
+        """The image's mask rows with their verifier_score (unchanged without verifier.checkpoint)."""
+        return self.verifier.score_rows(image, masks) if self.verifier else masks
 
     def _maybe_crash(self, shard_id: str, index: int) -> None:
         """Fault injection: the process exits mid-shard, once per output dir (debug.crash_on_shard) or on
@@ -135,6 +142,16 @@ class AutoWorker:
             if fault == "crashed":
                 os._exit(17)
             time.sleep(10**6)
+
+
+def load_verifier(cfg: dict, device):
+    """The mask verifier of verifier.checkpoint, on the generator's device; None without one."""
+    checkpoint = cfg["verifier"]["checkpoint"]
+    if not checkpoint:
+        return None
+    from data_engine.verifier.score import Scorer
+
+    return Scorer(checkpoint, str(device))
 
 
 def batched(items, size: int):

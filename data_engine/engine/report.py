@@ -4,6 +4,7 @@ built with io.html_report's kit).
 Per step: what went in and out (its summary's figures; images, masks and masks per image of its
 images/ table; for imports of click sessions, how closely the model followed the clicks). Per model
 of the loop (the engine command's, then each retrained one): its quality on the held-out expert set.
+Per stage-2 round: what the annotators were shown and did, with and without the verifier (review.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from data_engine.engine import evaluate
+from data_engine.engine import evaluate, review
 from data_engine.io.atomic import write_text_atomic
 from data_engine.io.html_report import esc, figure, fmt, img_tag, page, table, to_png
 from data_engine.stages.engine import Evaluate
@@ -59,12 +60,16 @@ def document(cfg: dict, steps: list[dict], settings: Evaluate | None, out_dir: P
     audits = [r for r in rows if r["stage"] == "audit" and r["status"] == "done"]
     if audits:
         totals["final_audit"] = {"step": audits[-1]["folder"], **audits[-1]["summary"]}
+    stage2 = review.rounds(steps, rows)
+    if stage2["comparisons"]:
+        totals["verifier"] = stage2["comparisons"][-1]
     return {
         "engine": cfg["engine"].get("description"),
         "output": str(out_dir),
         "evaluate": asdict(settings) if settings else None,
         "steps": rows,
         "models": models,
+        "stage2": stage2,
         "totals": totals,
     }
 
@@ -173,10 +178,11 @@ def html_page(doc: dict) -> str:
         parts += ["<h2>Model quality per round</h2>", models_table(doc["models"])]
         if any(m["figures"] for m in doc["models"]):
             parts.append(img_tag(quality_plot(doc["models"]), alt="quality per round"))
+    parts += review.html_section(doc["stage2"])
     counted = [s for s in doc["steps"] if s["dataset"]]
     if counted:
         parts.append(img_tag(masks_plot(counted), alt="masks per image"))
-    for stage in ("annotate", "assisted", "detector", "semi", "semi_merge", "audit"):
+    for stage in ("annotate", "assisted", "detector", "semi", "semi_merge", "verifier", "audit"):
         rows = [s for s in doc["steps"] if s["stage"] == stage and s["status"] == "done"]
         if rows:
             parts += [f"<h2>{esc(stage)} steps</h2>", figures_table(rows)]

@@ -32,6 +32,7 @@ MASK_SCHEMA = pa.schema(
         ("bbox", pa.list_(pa.float64(), 4)),  # XYWH
         ("predicted_iou", pa.float32()),
         ("stability_score", pa.float32()),
+        ("verifier_score", pa.float32()),  # the mask verifier's score (verifier.checkpoint); null: not scored
         ("point_coords", pa.list_(pa.list_(pa.float64(), 2))),
         ("crop_box", pa.list_(pa.float64(), 4)),  # XYWH
         ("stage", pa.string()),

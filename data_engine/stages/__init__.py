@@ -17,9 +17,10 @@ STAGES = {
     "semi_merge": "data_engine.stages.semi_merge",
     "synth": "data_engine.stages.synth",
     "train": "data_engine.stages.train",
+    "verifier": "data_engine.stages.verifier",
 }
 # Stages that load no model: their model section is not checked (checking it imports torch).
-NO_MODEL = {"export", "release", "synth"}
+NO_MODEL = {"export", "release", "synth", "verifier"}
 
 
 def sections() -> dict:
@@ -36,6 +37,7 @@ def sections() -> dict:
     from data_engine.stages.semi_merge import SemiMerge
     from data_engine.stages.synth import Synth
     from data_engine.train.settings import Train
+    from data_engine.verifier.settings import VerifierTraining
 
     return {
         "annotate": Annotate,
@@ -49,6 +51,7 @@ def sections() -> dict:
         "semi_merge": SemiMerge,
         "synth": Synth,
         "train": Train,
+        "verifier": VerifierTraining,
     }
 
 
