@@ -87,6 +87,7 @@ def test_datasets_are_read_only_through_the_dataset_handle():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module == "data_engine.io.dataset":
                 found += [f"{path.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names if a.name in private]
-            elif isinstance(node, ast.Attribute) and node.attr in private and getattr(node.value, "id", "") == "dataset":
-                found.append(f"{path.relative_to(ROOT)}:{node.lineno} dataset.{node.attr}")
+            elif isinstance(node, ast.Attribute) and node.attr in private and isinstance(node.value, ast.Name):
+                if node.value.id == "dataset":  # from data_engine.io import dataset
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} dataset.{node.attr}")
     assert not found, f"read these through data_engine.io.dataset.Dataset: {found}"
