@@ -193,6 +193,7 @@ def check_amg(amg: dict):
 def shared_sections() -> dict[str, type]:
     """The sections every stage's config holds: {name: dataclass}."""
     from data_engine.detector.settings import Detector
+    from data_engine.verifier.settings import Verifier
 
     return {
         "input": Input,
@@ -201,6 +202,7 @@ def shared_sections() -> dict[str, type]:
         "model": Model,
         "amg": amg_section(),
         "detector": Detector,
+        "verifier": Verifier,
         "debug": Debug,
     }
 

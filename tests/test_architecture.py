@@ -10,6 +10,7 @@ LAYERS = [
     ["schema"],
     ["io"],
     ["synth", "model", "runtime"],
+    ["verifier"],
     ["amg", "importers", "exports"],
     ["train", "audit", "release"],
     ["detector"],
@@ -73,3 +74,20 @@ def test_ray_is_imported_only_in_runtime():
         or (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "ray")
     ]
     assert not outside, outside
+
+
+def test_datasets_are_read_only_through_the_dataset_handle():
+    """One place knows a dataset folder's layout: outside io/dataset.py the package reads masks/ and images/
+    through Dataset (open, masks, images, by_image), never with the table readers beneath it."""
+    private = {"read_masks", "read_images", "read_part", "scan_part", "find_image_root"}
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path == ROOT / "io" / "dataset.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "data_engine.io.dataset":
+                found += [f"{path.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names if a.name in private]
+            elif isinstance(node, ast.Attribute) and node.attr in private and isinstance(node.value, ast.Name):
+                if node.value.id == "dataset":  # from data_engine.io import dataset
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} dataset.{node.attr}")
+    assert not found, f"read these through data_engine.io.dataset.Dataset: {found}"

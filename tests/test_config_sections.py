@@ -39,6 +39,7 @@ def stage_inputs(tmp_path: Path) -> dict[str, list[str]]:
         "semi_merge": [f"semi_merge.prefill={dataset}", f"semi_merge.annotations={export}"],
         "sweep": [f"sweep.pilot={dataset}", f"sweep.expert={dataset}"],
         "train": [f"train.data=[{dataset}]"],
+        "verifier": [f"verifier.data=[{dataset}]"],
     }
 
 
@@ -100,6 +101,22 @@ def test_a_section_of_another_stage_is_refused(make_cfg):
     cfg = make_cfg("stage=auto")
     cfg["synth"] = {"num_scenes": 3}
     assert refusal(cfg).startswith("synth: unknown key")
+
+
+@pytest.mark.parametrize(
+    "stage, setting, key",
+    [
+        ("auto", "verifier.accept=1.5", "verifier.accept"),
+        ("semi", "verifier.reject=-0.1", "verifier.reject"),
+        ("semi", "verifier.reject=0.9", "verifier.reject"),  # not below verifier.accept (0.9)
+        ("verifier", "verifier.width=12", "verifier.width"),
+        ("verifier", "verifier.data=[]", "verifier.data"),
+    ],
+)
+def test_the_verifier_section_checks_its_ranges_once_for_every_stage(make_cfg, tmp_path, stage, setting, key):
+    cfg = make_cfg(f"stage={stage}", *stage_inputs(tmp_path).get(stage, []), setting)
+    message = refusal(cfg)
+    assert message.startswith(f"{key}: ") and "\n" not in message, message
 
 
 def test_validation_writes_nothing_and_builds_no_blur_detector(make_cfg, tmp_path, monkeypatch):

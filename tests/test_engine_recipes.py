@@ -21,6 +21,14 @@ def test_the_demo_plans_every_step_with_stage_1_stage_2_and_the_automatic_stage(
     assert retrains[-1]["cfg"]["train"]["data"][-1].endswith("_merge_2")
     auto = next(s for s in steps if s["stage"] == "auto")
     assert auto["cfg"]["model"]["checkpoint"] == f"{retrains[-1]['dir']}/model.pt"
+    # The mask verifier after each stage-2 round: round 2 routed by round 1's, and run again without it
+    verifiers = [s for s in steps if s["stage"] == "verifier"]
+    semis = {s["name"]: s for s in steps if s["stage"] == "semi"}
+    assert semis["semi_1"]["dropped"] == ["verifier.checkpoint={last:verifier}/model.pt"]
+    assert semis["semi_2"]["cfg"]["verifier"]["checkpoint"] == f"{verifiers[0]['dir']}/model.pt"
+    assert semis["semi_unverified"]["cfg"]["verifier"]["checkpoint"] is None
+    assert semis["semi_unverified"]["cfg"]["input"]["path"] == semis["semi_2"]["cfg"]["input"]["path"]
+    assert auto["cfg"]["verifier"]["checkpoint"] == f"{verifiers[-1]['dir']}/model.pt"
 
 
 def test_the_vit_h_recipe_plans_six_stage_1_and_five_stage_2_retrainings(tmp_path):

@@ -16,12 +16,12 @@ from data_engine.errors import ConfigError
 from data_engine.importers import import_annotations
 from data_engine.importers import labelstudio_rle as ls_rle
 from data_engine.io import rle
-from data_engine.io.dataset import mask_row, read_images, read_masks, write_shard
+from data_engine.io.dataset import Dataset, mask_row, read_images, read_masks, write_shard
 from data_engine.io.inputs import image_id
 from data_engine.runtime import runs
 from data_engine.semi import merge, prefill
 from data_engine.semi.annotator import annotate, review
-from data_engine.semi.preannotations import FILES, WRITERS, load_dataset
+from data_engine.semi.preannotations import FILES, WRITERS
 from data_engine.stages import run_stage
 
 IMPORT_FORMAT = {"labelstudio": "labelstudio", "cvat_xml": "cvat_xml", "coco": "coco"}
@@ -156,10 +156,13 @@ def test_merge_counts_one_kept_one_edited_one_deleted_one_added(fmt, tmp_path):
     summary = run_stage(merge_cfg(tmp_path / "semi", IMPORT_FORMAT[fmt], path, tmp_path / "merged"))
     assert {k: summary["merge"][k] for k in merge.COUNTS} == {
         "prefilled": 3,
+        "shown": 3,
         "kept": 1,
         "edited": 1,
         "deleted": 1,
         "added": 1,
+        "accepted": 0,
+        "accepted_replaced": 0,
         "masks_before": 3,
         "masks_after": 3,
     }
@@ -257,7 +260,7 @@ def test_simulated_annotator_fix_below_edits_and_min_area_skips():
 
 def test_annotations_of_unknown_or_resized_images_are_counted_not_dropped(prefilled, tmp_path):
     scenes, semi = prefilled
-    images, masks = load_dataset(semi)
+    images, masks = Dataset.open(semi).by_image()
     good = images[0]
     # An image the prefill run never saw (present in the folder), and a known image declared at another size
     stranger = {**good, "file_name": "stranger.png", "image_id": image_id("stranger.png")}

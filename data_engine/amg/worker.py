@@ -30,6 +30,7 @@ class AutoWorker:
     """Loads the model once; turns a shard of image files into its Parquet files."""
 
     batches_images = True  # images go through the generator amg.images_per_batch at a time
+    verifier = None  # the mask verifier scoring every mask (verifier.checkpoint), set by __init__
 
     def __init__(self, cfg: dict, root: str):
         from data_engine.amg.generator import mask_generator
@@ -39,6 +40,7 @@ class AutoWorker:
         self.model_name = cfg["model"]["variant"]
         sam = build_sam(**model_args(cfg["model"]), device=cfg["model"]["device"])
         self.generator = mask_generator(sam, **cfg["amg"])
+        self.verifier = load_verifier(cfg, self.generator.device)
         self.writer = runs.ShardWriter(self.out_dir, self.generator.device)
 
     def __call__(self, shard: dict, on_image=lambda *event: None) -> dict:
@@ -112,6 +114,7 @@ class AutoWorker:
                 masks = self.image_masks(image, entry)
             else:
                 masks = self.rows(generated, entry)
+            masks = self.verified(image, masks)
         except Exception as err:  # per-image boundary: one bad file never stops the shard
             log.warning("%s failed: %s", name, reason(err))
             return image_row(entry, seconds=time.time() - start, error=reason(err)), []
@@ -128,6 +131,10 @@ class AutoWorker:
         if "candidates" in generated:
             self.candidates.append(candidates.image_table(generated.pop("candidates"), row))
         return mask_rows(generated, row, self.model_name)
+
+    def verified(self, image, masks: list[dict]) -> list[dict]:
+        """The image's mask rows with their verifier_score (unchanged without verifier.checkpoint)."""
+        return self.verifier.score_rows(image, masks) if self.verifier else masks
 
     def _maybe_crash(self, shard_id: str, index: int) -> None:
         """Fault injection: the process exits mid-shard, once per output dir (debug.crash_on_shard) or on
@@ -147,6 +154,16 @@ class AutoWorker:
             if fault == "crashed":
                 os._exit(17)
             time.sleep(10**6)
+
+
+def load_verifier(cfg: dict, device):
+    """The mask verifier of verifier.checkpoint, on the generator's device; None without one."""
+    checkpoint = cfg["verifier"]["checkpoint"]
+    if not checkpoint:
+        return None
+    from data_engine.verifier.score import Scorer
+
+    return Scorer(checkpoint, str(device))
 
 
 def batched(items, size: int):

@@ -67,12 +67,7 @@ def too_deep(depth, max_depth: int | None) -> bool:
 
 def load_dataset(path: Path, role: str, match_by: str, score: str, max_depth: int | None = None) -> dict:
     """Project dataset: images/ gives the image set and failures; masks/ the masks."""
-    if not (path / "masks").is_dir() and not (path / "images").is_dir():
-        raise AuditError(
-            f"audit.{role}={path} has no masks/ or images/ folder: give the output.dir of a "
-            "data-engine run, or a COCO instances JSON"
-        )
-    dataset = Dataset.open(path, f"audit.{role}")
+    dataset = Dataset.open(path, f"audit.{role}", needs=("masks",))
     images, masks, failed = {}, {}, []
     # Image set: every ok image of images/ (failed ones are listed apart)
     for row in dataset.images().to_pylist():

@@ -82,11 +82,29 @@ def write_report(result: dict, path: str | Path, image_root: str | Path | None, 
         img_tag(iou_histograms(result["rows"])),
         img_tag(recall_curves(result["rows"], result["stage_rows"])),
         img_tag(size_bars(m["by_size"])),
+        *calibration_section(m.get("verifier_calibration")),
         "<h2>Worst images</h2>",
         table([[fmt(w.get(c)) for c in WORST_COLUMNS] for w in m["worst_images"]], WORST_COLUMNS),
         *worst_overlays(result, image_root),
     ]
     Path(path).write_text(page(title, parts))
+
+
+def calibration_section(calibrated: dict | None) -> list[str]:
+    """The verifier's calibration: per score bin, masks, mean score and the share matching an expert."""
+    if not calibrated:
+        return []
+    note = (
+        f"Generated masks by their verifier_score: the share matching an expert mask at IoU >= "
+        f"{calibrated['label_iou']} (one to one). A calibrated verifier's share is close to its mean score; "
+        f"ROC AUC {fmt(calibrated['roc_auc'])} over {calibrated['masks']} scored masks."
+    )
+    header = ["score", "masks", "mean score", "share matching an expert"]
+    rows = [
+        [f"{b['low']:.1f}-{b['high']:.1f}", b["masks"], fmt(b["mean_score"]), fmt(b["acceptable"])]
+        for b in calibrated["bins"]
+    ]
+    return ["<h2>Verifier calibration</h2>", f"<p>{esc(note)}</p>", table(rows, header)]
 
 
 def group_table(groups: dict) -> str:

@@ -4,6 +4,7 @@ built with io.html_report's kit).
 Per step: what went in and out (its summary's figures; images, masks and masks per image of its
 images/ table; for imports of click sessions, how closely the model followed the clicks). Per model
 of the loop (the engine command's, then each retrained one): its quality on the held-out expert set.
+Per stage-2 round: what the annotators were shown and did, with and without the verifier (review.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from data_engine.engine import evaluate
+from data_engine.engine import evaluate, review
 from data_engine.io.atomic import write_text_atomic
 from data_engine.io.html_report import esc, figure, fmt, img_tag, page, table, to_png
 from data_engine.stages.engine import Evaluate
@@ -59,12 +60,16 @@ def document(cfg: dict, steps: list[dict], settings: Evaluate | None, out_dir: P
     audits = [r for r in rows if r["stage"] == "audit" and r["status"] == "done"]
     if audits:
         totals["final_audit"] = {"step": audits[-1]["folder"], **audits[-1]["summary"]}
+    stage2 = review.rounds(steps, rows)
+    if stage2["comparisons"]:
+        totals["verifier"] = stage2["comparisons"][-1]
     return {
         "engine": cfg["engine"].get("description"),
         "output": str(out_dir),
         "evaluate": asdict(settings) if settings else None,
         "steps": rows,
         "models": models,
+        "stage2": stage2,
         "totals": totals,
     }
 
@@ -107,11 +112,11 @@ def numbers(summary: dict, prefix: str = "") -> dict:
 
 def dataset_counts(step_dir: Path) -> dict | None:
     """Images, masks and masks per image of a step that writes an images/ table."""
-    from data_engine.io.dataset import read_images
+    from data_engine.io.dataset import Dataset
 
     if not (step_dir / "images").is_dir():
         return None
-    rows = read_images(step_dir, ["status", "num_masks"]).to_pylist()
+    rows = Dataset.open(step_dir).images(columns=["status", "num_masks"]).to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
     masks = sum(r["num_masks"] or 0 for r in ok)
     return {
@@ -125,11 +130,12 @@ def dataset_counts(step_dir: Path) -> dict | None:
 def click_figures(step_dir: Path) -> dict | None:
     """Replayed click sessions of an import: mean IoU with the annotator's final mask after the first
     and after the last click, and clicks per object."""
-    from data_engine.io.dataset import read_masks
+    import pyarrow.compute as pc
 
-    extras = [
-        json.loads(r["extra"]) for r in read_masks(step_dir, ["source", "extra"]).to_pylist() if r["source"] == "click"
-    ]
+    from data_engine.io.dataset import Dataset
+
+    clicked = Dataset.open(step_dir).masks(pc.field("source") == "click", ["extra"])
+    extras = [json.loads(r["extra"]) for r in clicked.to_pylist()]
     scored = [e["iou_per_click"] for e in extras if e.get("iou_per_click")]
     if not scored:
         return None
@@ -172,10 +178,11 @@ def html_page(doc: dict) -> str:
         parts += ["<h2>Model quality per round</h2>", models_table(doc["models"])]
         if any(m["figures"] for m in doc["models"]):
             parts.append(img_tag(quality_plot(doc["models"]), alt="quality per round"))
+    parts += review.html_section(doc["stage2"])
     counted = [s for s in doc["steps"] if s["dataset"]]
     if counted:
         parts.append(img_tag(masks_plot(counted), alt="masks per image"))
-    for stage in ("annotate", "assisted", "detector", "semi", "semi_merge", "audit"):
+    for stage in ("annotate", "assisted", "detector", "semi", "semi_merge", "verifier", "audit"):
         rows = [s for s in doc["steps"] if s["stage"] == stage and s["status"] == "done"]
         if rows:
             parts += [f"<h2>{esc(stage)} steps</h2>", figures_table(rows)]

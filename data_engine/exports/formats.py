@@ -25,7 +25,7 @@ from data_engine.errors import UserError
 from data_engine.exports import polygons
 from data_engine.io import coco, rle
 from data_engine.io.atomic import atomic_path, write_text_atomic
-from data_engine.io.dataset import mask_row, read_images, read_masks
+from data_engine.io.dataset import Dataset, mask_row
 from data_engine.io.inputs import read_json
 
 SA1B_FIELDS = ("bbox", "area", "predicted_iou", "stability_score", "crop_box", "point_coords")
@@ -41,7 +41,7 @@ def export(dataset: str | Path, out_dir: str | Path, fmt: str, polygon_tolerance
     polygon_tolerance (px) applies to coco_polygons."""
     if fmt not in WRITERS:
         raise ExportError(f"export.format={fmt!r}: choose one of {sorted(WRITERS)}")
-    images, masks = load_dataset(Path(dataset))
+    images, masks = Dataset.open(dataset, "export.dataset", needs=("masks",)).by_image()
     target = Path(out_dir) / fmt
     options = {"polygon_tolerance": polygon_tolerance} if fmt == "coco_polygons" else {}
     written = WRITERS[fmt](images, masks, target, **options)
@@ -52,19 +52,6 @@ def export(dataset: str | Path, out_dir: str | Path, fmt: str, polygon_tolerance
         "path": str(target),
         **written,
     }
-
-
-def load_dataset(dataset: Path) -> tuple[list[dict], dict[str, list[dict]]]:
-    """(ok images sorted by file name, {file_name: mask rows}) of a project dataset."""
-    if not (dataset / "masks").is_dir():
-        raise ExportError(f"export.dataset={dataset} has no masks/ folder: give the output.dir of a data-engine run")
-    by_name = {r["file_name"]: r for r in read_images(dataset).to_pylist() if r["status"] == "ok"}
-    masks: dict[str, list[dict]] = {}
-    for row in read_masks(dataset).to_pylist():
-        masks.setdefault(row["file_name"], []).append(row)
-        by_name.setdefault(row["file_name"], row)  # images known only from masks/
-    images = [{k: by_name[n][k] for k in ("image_id", "file_name", "height", "width")} for n in sorted(by_name)]
-    return images, masks
 
 
 def stem_path(file_name: str, suffix: str) -> PurePosixPath:

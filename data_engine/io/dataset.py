@@ -33,6 +33,7 @@ MASK_SCHEMA = pa.schema(
         ("bbox", pa.list_(pa.float64(), 4)),  # XYWH
         ("predicted_iou", pa.float32()),
         ("stability_score", pa.float32()),
+        ("verifier_score", pa.float32()),  # the mask verifier's score (verifier.checkpoint); null: not scored
         ("point_coords", pa.list_(pa.list_(pa.float64(), 2))),
         ("crop_box", pa.list_(pa.float64(), 4)),  # XYWH
         ("stage", pa.string()),
@@ -270,13 +271,21 @@ class Dataset:
         what_to_do: str = RERUN,
         fingerprint: bool = False,
         image_root: str | Path | None = None,
+        needs: tuple[str, ...] = (),
     ) -> Dataset:
         """The dataset in folder `path`. `key` names the setting that gave it in errors; with `fingerprint`
-        its run.json must exist and carry one (read_run_record). `image_root` overrides where its images
-        are found (else run.json's input_root, the stage's image_root, or the folder's pictures/)."""
+        its run.json must exist and carry one (read_run_record); `needs` names parts (masks, images) it must
+        hold. `image_root` overrides where its images are found (else run.json's input_root, the stage's
+        image_root, or the folder's pictures/)."""
         folder = Path(path).expanduser()
         if not any((folder / name).exists() for name in ("masks", "images", "run.json")):
             raise DatasetError(not_a_dataset(folder, key))
+        missing = [f"{part}/" for part in needs if not (folder / part).is_dir()]
+        if missing:
+            raise DatasetError(
+                f"{key}: {folder} has no {' or '.join(missing)} folder; give the output.dir of a data-engine run "
+                "that writes masks (auto, semi, assisted, synth)"
+            )
         record = read_run_record(folder, key, what_to_do, missing_ok=not fingerprint, fingerprint=fingerprint)
         root = Path(image_root).expanduser() if image_root else find_image_root(folder, record)
         return cls(folder, record, root)
@@ -297,6 +306,18 @@ class Dataset:
         area, bbox, scores, provenance. `filter`: a pyarrow.compute expression on any column."""
         tbl = read_masks(self.path, columns, filter)
         return tbl.to_pandas() if as_pandas else tbl
+
+    def by_image(self, filter=None, columns=None) -> tuple[list[dict], dict[str, list[dict]]]:
+        """(the ok images, sorted by file name; {file_name: their mask rows that pass `filter`, in dataset
+        order}): what a writer of per-image files needs. An image known only from masks/ (some importers
+        list no image row) is taken from its first mask row."""
+        by_name = {r["file_name"]: r for r in self.images(pc.field("status") == "ok").to_pylist()}
+        masks: dict[str, list[dict]] = {}
+        for row in self.masks(filter, columns).to_pylist():
+            masks.setdefault(row["file_name"], []).append(row)
+            by_name.setdefault(row["file_name"], row)
+        images = [{k: by_name[n][k] for k in ("image_id", "file_name", "height", "width")} for n in sorted(by_name)]
+        return images, masks
 
     def scan(self, part: str = "masks") -> pads.Dataset:
         """masks/ or images/ as a pyarrow dataset, for streaming (to_batches) or counting without reading."""
@@ -340,12 +361,10 @@ class Dataset:
         """A COCO instances file of the ok images and their masks (those `filter` passes), as
         `stage=export export.format=coco` writes it: RLE segmentations, ids the dataset's image_id and
         mask_id, score = predicted_iou."""
-        masks = self.masks(filter).to_pylist()
-        images = {r["image_id"]: r for r in self.images(pc.field("status") == "ok").to_pylist()}
-        for row in masks:
-            images.setdefault(row["image_id"], row)  # images known only from masks/
-        entries = [coco.image_entry(r, r["image_id"]) for r in sorted(images.values(), key=lambda r: r["file_name"])]
-        coco.write(path, entries, [coco.dataset_annotation(row) for row in masks])
+        images, masks = self.by_image(filter)
+        entries = [coco.image_entry(img, img["image_id"]) for img in images]
+        annotations = [coco.dataset_annotation(row) for img in images for row in masks.get(img["file_name"], [])]
+        coco.write(path, entries, annotations)
         return Path(path)
 
     def join_audit(self, audit_dir: str | Path, columns=None, as_pandas: bool = False):

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from data_engine.io import rle
-from data_engine.io.dataset import read_masks
+from data_engine.io.dataset import Dataset
 from data_engine.io.images import load_rgb
 
 
@@ -41,7 +41,7 @@ def outline(picture: np.ndarray, masks: list[np.ndarray], color: tuple, thicknes
 
 def write_overlays(out_dir: Path, root: Path, limit: int) -> list[str]:
     """PNG overlays for the first `limit` images that have masks; returns their paths."""
-    table = read_masks(out_dir, columns=["file_name", "height", "width", "segmentation"]).to_pylist()
+    table = Dataset.open(out_dir).masks(columns=["file_name", "height", "width", "segmentation"]).to_pylist()
     by_file: dict[str, list[dict]] = {}
     for row in table:
         by_file.setdefault(row["file_name"], []).append(row)

@@ -45,11 +45,7 @@ def plan(datasets: list[str], image_root: str | None, stages: list[str], images_
 
 def open_dataset(folder: Path, image_root: str | None) -> Dataset:
     """The dataset with its images under release.image_root, or where its run read them from."""
-    if not (folder / "images").is_dir() or not (folder / "masks").is_dir():
-        raise ReleaseError(
-            f"release.data: {folder} has no masks/ and images/ tables; give the output.dir of a data-engine stage"
-        )
-    dataset = Dataset.open(folder, "release.data", image_root=image_root)
+    dataset = Dataset.open(folder, "release.data", image_root=image_root, needs=("masks", "images"))
     if dataset.image_root is None:
         raise ReleaseError(
             f"release.data: cannot tell where the images of {folder} are; pass release.image_root=FOLDER"

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from data_engine.exports.formats import sa1b_annotation
 from data_engine.io.atomic import atomic_path, write_json_atomic
-from data_engine.io.dataset import mask_row, read_masks
+from data_engine.io.dataset import Dataset, mask_row
 from data_engine.io.images import load_rgb
 from data_engine.release.blur import PrivacyBlur
 from data_engine.release.downsample import released_size, resize_image, resize_mask, scale_box, scale_points
@@ -63,8 +63,8 @@ class MaskSource:
 
     def table(self, folder: str) -> pa.Table:
         if folder not in self.tables:
-            tbl = read_masks(folder, columns=MASK_COLUMNS)
-            self.tables[folder] = tbl.filter(pc.is_in(tbl["stage"], value_set=self.stages))
+            kept = pc.field("stage").isin(self.stages)
+            self.tables[folder] = Dataset.open(folder, "release.data").masks(kept, MASK_COLUMNS)
         return self.tables[folder]
 
 

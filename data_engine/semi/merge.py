@@ -5,7 +5,11 @@ Per image, in this order:
 2. the remaining pairs by decreasing IoU: IoU >= edit_iou with a not-yet-matched prefilled mask -> edited;
 3. annotator masks left over -> added (drawn by the annotator); prefilled masks left over -> deleted.
 
-Merged rows get stage "semi" and a source saying which: KEPT, EDITED or ADDED.
+Prefilled masks the verifier accepted (`extra.route`: they were not shown) are kept as they are
+(ACCEPTED), unless an added annotator mask lies over one (IoU >= edit_iou): the annotator's mask
+replaces it (counted accepted_replaced).
+
+Merged rows get stage "semi" and a source saying which: KEPT, EDITED, ADDED or ACCEPTED.
 """
 
 from __future__ import annotations
@@ -15,9 +19,22 @@ import json
 from data_engine.io import rle
 from data_engine.io.dataset import mask_row
 from data_engine.io.match import greedy_pairs
+from data_engine.verifier.routes import ACCEPTED as ROUTE_ACCEPTED
+from data_engine.verifier.routes import route_of
 
-KEPT, EDITED, ADDED = "prefill_kept", "prefill_edited", "annotator"
-COUNTS = ("prefilled", "kept", "edited", "deleted", "added", "masks_before", "masks_after")
+KEPT, EDITED, ADDED, ACCEPTED = "prefill_kept", "prefill_edited", "annotator", "prefill_accepted"
+COUNTS = (
+    "prefilled",
+    "shown",
+    "kept",
+    "edited",
+    "deleted",
+    "added",
+    "accepted",
+    "accepted_replaced",
+    "masks_before",
+    "masks_after",
+)
 
 
 def match(prefilled: list[str], drawn: list[str], height: int, width: int, edit_iou: float) -> dict:
@@ -47,16 +64,26 @@ def match(prefilled: list[str], drawn: list[str], height: int, width: int, edit_
 def merge_image(image: dict, prefilled: list[dict], drawn: list[dict], edit_iou: float) -> tuple[list[dict], dict]:
     """(merged mask rows, counts) of one image from its prefilled rows and the annotator's rows."""
     h, w = image["height"], image["width"]
-    found = match([r["segmentation"] for r in prefilled], [r["segmentation"] for r in drawn], h, w, edit_iou)
-    rows = [kept_row(prefilled[p], drawn[d]) for d, p in found["kept"]]
-    rows += [edited_row(image, prefilled[p], drawn[d], iou) for d, p, iou in found["edited"]]
+    accepted = [r for r in prefilled if route_of(r) == ROUTE_ACCEPTED]
+    shown = [r for r in prefilled if route_of(r) != ROUTE_ACCEPTED]
+    found = match([r["segmentation"] for r in shown], [r["segmentation"] for r in drawn], h, w, edit_iou)
+    rows = [kept_row(shown[p], drawn[d]) for d, p in found["kept"]]
+    rows += [edited_row(image, shown[p], drawn[d], iou) for d, p, iou in found["edited"]]
+    # Accepted masks stay, but those an added mask redraws
+    added = [drawn[d]["segmentation"] for d in found["added"]]
+    over = match([r["segmentation"] for r in accepted], added, h, w, edit_iou)
+    replaced = {p for _, p in over["kept"]} | {p for _, p, _ in over["edited"]}
+    rows += [accepted_row(r) for p, r in enumerate(accepted) if p not in replaced]
     rows += [added_row(image, drawn[d]) for d in found["added"]]
     counts = {
         "prefilled": len(prefilled),
+        "shown": len(shown),
         "kept": len(found["kept"]),
         "edited": len(found["edited"]),
         "deleted": len(found["deleted"]),
         "added": len(found["added"]),
+        "accepted": len(accepted),
+        "accepted_replaced": len(replaced),
         "masks_before": len(prefilled),
         "masks_after": len(rows),
     }
@@ -85,6 +112,12 @@ def edited_row(image: dict, prefill: dict, drawn: dict, iou: float) -> dict:
         "annotation": loads(drawn),
     }
     return mask_row(image, drawn["segmentation"], stage="semi", source=EDITED, extra=extra)
+
+
+def accepted_row(prefill: dict) -> dict:
+    """A prefilled row the verifier accepted, as it was (a new mask_id, the prefilled one in extra)."""
+    extra = {**loads(prefill), "prefill_source": prefill["source"], "prefill_mask_id": prefill["mask_id"]}
+    return {**prefill, "mask_id": None, "source": ACCEPTED, "extra": json.dumps(extra, sort_keys=True)}
 
 
 def added_row(image: dict, drawn: dict) -> dict:

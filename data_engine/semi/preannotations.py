@@ -11,6 +11,8 @@
   order (the dataset's ids kept as `dataset_image_id`).
 
 Every ok image of the run is listed, with or without masks, so annotators can draw on all of them.
+Masks the verifier accepted (`extra.route`, stage=semi with verifier.checkpoint) are left out: only
+the masks sent for review are shown.
 The same writers with kind="annotations" write masks as a finished annotation in that format (what
 an annotator's export looks like: the simulated annotator's result, tests).
 """
@@ -28,7 +30,8 @@ from data_engine.importers import labelstudio_rle
 from data_engine.importers.coco import coco_annotation, label_of
 from data_engine.io import coco, rle
 from data_engine.io.atomic import write_bytes_atomic, write_json_atomic, write_text_atomic
-from data_engine.io.dataset import read_images, read_masks
+from data_engine.io.dataset import Dataset
+from data_engine.verifier.routes import ACCEPTED, route_of
 
 FILES = {"labelstudio": "labelstudio_tasks.json", "cvat_xml": "cvat_annotations.xml", "coco": "coco_instances.json"}
 KINDS = ("predictions", "annotations")
@@ -44,8 +47,10 @@ LABEL_CONFIG = """<View>
 
 
 def write_preannotations(dataset: str | Path, out_dir: str | Path, formats, image_url: str) -> dict:
-    """Write the run's prefilled masks in each of `formats`; returns {format: path}."""
-    images, masks = load_dataset(Path(dataset))
+    """Write the run's prefilled masks in each of `formats`, but those the verifier accepted (they skip
+    review); returns {format: path}."""
+    images, masks = Dataset.open(dataset, "semi prefill", needs=("masks", "images")).by_image()
+    masks = {name: [r for r in rows if route_of(r) != ACCEPTED] for name, rows in masks.items()}
     written = {}
     for fmt in formats:
         path = Path(out_dir) / FILES[fmt]
@@ -54,15 +59,6 @@ def write_preannotations(dataset: str | Path, out_dir: str | Path, formats, imag
     if "labelstudio" in formats:
         write_text_atomic(LABEL_CONFIG, Path(out_dir) / "labelstudio_config.xml")
     return written
-
-
-def load_dataset(dataset: Path) -> tuple[list[dict], dict[str, list[dict]]]:
-    """(ok images sorted by file name, {file_name: mask rows in mask_id order}) of a run's output."""
-    images = sorted((r for r in read_images(dataset).to_pylist() if r["status"] == "ok"), key=lambda r: r["file_name"])
-    masks: dict[str, list[dict]] = {}
-    for row in read_masks(dataset).to_pylist():
-        masks.setdefault(row["file_name"], []).append(row)
-    return images, masks
 
 
 # Label Studio

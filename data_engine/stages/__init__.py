@@ -18,9 +18,10 @@ STAGES = {
     "sweep": "data_engine.stages.sweep",
     "synth": "data_engine.stages.synth",
     "train": "data_engine.stages.train",
+    "verifier": "data_engine.stages.verifier",
 }
 # Stages that load no model: their model section is not checked (checking it imports torch).
-NO_MODEL = {"export", "release", "sweep", "synth"}
+NO_MODEL = {"export", "release", "sweep", "synth", "verifier"}
 
 
 def sections() -> dict:
@@ -38,6 +39,7 @@ def sections() -> dict:
     from data_engine.stages.sweep import Sweep
     from data_engine.stages.synth import Synth
     from data_engine.train.settings import Train
+    from data_engine.verifier.settings import VerifierTraining
 
     return {
         "annotate": Annotate,
@@ -52,6 +54,7 @@ def sections() -> dict:
         "sweep": Sweep,
         "synth": Synth,
         "train": Train,
+        "verifier": VerifierTraining,
     }
 
 

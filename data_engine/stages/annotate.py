@@ -6,7 +6,9 @@ for `stage=assisted assisted.annotations=OUT/annotations.json assisted.clicks=OU
 
 Stage 2 (annotate.prefill=SEMI, a stage=semi output of the same images): the annotators' pass over the
 pre-annotations (`semi.annotator`: prefilled masks kept, deleted or redrawn, missing objects drawn)
-as output.dir/annotations.json, ready for `stage=semi_merge semi_merge.format=coco`.
+as output.dir/annotations.json, ready for `stage=semi_merge semi_merge.format=coco`. Masks a verifier
+accepted are not in the pre-annotations; the annotators see them (as a tool shows locked masks) and
+do not draw the objects they cover: output.dir/expert_not_accepted.json is what is left to review.
 """
 
 from __future__ import annotations
@@ -48,11 +50,7 @@ def run(cfg: dict, settings: Annotate) -> dict:
     start = time.time()
     settings = absolute(settings, ("source", "prefill"))
     out_dir = Path(cfg["output"]["dir"])
-    if not (Path(settings.source) / "masks").is_dir():  # known only once an engine's earlier step wrote it
-        raise ConfigError(
-            f"annotate.source: {settings.source} has no masks/: give a data-engine output (e.g. a synth output)"
-        )
-    source = Dataset.open(settings.source, "annotate.source")
+    source = Dataset.open(settings.source, "annotate.source", needs=("masks",))
     runs.prepare_output(out_dir, cfg, {"input_root": str(source.image_root) if source.image_root else None})
     if settings.prefill:
         return review_prefill(settings, out_dir, start)
@@ -92,10 +90,44 @@ def review_prefill(settings: Annotate, out_dir: Path, start: float) -> dict:
             f"annotate.prefill: {settings.prefill} has no {pre.name}: run stage=semi with coco in semi.export"
         )
     exact = Path(settings.source) / "instances.json"
+    seen = accepted_masks(settings.prefill)
+    if seen:  # the expert masks an accepted mask covers are not drawn again
+        exact, covered = not_accepted(exact, seen, settings.keep_iou, out_dir / "expert_not_accepted.json")
     totals = annotate(pre, exact, out_dir / "annotations.json", settings.keep_iou, None, settings.min_area)
+    if seen:
+        totals.update(accepted=sum(map(len, seen.values())), accepted_matching_expert=covered)
     summary = {"output": str(out_dir), **totals, "seconds": round(time.time() - start, 2)}
     write_text_atomic(json.dumps(summary, indent=2), out_dir / "summary.json")
     return summary
+
+
+def accepted_masks(prefill: str) -> dict[str, list[str]]:
+    """{file_name: RLE counts} of the masks a verifier accepted in a stage=semi output (none: {})."""
+    from data_engine.verifier.routes import ACCEPTED, route_of
+
+    found: dict[str, list[str]] = {}
+    rows = Dataset.open(prefill, "annotate.prefill").masks(columns=["file_name", "segmentation", "extra"])
+    for row in rows.to_pylist():
+        if route_of(row) == ACCEPTED:
+            found.setdefault(row["file_name"], []).append(row["segmentation"])
+    return found
+
+
+def not_accepted(expert: Path, accepted: dict, keep_iou: float, out: Path) -> tuple[Path, int]:
+    """The expert COCO file less the masks an accepted mask matches (IoU >= keep_iou, one to one, as the
+    simulated annotator pairs masks), written to `out`; (out, how many were left out)."""
+    from data_engine.semi.annotator import load, review
+
+    images, annotations, covered = [], [], 0
+    for name, (image, masks) in sorted(load(expert).items()):
+        h, w = image["height"], image["width"]
+        matched = {e for _, e, _ in review(accepted.get(name, []), masks, h, w, keep_iou)["kept"]}
+        covered += len(matched)
+        images.append(image)
+        left = [counts for e, counts in enumerate(masks) if e not in matched]
+        annotations += [coco.annotation(len(annotations) + k + 1, image["id"], c, h, w) for k, c in enumerate(left)]
+    coco.write(out, images, annotations)
+    return out, covered
 
 
 def source_images(source: Dataset, min_area: int) -> dict[str, dict]:

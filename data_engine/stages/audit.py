@@ -1,4 +1,9 @@
-"""The audit stage: generated masks against expert masks -> metrics.json, pairs.parquet, report.html."""
+"""The audit stage: generated masks against expert masks -> metrics.json, pairs.parquet, report.html.
+
+When the generated masks carry a verifier_score (verifier.checkpoint on stage=auto or stage=semi),
+metrics.json and the report add the verifier's calibration: per score bin, the share of masks that
+match an expert mask (one to one) at IoU >= CALIBRATION_IOU, and the ROC AUC of the scores.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from data_engine.audit.core import audit
@@ -16,6 +22,7 @@ from data_engine.io.atomic import write_text_atomic
 from data_engine.io.dataset import Dataset, write_atomic
 from data_engine.schema import setting
 
+CALIBRATION_IOU = 0.9  # a generated mask "matches an expert" at this IoU (the verifier's label)
 PAIRS_SCHEMA = pa.schema(
     [
         ("file_name", pa.string()),
@@ -66,6 +73,9 @@ def run(cfg: dict, settings: Audit) -> dict:
     pred = load_side(settings.pred, "pred", settings.match_by, settings.score, settings.max_depth)
     expert = load_side(settings.expert, "expert", settings.match_by, settings.score, settings.max_depth)
     result = audit(pred, expert, settings.min_iou, settings.boundary_ratio, settings.worst_k)
+    calibrated = verifier_calibration(pred, result["rows"])
+    if calibrated:
+        result["metrics"]["verifier_calibration"] = calibrated
     out_dir = Path(cfg["output"]["dir"])
     recorded = {
         "pred": pred["path"],
@@ -74,7 +84,31 @@ def run(cfg: dict, settings: Audit) -> dict:
     }
     paths = write_outputs(result, out_dir, recorded, image_root(settings.image_root, pred, expert))
     summary = {k: result["metrics"].get(k) for k in ("images", *GROUP_COLUMNS)}
+    if calibrated:
+        summary["verifier_roc_auc"] = calibrated["roc_auc"]
     return {**summary, **paths, "seconds": round(time.time() - start, 2)}
+
+
+def verifier_calibration(pred: dict, rows: list[dict]) -> dict | None:
+    """The verifier's scores of the generated masks (their verifier_score column) against their match with
+    an expert mask at IoU >= CALIBRATION_IOU; None when no generated mask was scored."""
+    import pyarrow.compute as pc
+
+    from data_engine.verifier.figures import calibration, roc_auc
+
+    if pred["kind"] != "dataset":
+        return None
+    scored_masks = Dataset.open(pred["path"], "audit.pred").masks(
+        filter=pc.is_valid(pc.field("verifier_score")), columns=["mask_id", "verifier_score"]
+    )
+    scores = dict(zip(scored_masks["mask_id"].to_pylist(), scored_masks["verifier_score"].to_pylist()))
+    scored = [
+        (scores[r["pred_mask_id"]], (r["iou"] or 0) >= CALIBRATION_IOU) for r in rows if r["pred_mask_id"] in scores
+    ]
+    if not scored:
+        return None
+    s, good = np.array([x for x, _ in scored]), np.array([y for _, y in scored])
+    return {"label_iou": CALIBRATION_IOU, "masks": len(s), "roc_auc": roc_auc(s, good), "bins": calibration(s, good)}
 
 
 def image_root(given: str | None, pred: dict, expert: dict):

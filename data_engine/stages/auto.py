@@ -11,13 +11,15 @@ from data_engine.amg.worker import AutoWorker
 from data_engine.io import inputs
 from data_engine.model.build import model_record
 from data_engine.runtime.job import ShardedJob, run_job
+from data_engine.verifier.score import checkpoint_record
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: dict, settings: None = None) -> dict:
     """Generate masks for every input image; resumes an interrupted run in the same output.dir. The stage
-    has no section of its own (`settings` is None): it reads the amg, input and model sections."""
+    has no section of its own (`settings` is None): it reads the amg, input and model sections, and the
+    verifier section's checkpoint (a verifier_score on every mask)."""
     input_cfg = cfg["input"]
     listing = inputs.list_inputs(input_cfg["path"], input_cfg["extensions"], input_cfg["follow_symlinks"])
     if listing.ignored:
@@ -34,7 +36,11 @@ def run(cfg: dict, settings: None = None) -> dict:
         shards=inputs.make_shards(listing.names, input_cfg["shard_size"], listing.root, listing.stamps),
         make_worker=partial(AutoWorker, cfg, str(listing.root)),
         runtime=cfg["runtime"],
-        record={"model": model_record(cfg["model"]), "input_root": str(listing.root)},
+        record={
+            "model": model_record(cfg["model"]),
+            "verifier": checkpoint_record(cfg["verifier"]["checkpoint"]),
+            "input_root": str(listing.root),
+        },
         info={"inputs": len(listing.names), "ignored_files": listing.ignored},
         parts=("masks", "images", candidates.PART) if cfg["amg"]["keep_candidates"] else ("masks", "images"),
     )

@@ -1,7 +1,9 @@
 """Stage 2's prefill as a job: inputs -> shards -> masks/ and images/ Parquet tables -> pre-annotation files.
 
 Sharded, resumed and retried exactly like the automatic stage (its worker, with detector boxes as the
-prompts): every input image gets an images/ row, ok or failed with its reason.
+prompts): every input image gets an images/ row, ok or failed with its reason. With verifier.checkpoint,
+every prefilled mask is scored and routed (accepted, review, rejected: semi.worker); the pre-annotations
+hold the review masks only.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from data_engine.io import inputs
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
 from data_engine.schema import setting
+from data_engine.verifier.routes import ROUTES
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ def run(cfg: dict, settings: Semi) -> dict:
     """Prefill every input image; resumes an interrupted run in the same output.dir."""
     from data_engine.model.build import model_record
     from data_engine.semi.worker import SemiWorker
+    from data_engine.verifier.score import checkpoint_record
 
     input_cfg = cfg["input"]
     listing = inputs.list_inputs(input_cfg["path"], input_cfg["extensions"], input_cfg["follow_symlinks"])
@@ -69,6 +73,7 @@ def run(cfg: dict, settings: Semi) -> dict:
         record={
             "model": model_record(cfg["model"]),
             "detector": detector_record(cfg["detector"]),
+            "verifier": checkpoint_record(cfg["verifier"]["checkpoint"]),
             "input_root": str(listing.root),
         },
         info={"inputs": len(listing.names), "ignored_files": listing.ignored},
@@ -79,15 +84,20 @@ def run(cfg: dict, settings: Semi) -> dict:
 
 
 def summarize(shards: list[dict], records: dict, failed: dict) -> dict:
-    """The dataset summary plus masks by source and ok images without a mask, from the _done records."""
-    sources, done = Counter(), [records[s["shard_id"]] for s in shards if s["shard_id"] in records]
+    """The dataset summary plus masks by source (and by the verifier's route) and ok images without a
+    mask, from the _done records."""
+    sources, routes, done = Counter(), Counter(), [records[s["shard_id"]] for s in shards if s["shard_id"] in records]
     for record in done:
         sources.update(record.get("masks_by_source", {}))
-    return {
+        routes.update(record.get("masks_by_route", {}))
+    summary = {
         **runs.summarize(shards, records, failed),
         "masks_by_source": dict(sorted(sources.items())),
         "images_without_masks": sum(r.get("images_without_masks", 0) for r in done),
     }
+    if routes:
+        summary["masks_by_route"] = {k: routes[k] for k in ROUTES}
+    return summary
 
 
 def fingerprinted(cfg: dict) -> dict:

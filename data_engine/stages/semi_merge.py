@@ -3,11 +3,12 @@
 The export is read by stage 1's importers, matched to the prefill run's masks (data_engine.semi.merge)
 and written in the dataset layout.
 
-Outputs in output.dir: masks/ and images/ (stage "semi"; source prefill_kept, prefill_edited or
-annotator), merge/ (one row per image: prefilled, kept, edited, deleted, added, masks before and
-after), import_report.parquet (every annotation of the export: imported, or rejected with its reason,
-including annotations of images that are not ok images of the prefill run or whose size differs),
-and summary.json with the overall counts.
+Outputs in output.dir: masks/ and images/ (stage "semi"; source prefill_kept, prefill_edited,
+annotator or prefill_accepted), merge/ (one row per image: prefilled, shown, kept, edited, deleted,
+added, accepted, accepted_replaced, masks before and after), import_report.parquet (every annotation
+of the export: imported, or rejected with its reason, including annotations of images that are not
+ok images of the prefill run or whose size differs), and summary.json with the overall counts (and,
+for a prefill routed by a verifier, its masks by route).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from data_engine.importers import FORMATS, import_annotations
 from data_engine.importers.results import IMPORTED, REJECTED, inputs_digest, write_report
 from data_engine.io import inputs
 from data_engine.io.dataset import Dataset, image_row, shard_files, shard_path, table, write_atomic
+from data_engine.io.inputs import read_json
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
 from data_engine.schema import absolute, setting
@@ -91,7 +93,8 @@ def run(cfg: dict, settings: SemiMerge) -> dict:
     def merge_totals(summary: dict) -> dict:
         files = [str(p) for p in shard_files(out_dir, "merge")]
         per_image = pq.ParquetDataset(files).read().to_pylist() if files else []
-        return {"merge": totals(per_image), "import": write_report(out_dir, report)}
+        routes = prefill_routes(prefill.path)
+        return {"merge": totals(per_image), "import": write_report(out_dir, report), **routes}
 
     job = ShardedJob(
         out_dir=out_dir,
@@ -104,6 +107,14 @@ def run(cfg: dict, settings: SemiMerge) -> dict:
         extra_summary=merge_totals,
     )
     return run_job(job)
+
+
+def prefill_routes(prefill: Path) -> dict:
+    """{"routes": accepted, review and rejected masks} of a prefill routed by a verifier (its summary's
+    masks_by_route: rejected masks were not written), else {}."""
+    path = prefill / "summary.json"
+    routes = read_json(path, "summary").get("masks_by_route") if path.is_file() else None
+    return {"routes": routes} if routes else {}
 
 
 def assign(rows: list[dict], report: list[dict], images: list[dict]) -> dict[str, list[dict]]:

@@ -14,7 +14,7 @@ import numpy as np
 from data_engine.errors import require
 from data_engine.io import coco, inputs, rle
 from data_engine.io.atomic import atomic_path
-from data_engine.io.dataset import image_row, mask_row, read_images, read_masks, shard_name
+from data_engine.io.dataset import Dataset, image_row, mask_row, shard_name
 from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
 from data_engine.schema import setting
@@ -139,11 +139,12 @@ def synth_masks(scene: dict) -> np.ndarray:
 
 def write_coco(out_dir: Path) -> None:
     """instances.json from the Parquet tables (so a resumed run writes the same file)."""
+    dataset = Dataset.open(out_dir)
     images = sorted(
-        read_images(out_dir, ["image_id", "file_name", "height", "width"]).to_pylist(), key=lambda r: r["file_name"]
+        dataset.images(columns=["image_id", "file_name", "height", "width"]).to_pylist(), key=lambda r: r["file_name"]
     )
-    masks = read_masks(
-        out_dir, ["image_id", "file_name", "height", "width", "segmentation", "area", "bbox", "extra"]
+    masks = dataset.masks(
+        columns=["image_id", "file_name", "height", "width", "segmentation", "area", "bbox", "extra"]
     ).to_pylist()
     annotations = []
     for m in sorted(masks, key=lambda r: json.loads(r["extra"])["id"]):
