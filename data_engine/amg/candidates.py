@@ -91,8 +91,8 @@ def column_values(rows: pa.Table, name: str):
     return column.to_numpy() if name != "segmentation" else column.to_pylist()
 
 
-def select(found: dict | None, n_crops: int, height: int, width: int, s: Selection) -> dict:
-    """One image's stored candidates (by_image's) -> its masks at settings `s`: each crop's candidates go
+def select(found: dict | None, n_crops: int, height: int, width: int, selection: Selection) -> dict:
+    """One image's stored candidates (by_image's) -> its masks at settings `selection`: each crop's candidates go
     through select_crop in crop px, as in the generator, then the image's through select_image."""
     if found is None or not len(found["segmentation"]):
         return {"rles": []}
@@ -109,9 +109,9 @@ def select(found: dict | None, n_crops: int, height: int, width: int, s: Selecti
             "stability": torch.as_tensor(found["stability_score"][rows]),
             "crop_boxes": xyxy(found["crop_box"][rows]),
         }
-        kept = select_crop(data, s)
+        kept = select_crop(data, selection)
         parts.append({**kept, "boxes": kept["boxes"] + offset} if len(kept["rles"]) else kept)
-    return select_image(parts, n_crops, height, width, s)
+    return select_image(parts, n_crops, height, width, selection)
 
 
 def xyxy(xywh: np.ndarray) -> torch.Tensor:

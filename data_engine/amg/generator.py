@@ -247,16 +247,16 @@ class MaskGenerator:
                 for i in range(0, len(prompts), self.points_per_batch)
             ]
         )
-        s = self.selection
+        selection = self.selection
         if len(data["rles"]):
-            data = thresholds(data, s)  # the floors let more through when candidates are kept
+            data = thresholds(data, selection)  # the floors let more through when candidates are kept
         if len(data["rles"]):
-            data = nms(data, data["iou_preds"], s.box_nms_thresh)
+            data = nms(data, data["iou_preds"], selection.box_nms_thresh)
             data["crop_boxes"] = torch.tensor([crop_box] * len(data["rles"]), device=self.device)
-        if s.min_mask_region_area > 0 and len(data["rles"]):
-            data = clean_small_regions(data, height, width, s)
-        if s.mask_nms_thresh is not None and len(data["rles"]):
-            data = mask_nms(data, height, width, s.mask_nms_thresh)
+        if selection.min_mask_region_area > 0 and len(data["rles"]):
+            data = clean_small_regions(data, height, width, selection)
+        if selection.mask_nms_thresh is not None and len(data["rles"]):
+            data = mask_nms(data, height, width, selection.mask_nms_thresh)
         if not len(data["rles"]):
             return {**records({}, height, width), "box_index": []}
         box_index = data["points"][:, 4].long().tolist()

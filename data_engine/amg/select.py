@@ -42,36 +42,36 @@ class Selection:
         return cls(**{f.name: settings[f.name] for f in fields(cls) if f.name in settings})
 
 
-def select_crop(data: dict, s: Selection) -> dict:
+def select_crop(data: dict, selection: Selection) -> dict:
     """One crop's masks (boxes in crop px) -> those passing the thresholds, de-duplicated by box NMS
     ranked by predicted IoU."""
     if not len(data["rles"]):
         return data
-    data = thresholds(data, s)
-    return nms(data, data["iou_preds"], s.box_nms_thresh) if len(data["rles"]) else data
+    data = thresholds(data, selection)
+    return nms(data, data["iou_preds"], selection.box_nms_thresh) if len(data["rles"]) else data
 
 
-def select_image(parts: list[dict], n_crops: int, height: int, width: int, s: Selection) -> dict:
+def select_image(parts: list[dict], n_crops: int, height: int, width: int, selection: Selection) -> dict:
     """The select_crop masks of each crop of one image (in image px, with crop_boxes) -> the image's
     masks: NMS across crops (the most zoomed-in crop wins), small-region clean-up, mask-IoU NMS."""
     data = concat(parts)
     if n_crops > 1 and len(data["rles"]):
-        data = nms(data, 1 / box_area(data["crop_boxes"].float()), s.crop_nms_thresh)
-    if s.min_mask_region_area > 0 and len(data["rles"]):
-        data = clean_small_regions(data, height, width, s)
-    if s.mask_nms_thresh is not None and len(data["rles"]):
-        data = mask_nms(data, height, width, s.mask_nms_thresh)
+        data = nms(data, 1 / box_area(data["crop_boxes"].float()), selection.crop_nms_thresh)
+    if selection.min_mask_region_area > 0 and len(data["rles"]):
+        data = clean_small_regions(data, height, width, selection)
+    if selection.mask_nms_thresh is not None and len(data["rles"]):
+        data = mask_nms(data, height, width, selection.mask_nms_thresh)
     return data
 
 
-def thresholds(data: dict, s: Selection) -> dict:
+def thresholds(data: dict, selection: Selection) -> dict:
     """Masks whose predicted IoU and stability pass their thresholds (0 turns a filter off, as in SAM)."""
     keep = torch.ones(len(data["rles"]), dtype=torch.bool, device=data["iou_preds"].device)
-    if s.pred_iou_thresh > 0:
+    if selection.pred_iou_thresh > 0:
         iou = data["iou_preds"]
-        keep &= iou > s.pred_iou_thresh if s.strict_iou_thresh else iou >= s.pred_iou_thresh
-    if s.stability_score_thresh > 0:
-        keep &= data["stability"] >= s.stability_score_thresh
+        keep &= iou > selection.pred_iou_thresh if selection.strict_iou_thresh else iou >= selection.pred_iou_thresh
+    if selection.stability_score_thresh > 0:
+        keep &= data["stability"] >= selection.stability_score_thresh
     return data if bool(keep.all()) else take(data, torch.nonzero(keep)[:, 0])
 
 
@@ -88,14 +88,14 @@ def uncrop(data: dict, crop_box: list[int]) -> dict:
     }
 
 
-def clean_small_regions(data: dict, height: int, width: int, s: Selection) -> dict:
+def clean_small_regions(data: dict, height: int, width: int, selection: Selection) -> dict:
     """Fill small holes, remove small islands, then box NMS again preferring untouched masks. Each mask is
     cleaned inside its box (clean_small_regions_rle); an untouched mask keeps its RLE."""
     device = data["boxes"].device
     counts, boxes, scores, kept = [], [], [], []
     for i, old in enumerate(data["rles"]):
         new, changed, box = clean_small_regions_rle(
-            old, height, width, s.min_mask_region_area, s.keep_largest_small_region
+            old, height, width, selection.min_mask_region_area, selection.keep_largest_small_region
         )
         if new is not None:
             counts.append(new)
@@ -108,7 +108,7 @@ def clean_small_regions(data: dict, height: int, width: int, s: Selection) -> di
     data["rles"] = counts
     data["boxes"] = torch.as_tensor(np.array(boxes), device=device)
     scores = torch.as_tensor(scores, device=device)
-    keep = batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores), s.box_nms_thresh)
+    keep = batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores), selection.box_nms_thresh)
     return take(data, keep)
 
 

@@ -169,12 +169,13 @@ class SweepWorker:
 
         if image["status"] != "ok":
             return []
-        h, w, s = image["height"], image["width"], self.settings
+        h, w = image["height"], image["width"]
+        near_iou, min_iou = self.settings.near_duplicate_iou, self.settings.min_iou
         n_crops, expert, masks = len(image_crops((h, w), *self.crops)), self.expert_masks(image), []
         for point, selection in enumerate(self.selections):
             columns = records(candidates.select(found, n_crops, h, w, selection), h, w)
             counts = self.within_depth(columns["segmentation"], h, w)
-            rows.append(image_row(point, image["image_id"], counts, expert, h, w, s.near_duplicate_iou, s.min_iou))
+            rows.append(image_row(point, image["image_id"], counts, expert, h, w, near_iou, min_iou))
             if len(self.selections) == 1:
                 masks = mask_rows(columns, image, self.model, source="sweep")
         return masks
