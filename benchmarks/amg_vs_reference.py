@@ -39,6 +39,7 @@ import torch
 from segment_anything import SamAutomaticMaskGenerator
 
 import data_engine.amg.generator as our_amg
+import data_engine.amg.select as our_select
 from data_engine.amg import decoder as our_decoder
 from data_engine.amg.agreement import agreement
 from data_engine.amg.generator import mask_generator, sam_generator_settings
@@ -75,9 +76,9 @@ PATCHES = {
         (our_amg, "support_windows"),
         (our_amg, "window_filters"),
         (our_amg, "is_box_near_crop_edge"),
-        (our_amg, "batched_nms"),
+        (our_select, "batched_nms"),
     ],
-    "clean-up": [(sam_amg, "remove_small_regions"), (our_amg, "clean_small_regions_in_box")],
+    "clean-up": [(sam_amg, "remove_small_regions"), (our_select, "clean_small_regions_rle")],
     "RLE": [
         (sam_amg, "uncrop_masks"),
         (sam_amg, "mask_to_rle_pytorch"),

@@ -368,7 +368,7 @@ def run_ends(counts: str, height: int, width: int) -> tuple[np.ndarray, bool]:
 def host_side(work: Path, n_images: int, n_masks: int, height: int, width: int, clean_images: int) -> dict:
     import torch
 
-    from data_engine.amg.generator import MaskGenerator
+    from data_engine.amg.select import Selection, clean_small_regions
     from data_engine.amg.worker import AutoWorker
     from data_engine.io import rle
     from data_engine.io.images import load_rgb
@@ -402,9 +402,7 @@ def host_side(work: Path, n_images: int, n_masks: int, height: int, width: int, 
     per["area and box from RLE"] = cpu / n_images
 
     # Small-region clean-up (amg.min_mask_region_area, 100 in the SA-1B recipe): the generator's own code
-    clean = MaskGenerator.__new__(MaskGenerator)
-    clean.min_mask_region_area, clean.keep_largest_small_region, clean.box_nms_thresh = 100, False, 0.7
-    clean.model = type("Model", (), {"device": torch.device("cpu")})()
+    settings = Selection(min_mask_region_area=100, keep_largest_small_region=False, box_nms_thresh=0.7)
 
     def cleanup(o):
         n = len(o["segmentation"])
@@ -415,7 +413,7 @@ def host_side(work: Path, n_images: int, n_masks: int, height: int, width: int, 
             "boxes": torch.zeros(n, 4),
             "crop_boxes": torch.zeros(n, 4),
         }
-        return clean._clean_small_regions(data, height, width)
+        return clean_small_regions(data, height, width, settings)
 
     specked = [stub_output(k, n_masks, height, width, specks=True) for k in range(clean_images)]
     cleanups = {}

@@ -128,7 +128,18 @@ class Debug:
 
 # amg: MaskGenerator's keyword arguments; numbers are >= 0 unless a rule below says otherwise.
 AMG_RULES = {
-    **dict.fromkeys(("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"), {"le": 1}),
+    **dict.fromkeys(
+        (
+            "pred_iou_thresh",
+            "stability_score_thresh",
+            "box_nms_thresh",
+            "crop_nms_thresh",
+            "mask_nms_thresh",
+            "candidate_iou_floor",
+            "candidate_stability_floor",
+        ),
+        {"le": 1},
+    ),
     "crop_overlap_ratio": {"le": 0.99},
     "max_mask_area_frac": {"le": 1},
     **dict.fromkeys(

@@ -15,8 +15,9 @@ stores each section's defaults in Hydra's ConfigStore) and their ranges, declare
 `parse(Synth, cfg["synth"], "synth")` returns a Synth or raises a ConfigError whose one line starts
 with the dotted key: an unknown key, a value of the wrong type, NaN or infinity, a value out of range
 or not among the choices, a path that does not exist. The annotation gives the type (bool, int,
-float, str, list[...], dict, Any, a nested section, `X | None` for a nullable key). Parsing reads the
-file system at most (paths that must exist); it writes nothing and builds nothing.
+float, str, list[...], dict, Any, a nested section, `X | None` for a nullable key, `X | list[X]` for a
+value or a list of them; a range applies to the value and to each item). Parsing reads the file system
+at most (paths that must exist); it writes nothing and builds nothing.
 """
 
 from __future__ import annotations
@@ -127,16 +128,22 @@ def check_value(value, hint, rule: dict, key: str):
 
 
 def optional(hint) -> tuple[object, bool]:
-    """(the type, whether null is allowed) of `X | None`."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint):
-        rest = [a for a in typing.get_args(hint) if a is not type(None)]
-        return (rest[0] if len(rest) == 1 else typing.Any), True
+    """(the type, whether null is allowed) of `X | None` (of `X | Y | None`: `X | Y`)."""
+    if is_union(hint) and type(None) in typing.get_args(hint):
+        rest = tuple(a for a in typing.get_args(hint) if a is not type(None))
+        return (rest[0] if len(rest) == 1 else typing.Union[rest]), True
     return hint, hint is typing.Any
+
+
+def is_union(hint) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
 
 
 def fits(value, hint, rule: dict) -> bool:
     if hint is typing.Any:
         return True
+    if is_union(hint):  # any of its types (an item of list[X | None] may be null)
+        return any(value is None if a is type(None) else fits(value, a, rule) for a in typing.get_args(hint))
     origin = typing.get_origin(hint) or hint
     if origin is list:
         (item,) = typing.get_args(hint) or (typing.Any,)
@@ -161,12 +168,17 @@ def in_bounds(value, rule: dict) -> bool:
 
 def describe(hint, rule: dict) -> str:
     """What a value must be, as the message says it: 'an integer >= 1', 'a finite number in (0, 1]'."""
+    if is_union(hint):
+        return " or ".join(describe(a, rule) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
     origin = typing.get_origin(hint) or hint
     if "choices" in rule and origin is not list:
         return f"one of {sorted(rule['choices'], key=str)}"
     if origin is list:
         (item,) = typing.get_args(hint) or (typing.Any,)
-        return f"a list{'' if item is typing.Any else ' of ' + plural(describe(item, rule))}"
+        items = typing.get_args(item) if is_union(item) else (item,)
+        return f"a list{'' if item is typing.Any else ' of ' + ' or '.join(plural(describe(a, rule)) for a in items)}"
     if origin is dict:
         return "a mapping of names to strings" if hint is not dict else "a mapping"
     noun = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(origin, "set")
@@ -176,7 +188,10 @@ def describe(hint, rule: dict) -> str:
 def plural(text: str) -> str:
     if text.startswith("one of "):
         return "values from " + text.removeprefix("one of ")
-    return {"an integer": "integers", "a finite number": "finite numbers", "a string": "strings"}.get(text, text)
+    for one, many in (("an integer", "integers"), ("a finite number", "finite numbers"), ("a string", "strings")):
+        if text.startswith(one):
+            return many + text.removeprefix(one)
+    return {"null": "nulls"}.get(text, text)
 
 
 def bounds(rule: dict, integer: bool) -> str:

@@ -63,6 +63,8 @@ def test_cfg_job_prints_the_composed_config():
         (["amg.stability_score_offset=inf"], "amg.stability_score_offset"),
         (["amg.images_per_batch=0"], "amg.images_per_batch"),
         (["amg.host_threads=-1"], "amg.host_threads"),
+        (["amg.mask_nms_thresh=1.5"], "amg.mask_nms_thresh"),
+        (["stage=sweep", "sweep.pilot=/no/such/run"], "sweep.pilot"),
     ],
 )
 def test_bad_key_or_value_is_rejected_before_any_work(tmp_path, args, phrase):
@@ -75,7 +77,7 @@ def test_bad_key_or_value_is_rejected_before_any_work(tmp_path, args, phrase):
 
 
 GROUPS = {
-    "stage": ["auto", "synth", "train", "assisted", "audit", "export"],  # stage-specific sections: their own tests
+    "stage": ["auto", "synth", "train", "assisted", "audit", "export", "sweep"],  # own sections: their own tests
     "model": [
         "tiny",
         "vit_b",
@@ -101,6 +103,7 @@ def test_every_config_group_option_composes_and_validates(make_cfg, tmp_path, gr
         "assisted": [f"assisted.annotations={ckpt}"],
         "audit": [f"audit.pred={tmp_path}", f"audit.expert={tmp_path}"],
         "export": [f"export.dataset={tmp_path}"],
+        "sweep": [f"sweep.pilot={tmp_path}"],
     }
     extra += needs.get(option, []) if group == "stage" else []
     cfg = make_cfg(f"{group}={option}", *extra, small=False)
@@ -114,6 +117,7 @@ def test_default_preset_is_the_sa1b_recipe(make_cfg):
     assert (amg["pred_iou_thresh"], amg["stability_score_thresh"], amg["stability_levels"]) == (0.88, 0.95, [0.5, 0.55])
     assert (amg["box_nms_thresh"], amg["crop_nms_thresh"], amg["max_mask_area_frac"]) == (0.7, 0.7, 0.95)
     assert amg["min_mask_region_area"] == 100 and not amg["keep_largest_small_region"]
+    assert amg["mask_nms_thresh"] is None and not amg["keep_candidates"]  # off: the SA-1B recipe unchanged
     assert make_cfg("amg=sa1b_paper", small=False)["amg"]["stability_score_offset"] == 1.0
 
 

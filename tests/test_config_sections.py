@@ -37,6 +37,7 @@ def stage_inputs(tmp_path: Path) -> dict[str, list[str]]:
         "export": [f"export.dataset={dataset}"],
         "release": [f"release.data=[{dataset}]"],
         "semi_merge": [f"semi_merge.prefill={dataset}", f"semi_merge.annotations={export}"],
+        "sweep": [f"sweep.pilot={dataset}", f"sweep.expert={dataset}"],
         "train": [f"train.data=[{dataset}]"],
         "verifier": [f"verifier.data=[{dataset}]"],
     }

@@ -72,6 +72,17 @@ def test_a_mask_filter_is_applied_while_the_shards_are_read(synth):
     assert set(ds.masks(filter=pc.field("image_id") == one)["image_id"].to_pylist()) == {one}
 
 
+def test_a_shard_is_read_on_its_own(synth):
+    ds = Dataset.open(synth[0])
+    ids = ds.shard_ids()
+    assert ids == [shard_name(i) for i in range(3)]
+    names = [ds.shard(i, columns=["file_name"])["file_name"].to_pylist() for i in ids]
+    assert sum(names, []) == ds.images(columns=["file_name"])["file_name"].to_pylist()
+    assert ds.shard(ids[1], "masks").num_rows == ds.masks(filter=pc.field("file_name") == names[1][0]).num_rows
+    with pytest.raises(DatasetError, match="part 'grid'"):
+        ds.shard(ids[0], "grid")
+
+
 def test_a_filtered_read_holds_only_the_rows_it_passes(tmp_path):
     """40 shards of 1,000 masks (10 images each): one image's masks are read without holding the others."""
     for s in range(40):

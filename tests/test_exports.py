@@ -61,6 +61,8 @@ def test_sa1b_round_trip_keeps_masks_and_fields(dataset, tmp_path):
         "stability_score",
         "crop_box",
         "point_coords",
+        "parent_mask_id",  # the hierarchy's two extra keys
+        "depth",
     }
     image_rows, rows = read_sa1b(tmp_path / "out" / "sa1b")
     assert mask_set(rows) == expected(images)

@@ -122,3 +122,26 @@ def test_sam2_options_on_a_sam_model_refine_as_sam_predictor_does():
     masks, scores, _ = predictor.predict(point_coords=point, point_labels=label, multimask_output=False)
     assert len(single["segmentation"]) == 1 and single["predicted_iou"][0] == pytest.approx(scores[0], abs=1e-4)
     assert rle.mask_iou(rle.decode(single["segmentation"][0], *image.shape[:2]), masks[0]) >= 0.99
+
+
+def test_sam2_generator_keeps_candidates_the_sweep_selects_again(make_cfg, sam2_model):  # noqa: F811
+    """The SAM 2.1 generator shares MaskGenerator's steps after the model (amg/select.py): its candidates,
+    selected again at its own settings as stage=sweep does, give its masks; mask-IoU NMS applies too."""
+    from data_engine.amg import candidates
+    from data_engine.amg.generator import image_crops, records
+
+    image = shapes_image(2, 160, 200)
+    h, w = image.shape[:2]
+    above_floors = ["amg.pred_iou_thresh=0.53", "amg.stability_score_thresh=0.6", "amg.min_mask_region_area=20"]
+    amg = make_cfg("amg=sam2", *OPEN, *above_floors, small=False)["amg"]
+    plain = mask_generator(sam2_model, **amg).generate(image)
+    generator = mask_generator(sam2_model, **{**amg, "keep_candidates": True})
+    kept = generator.generate(image)
+    found = kept.pop("candidates")
+    assert kept == plain and len(found["segmentation"]) > len(plain["segmentation"]) >= 10
+    table = candidates.image_table(found, {"image_id": 7, "file_name": "a.png", "height": h, "width": w})
+    n_crops = len(image_crops((h, w), amg["crop_n_layers"], amg["crop_overlap_ratio"]))
+    again = candidates.select(candidates.by_image(table)[7], n_crops, h, w, generator.selection)
+    assert records(again, h, w) == plain
+    deduped = mask_generator(sam2_model, **{**amg, "mask_nms_thresh": 0.9}).generate(image)
+    assert 0 < len(deduped["segmentation"]) < len(plain["segmentation"])

@@ -83,3 +83,26 @@ def test_required_and_existing_paths(tmp_path):
     with pytest.raises(ConfigError, match=r"^n\.data: /no/such does not exist$"):
         parse(Needs, {"data": [str(tmp_path), "/no/such"]}, "n")
     assert parse(Needs, {"data": [str(tmp_path)]}, "n").data == [str(tmp_path)]
+
+
+@dataclass(frozen=True)
+class Axes:
+    thresh: float | list[float] | None = setting(None, ge=0, le=1)
+    area: int | list[int | None] = setting(0, ge=0)
+
+
+def test_a_value_or_a_list_of_them_each_in_range():
+    assert parse(Axes, {"thresh": 0.5, "area": [None, 3]}, "a") == Axes(0.5, [None, 3])
+    assert parse(Axes, {"thresh": [0, 1]}, "a").thresh == [0, 1]
+    for raw, message in [
+        (
+            {"thresh": [0.5, 2]},
+            "a.thresh: must be a finite number in [0, 1] or a list of finite numbers in [0, 1] or null, got [0.5, 2]",
+        ),
+        ({"thresh": float("nan")}, "a.thresh: must be a finite number in [0, 1] or a list of"),
+        ({"area": None}, "a.area: must be an integer >= 0 or a list of integers >= 0 or nulls, got null"),
+        ({"area": [1, -1]}, "a.area: must be an integer >= 0 or a list of integers >= 0 or nulls, got [1, -1]"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            parse(Axes, raw, "a")
+        assert str(err.value).startswith(message) and "\n" not in str(err.value), str(err.value)

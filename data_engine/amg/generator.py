@@ -1,8 +1,8 @@
 """The fully-automatic stage: grid prompts over the image and zoomed crops -> filtered masks.
 
 Same order of work as segment_anything's SamAutomaticMaskGenerator (crops, point batches, IoU and
-stability filters, crop-edge filter, NMS within and across crops, small-region clean-up), with these
-differences in how the work is done:
+stability filters, crop-edge filter, NMS within and across crops, small-region clean-up; the steps after
+the model are amg/select.py's, shared with the sweep stage), with these differences in how the work is done:
 - the crops of one layer go through the image encoder as one batch;
 - the mask decoder shares the image side of its first layer across the prompts of a crop and upscales
   only prompts with a mask that can pass the predicted-IoU filter (data_engine/amg/decoder.py: the
@@ -19,22 +19,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 from segment_anything.modeling import Sam
-from segment_anything.utils.amg import (
-    build_all_layer_point_grids,
-    generate_crop_boxes,
-    is_box_near_crop_edge,
-    uncrop_boxes_xyxy,
-    uncrop_points,
-)
+from segment_anything.utils.amg import build_all_layer_point_grids, generate_crop_boxes, is_box_near_crop_edge
 from segment_anything.utils.transforms import ResizeLongestSide
-from torchvision.ops.boxes import batched_nms, box_area
 
+from data_engine.amg import candidates
 from data_engine.amg.decoder import SharedImageDecoder, supports
-from data_engine.amg.postprocess import (
-    clean_small_regions_rle,
-    stability_thresholds,
-    support_windows,
-    window_filters,
+from data_engine.amg.postprocess import stability_thresholds, support_windows, window_filters
+from data_engine.amg.select import (
+    Selection,
+    clean_small_regions,
+    concat,
+    mask_nms,
+    nms,
+    select_crop,
+    select_image,
+    thresholds,
+    uncrop,
 )
 from data_engine.io import rle
 from data_engine.model.build import is_sam2
@@ -84,6 +84,10 @@ class MaskGenerator:
         decode_crops_together: bool = False,
         images_per_batch: int = 1,
         host_threads: int = 0,
+        mask_nms_thresh: float | None = None,
+        keep_candidates: bool = False,
+        candidate_iou_floor: float = 0.5,
+        candidate_stability_floor: float = 0.5,
     ) -> None:
         """
         model: the SAM to prompt.
@@ -124,25 +128,42 @@ class MaskGenerator:
             encoder batches).
         host_threads: threads for each image's last steps (NMS across crops, small-region clean-up, RLE
             figures), which then overlap the model's work on the next images (0: in the calling thread).
+        mask_nms_thresh: after the clean-up, drop a mask whose mask IoU with a kept mask of higher predicted
+            IoU is at least this (near-duplicates whose boxes differ too much for box NMS; None: off).
+        keep_candidates: also return each image's candidates ("candidates": amg/candidates.py's columns): the
+            masks that pass the candidate floors, the crop-edge and the area filters, before the thresholds
+            and NMS, for the sweep stage to select from again at other settings.
+        candidate_iou_floor, candidate_stability_floor: with keep_candidates, the predicted IoU and the
+            stability a candidate needs at least (each lowered to its threshold when that is lower).
         """
         self.model = model
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         self.point_grids = build_all_layer_point_grids(points_per_side, crop_n_layers, crop_n_points_downscale_factor)
         self.points_per_batch = points_per_batch
-        self.pred_iou_thresh = pred_iou_thresh
-        self.strict_iou_thresh = strict_iou_thresh
-        self.stability_score_thresh = stability_score_thresh
+        self.selection = Selection(
+            pred_iou_thresh,
+            strict_iou_thresh,
+            stability_score_thresh,
+            box_nms_thresh,
+            crop_nms_thresh,
+            min_mask_region_area,
+            keep_largest_small_region,
+            mask_nms_thresh,
+        )
+        # What the filters at the model let through: the thresholds, or the candidate floors under them
+        self.keep_candidates = keep_candidates
+        self.iou_floor = min(pred_iou_thresh, candidate_iou_floor) if keep_candidates else pred_iou_thresh
+        self.iou_floor_strict = strict_iou_thresh and not keep_candidates
+        self.stability_floor = (
+            min(stability_score_thresh, candidate_stability_floor) if keep_candidates else stability_score_thresh
+        )
         self.stability_low, self.stability_high = stability_thresholds(
             model.mask_threshold, stability_levels, stability_score_offset
         )
-        self.box_nms_thresh = box_nms_thresh
         self.crop_n_layers = crop_n_layers
         self.masks_per_prompt = 3 if multimask_output else 1
         self.use_m2m = use_m2m
-        self.crop_nms_thresh = crop_nms_thresh
         self.crop_overlap_ratio = crop_overlap_ratio
-        self.min_mask_region_area = min_mask_region_area
-        self.keep_largest_small_region = keep_largest_small_region
         self.max_mask_area_frac = max_mask_area_frac
         self.crops_per_batch = crops_per_batch
         self.max_upsample_pixels = max_upsample_pixels
@@ -169,15 +190,7 @@ class MaskGenerator:
         """[H, W, 3] uint8 RGB images -> the columns `generate` gives for each. Crops of one layer go through
         the image encoder together across the images; with host_threads, an image's last steps (NMS across
         crops, clean-up, RLE figures) run in a thread while the model works on the next image."""
-        # Tiny images (a few px) give empty crop boxes: skip those crops
-        crops = [
-            [
-                (b, i)
-                for b, i in zip(*generate_crop_boxes(im.shape[:2], self.crop_n_layers, self.crop_overlap_ratio))
-                if b[2] > b[0] and b[3] > b[1]
-            ]
-            for im in images
-        ]
+        crops = [image_crops(im.shape[:2], self.crop_n_layers, self.crop_overlap_ratio) for im in images]
         parts, results = [[] for _ in images], [None] * len(images)
         left = [len(c) for c in crops]
         together = self.decode_crops_together and supports(self.model.mask_decoder)
@@ -201,16 +214,16 @@ class MaskGenerator:
             return self._merge_crops(parts, n_crops, size)
         return self.host_pool.submit(self._merge_crops, parts, n_crops, size)
 
-    def _merge_crops(self, parts: list[dict], n_crops: int, size) -> dict:
-        """Masks of every crop of one image -> its columns (see FIELDS)."""
+    def _merge_crops(self, parts: list[tuple[dict, dict | None]], n_crops: int, size) -> dict:
+        """(masks, candidates) of every crop of one image -> its columns (see FIELDS), with "candidates"
+        when they are kept."""
         height, width = size
-        data = concat(parts)
-        # Remove duplicates across crops: the most zoomed-in crop wins
-        if n_crops > 1 and len(data["rles"]):
-            data = nms(data, 1 / box_area(data["crop_boxes"].float()), self.crop_nms_thresh)
-        if self.min_mask_region_area > 0 and len(data["rles"]):
-            data = self._clean_small_regions(data, height, width)
-        return records(data, height, width)
+        # Duplicates across crops removed (the most zoomed-in crop wins), small regions cleaned up
+        data = select_image([kept for kept, _ in parts], n_crops, height, width, self.selection)
+        columns = records(data, height, width)
+        if self.keep_candidates:
+            columns["candidates"] = candidates.columns([found for _, found in parts])
+        return columns
 
     @torch.no_grad()
     def generate_from_boxes(self, image: np.ndarray, boxes: np.ndarray) -> dict:
@@ -234,11 +247,16 @@ class MaskGenerator:
                 for i in range(0, len(prompts), self.points_per_batch)
             ]
         )
+        selection = self.selection
         if len(data["rles"]):
-            data = nms(data, data["iou_preds"], self.box_nms_thresh)
+            data = thresholds(data, selection)  # the floors let more through when candidates are kept
+        if len(data["rles"]):
+            data = nms(data, data["iou_preds"], selection.box_nms_thresh)
             data["crop_boxes"] = torch.tensor([crop_box] * len(data["rles"]), device=self.device)
-        if self.min_mask_region_area > 0 and len(data["rles"]):
-            data = self._clean_small_regions(data, height, width)
+        if selection.min_mask_region_area > 0 and len(data["rles"]):
+            data = clean_small_regions(data, height, width, selection)
+        if selection.mask_nms_thresh is not None and len(data["rles"]):
+            data = mask_nms(data, height, width, selection.mask_nms_thresh)
         if not len(data["rles"]):
             return {**records({}, height, width), "box_index": []}
         box_index = data["points"][:, 4].long().tolist()
@@ -258,10 +276,11 @@ class MaskGenerator:
         resized = torch.as_tensor(self.transform.apply_image(crop), device=self.device)
         return self.model.preprocess(resized.permute(2, 0, 1).contiguous()[None])
 
-    def _crop_masks(self, embeddings: torch.Tensor, images, crops: list, layer: int) -> list[dict]:
+    def _crop_masks(self, embeddings: torch.Tensor, images, crops: list, layer: int) -> list[tuple[dict, dict | None]]:
         """All kept masks of each crop of `crops` [(image index, crop box)] (embeddings [C, D, h, w]), each
-        de-duplicated by box NMS, in image coordinates. Their point prompts go through the mask decoder
-        points_per_batch at a time, several crops' together when there are several."""
+        de-duplicated by box NMS, and its candidates when they are kept, in image coordinates. Their point
+        prompts go through the mask decoder points_per_batch at a time, several crops' together when there
+        are several."""
         sizes = [(y1 - y0, x1 - x0) for _, (x0, y0, x1, y1) in crops]
         grids = [self.point_grids[layer] * np.array(size)[None, ::-1] for size in sizes]
         crop_of, points = np.repeat(np.arange(len(crops)), [len(g) for g in grids]), np.concatenate(grids)
@@ -287,17 +306,11 @@ class MaskGenerator:
                 batches[c].append(filtered)
         return [self._in_image(concat(b), box) for b, (_, box) in zip(batches, crops)]
 
-    def _in_image(self, data: dict, crop_box: list[int]) -> dict:
-        """One crop's masks, de-duplicated by box NMS, in image coordinates."""
-        if len(data["rles"]) == 0:
-            return data
-        # Remove duplicates within this crop, ranked by predicted IoU
-        data = nms(data, data["iou_preds"], self.box_nms_thresh)
-        # Back to image coordinates
-        data["boxes"] = uncrop_boxes_xyxy(data["boxes"], crop_box)
-        data["points"] = uncrop_points(data["points"], crop_box)
-        data["crop_boxes"] = torch.tensor([crop_box] * len(data["rles"]), device=self.device)
-        return data
+    def _in_image(self, data: dict, crop_box: list[int]) -> tuple[dict, dict | None]:
+        """One crop's masks past the floors -> (those kept: thresholds and box NMS, and the candidates when
+        they are kept), in image coordinates."""
+        kept = uncrop(select_crop(data, self.selection), crop_box)
+        return kept, uncrop(data, crop_box) if self.keep_candidates else None
 
     def _box_batch(self, embedding, prompts: np.ndarray, crop_box) -> dict:
         """Decode one mask per box prompt ([B, 5]: XYXY and index) and apply the per-mask filters."""
@@ -310,8 +323,8 @@ class MaskGenerator:
         """Predicted-IoU filter, then the full-resolution filters; `points` [B, ...] are the prompts, kept
         row by row with their masks."""
         # Filter by predicted IoU before upsampling: only survivors are brought to full resolution
-        if self.pred_iou_thresh > 0:  # 0 turns the filter off (as in SAM)
-            keep = iou_preds > self.pred_iou_thresh if self.strict_iou_thresh else iou_preds >= self.pred_iou_thresh
+        if self.iou_floor > 0:  # 0 turns the filter off (as in SAM)
+            keep = iou_preds > self.iou_floor if self.iou_floor_strict else iou_preds >= self.iou_floor
             low_res, iou_preds, points = low_res[keep], iou_preds[keep], points[keep]
         # Upsample in chunks so memory stays bounded on large images
         step = max(1, self.max_upsample_pixels // (crop_size[0] * crop_size[1]))
@@ -346,8 +359,8 @@ class MaskGenerator:
         # Filter by stability; drop masks touching an inner crop edge, and masks covering most of the image
         height, width = image_size
         keep = ~is_box_near_crop_edge(boxes, crop_box, [0, 0, width, height])
-        if self.stability_score_thresh > 0:  # 0 turns the filter off (as in SAM)
-            keep &= stability >= self.stability_score_thresh
+        if self.stability_floor > 0:  # 0 turns the filter off (as in SAM)
+            keep &= stability >= self.stability_floor
         if self.max_mask_area_frac is not None:
             keep &= areas < self.max_mask_area_frac * height * width
         rows = torch.nonzero(keep)[:, 0]
@@ -386,10 +399,10 @@ class MaskGenerator:
 
     def _may_pass(self, iou_preds: torch.Tensor) -> torch.Tensor | None:
         """Predicted IoU [B, 4] -> prompts [B] with a multimask output passing the IoU filter."""
-        if self.pred_iou_thresh <= 0:
+        if self.iou_floor <= 0:
             return torch.ones(len(iou_preds), dtype=torch.bool, device=iou_preds.device)
         iou = iou_preds[:, 1:]
-        return (iou > self.pred_iou_thresh if self.strict_iou_thresh else iou >= self.pred_iou_thresh).any(1)
+        return (iou > self.iou_floor if self.iou_floor_strict else iou >= self.iou_floor).any(1)
 
     def _embed_points(
         self, points: np.ndarray, crops: np.ndarray, crop_sizes, masks: torch.Tensor | None = None
@@ -451,28 +464,6 @@ class MaskGenerator:
     def input_size(self, crop_size) -> tuple[int, int]:
         return self.transform.get_preprocess_shape(crop_size[0], crop_size[1], self.transform.target_length)
 
-    def _clean_small_regions(self, data: dict, height: int, width: int) -> dict:
-        """Fill small holes, remove small islands, then NMS again preferring untouched masks. Each mask is
-        cleaned inside its box (clean_small_regions_rle); an untouched mask keeps its RLE."""
-        counts, boxes, scores, kept = [], [], [], []
-        for i, old in enumerate(data["rles"]):
-            new, changed, box = clean_small_regions_rle(
-                old, height, width, self.min_mask_region_area, self.keep_largest_small_region
-            )
-            if new is not None:
-                counts.append(new)
-                boxes.append(box)
-                scores.append(0.0 if changed else 1.0)
-                kept.append(i)
-        if not kept:
-            return take(data, torch.zeros(0, dtype=torch.long))
-        data = take(data, torch.as_tensor(kept))
-        data["rles"] = counts
-        data["boxes"] = torch.as_tensor(np.array(boxes), device=self.device)
-        scores = torch.as_tensor(scores, device=self.device)
-        keep = batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores), self.box_nms_thresh)
-        return take(data, keep)
-
 
 def encode_uncropped(masks: list[torch.Tensor], windows: torch.Tensor, crop_box, height: int, width: int) -> list[str]:
     """Masks [h, w] of windows [N, 4] (y0, y1, x0, x1) of a crop -> RLE of the masks placed in the full image."""
@@ -487,28 +478,6 @@ def encode_uncropped(masks: list[torch.Tensor], windows: torch.Tensor, crop_box,
             placed[x0 + wx0 : x0 + wx1, y0 + wy0 : y0 + wy1] = mask.T
     # On a GPU the runs are found there: only their ends come to the host, not the pixels
     return rle.encode_transposed(full.numpy()) if full.device.type == "cpu" else rle.encode_transposed_runs(full)
-
-
-def concat(parts: list[dict]) -> dict:
-    """Concatenate columnar batches (tensors and lists) key by key."""
-    parts = [p for p in parts if p and len(p["rles"])] or parts[:1]
-    if not parts:
-        return {"rles": []}
-    return {
-        k: sum((p[k] for p in parts), []) if isinstance(parts[0][k], list) else torch.cat([p[k] for p in parts])
-        for k in parts[0]
-    }
-
-
-def nms(data: dict, scores: torch.Tensor, thresh: float) -> dict:
-    """Rows kept by greedy box NMS at IoU `thresh`, ranked by `scores`."""
-    return take(data, batched_nms(data["boxes"].float(), scores, torch.zeros_like(scores), thresh))
-
-
-def take(data: dict, idx: torch.Tensor) -> dict:
-    """Rows `idx` of every column."""
-    rows = idx.tolist()
-    return {k: [v[i] for i in rows] if isinstance(v, list) else v[idx.to(v.device)] for k, v in data.items()}
 
 
 def records(data: dict, height: int, width: int) -> dict:
@@ -535,6 +504,13 @@ def mask_generator(model, **settings) -> MaskGenerator:
 
         return Sam2MaskGenerator(model, **settings)
     return MaskGenerator(model, **settings)
+
+
+def image_crops(size, n_layers: int, overlap_ratio: float) -> list[tuple[list[int], int]]:
+    """(crop box XYXY, layer) of each crop of an image of `size` (H, W), the full image first; tiny images
+    (a few px) give empty crop boxes, which are left out."""
+    boxes, layers = generate_crop_boxes(tuple(size), n_layers, overlap_ratio)
+    return [(b, i) for b, i in zip(boxes, layers) if b[2] > b[0] and b[3] > b[1]]
 
 
 def sam_generator_settings(amg: dict, exclude=()) -> dict:

@@ -1,8 +1,9 @@
 """The automatic stage's worker: a shard of image files -> masks/ and images/ Parquet files and its _done record.
 
 Images are decoded ahead of the model (io.prefetch), go through the MaskGenerator (several at a time with
-amg.images_per_batch), and the finished shard is written in the background (runs.ShardWriter). Stage 2's
-prefill (semi.worker) is this worker with other prompts.
+amg.images_per_batch), and the finished shard is written in the background (runs.ShardWriter). With
+amg.keep_candidates the shard's candidates (amg/candidates.py) are written before it. Stage 2's prefill
+(semi.worker) is this worker with other prompts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+from data_engine.amg import candidates
 from data_engine.io import inputs
 from data_engine.io.dataset import image_row, mask_row
 from data_engine.io.images import load_rgb
@@ -44,7 +46,7 @@ class AutoWorker:
     def __call__(self, shard: dict, on_image=lambda *event: None) -> dict:
         """Images are read AHEAD of the model and the finished shard is written in the background, so
         the worker waits on neither; its _done record has the seconds spent in the model and busy."""
-        start, results, self.model_seconds = time.time(), [], 0.0
+        start, results, self.model_seconds, self.candidates = time.time(), [], 0.0, []
         self.writer.check_space()  # a full disk fails the shard before its work is done
         per_batch = self.cfg["amg"]["images_per_batch"] if self.batches_images else 1
         loaded = prefetch(self.load, shard["files"], max(AHEAD, per_batch), self.cfg["input"]["image_timeout_s"])
@@ -56,6 +58,9 @@ class AutoWorker:
                 on_image(shard["shard_id"], i, len(result[1]), result[0]["status"] == "failed")
         timings = {"model_seconds": round(self.model_seconds, 3), "busy_seconds": round(time.time() - start, 3)}
         extra = {"inputs": shard.get("inputs"), **timings, **self.shard_counts(results)}
+        if self.cfg["amg"].get("keep_candidates"):
+            candidates.write(self.out_dir, shard["shard_id"], self.candidates)
+            extra["candidates"] = sum(len(t) for t in self.candidates)
         self.writer.submit(shard["shard_id"], results, start, extra)
         images = [row for row, _ in results]
         failed = sum(row["status"] == "failed" for row in images)
@@ -108,7 +113,7 @@ class AutoWorker:
             if generated is None:
                 masks = self.image_masks(image, entry)
             else:
-                masks = mask_rows(generated, entry, self.model_name)
+                masks = self.rows(generated, entry)
             masks = self.verified(image, masks)
         except Exception as err:  # per-image boundary: one bad file never stops the shard
             log.warning("%s failed: %s", name, reason(err))
@@ -118,7 +123,14 @@ class AutoWorker:
 
     def image_masks(self, image, row: dict) -> list[dict]:
         """The mask rows of one decoded image (a stage built on this worker prompts differently)."""
-        return mask_rows(self.generator.generate(image), row, self.model_name)
+        return self.rows(self.generator.generate(image), row)
+
+    def rows(self, generated: dict, row: dict) -> list[dict]:
+        """Generator columns of one image -> its mask rows; its candidates, when kept, are set aside for the
+        shard's candidates file."""
+        if "candidates" in generated:
+            self.candidates.append(candidates.image_table(generated.pop("candidates"), row))
+        return mask_rows(generated, row, self.model_name)
 
     def verified(self, image, masks: list[dict]) -> list[dict]:
         """The image's mask rows with their verifier_score (unchanged without verifier.checkpoint)."""
@@ -166,10 +178,10 @@ def batched(items, size: int):
         yield group
 
 
-def mask_rows(generated: dict, image: dict, model: str) -> list[dict]:
-    """Generator columns -> one row per mask with the image's fields."""
+def mask_rows(generated: dict, image: dict, model: str, source: str = "auto") -> list[dict]:
+    """Generator columns -> one row per mask (of stage "auto") with the image's fields."""
     fields = [k for k in generated if k != "segmentation"]
     return [
-        mask_row(image, counts, stage="auto", source="auto", model=model, **{k: generated[k][i] for k in fields})
+        mask_row(image, counts, stage="auto", source=source, model=model, **{k: generated[k][i] for k in fields})
         for i, counts in enumerate(generated["segmentation"])
     ]

@@ -24,8 +24,16 @@ class AuditError(UserError, ValueError):
     """Audit input that cannot be used; the message says what to do."""
 
 
-def load_side(path: str | Path | None, role: str, match_by: str = "file_name", score: str = "predicted_iou") -> dict:
-    """The side at `path` (a dataset folder or a .json file); `role` (pred/expert) names it in errors."""
+def load_side(
+    path: str | Path | None,
+    role: str,
+    match_by: str = "file_name",
+    score: str = "predicted_iou",
+    max_depth: int | None = None,
+) -> dict:
+    """The side at `path` (a dataset folder or a .json file); `role` (pred/expert) names it in errors. With
+    `max_depth`, masks deeper in their image's hierarchy (a `depth` column or key, io/hierarchy.py) are left
+    out: 0 keeps only masks no other mask holds; masks without a depth are kept."""
     if not path:
         example = "out/auto" if role == "pred" else "data_engine/samples/instances.json"
         raise AuditError(
@@ -34,9 +42,9 @@ def load_side(path: str | Path | None, role: str, match_by: str = "file_name", s
         )
     path = Path(path).expanduser()
     if path.is_dir():
-        side = load_dataset(path, role, match_by, score)
+        side = load_dataset(path, role, match_by, score, max_depth)
     elif path.is_file() and path.suffix.lower() == ".json":
-        side = load_coco(path, role, match_by, score)
+        side = load_coco(path, role, match_by, score, max_depth)
     else:
         raise AuditError(
             f"audit.{role}={path} is neither a dataset folder (with masks/ and images/) nor a COCO instances .json file"
@@ -53,7 +61,11 @@ def image_key(row: dict, match_by: str):
     return posixpath.normpath(str(row["file_name"]).replace("\\", "/")).lstrip("/")
 
 
-def load_dataset(path: Path, role: str, match_by: str, score: str) -> dict:
+def too_deep(depth, max_depth: int | None) -> bool:
+    return max_depth is not None and depth is not None and depth > max_depth
+
+
+def load_dataset(path: Path, role: str, match_by: str, score: str, max_depth: int | None = None) -> dict:
     """Project dataset: images/ gives the image set and failures; masks/ the masks."""
     dataset = Dataset.open(path, f"audit.{role}", needs=("masks",))
     images, masks, failed = {}, {}, []
@@ -66,16 +78,18 @@ def load_dataset(path: Path, role: str, match_by: str, score: str) -> dict:
             images[key] = image_record(row)
     # Masks; an image that only appears in masks/ (some importers) joins the image set
     columns = ["mask_id", "image_id", "file_name", "height", "width", "segmentation", "area", score, "stage", "source"]
-    for row in dataset.masks(columns=columns).to_pylist():
+    for row in dataset.masks(columns=[*columns, "depth"]).to_pylist():
         key = image_key(row, match_by)
         images.setdefault(key, image_record(row))
+        if too_deep(row["depth"], max_depth):
+            continue
         masks.setdefault(key, []).append(
             mask_record(row["mask_id"], row["segmentation"], row["area"], row.get(score), row["stage"], row["source"])
         )
     return {"images": images, "masks": masks, "failed": sorted(failed, key=str)}
 
 
-def load_coco(path: Path, role: str, match_by: str, score: str) -> dict:
+def load_coco(path: Path, role: str, match_by: str, score: str, max_depth: int | None = None) -> dict:
     """COCO instances JSON (polygons or RLE); crowd annotations are left out and counted."""
     try:
         doc = load_coco_file(path)
@@ -92,6 +106,8 @@ def load_coco(path: Path, role: str, match_by: str, score: str) -> dict:
     for ann in doc["annotations"]:
         if ann.get("iscrowd"):
             crowd += 1
+            continue
+        if too_deep(ann.get("depth"), max_depth):
             continue
         img = by_id.get(ann["image_id"])
         if img is None:

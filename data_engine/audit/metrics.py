@@ -33,12 +33,17 @@ def summarize(rows: list[dict]) -> dict:
     pairs = [r for r in rows if r["expert_index"] is not None and r["pred_index"] is not None]
     iou = np.array([r["iou"] for r in pairs], dtype=np.float64)
     biou = np.array([r["boundary_iou"] for r in pairs if r["boundary_iou"] is not None], dtype=np.float64)
+    return pair_summary(iou, biou, n_expert, n_pred)
+
+
+def pair_summary(iou: np.ndarray, biou: np.ndarray, n_expert: int, n_pred: int) -> dict:
+    """summarize() from the matched pairs' IoU [K] and boundary IoU and the masks on each side."""
     out = {
         "expert_masks": n_expert,
         "pred_masks": n_pred,
-        "matched_pairs": len(pairs),
-        "expert_unmatched": n_expert - len(pairs),
-        "pred_unmatched": n_pred - len(pairs),
+        "matched_pairs": len(iou),
+        "expert_unmatched": n_expert - len(iou),
+        "pred_unmatched": n_pred - len(iou),
     }
     # Quality of the matched pairs (SA-1B's figures)
     for t in PAIR_THRESHOLDS:

@@ -1,9 +1,10 @@
 """Exports of a project dataset: SA-1B per-image JSON, one COCO instances JSON, PNG instance labels.
 
-- sa1b: `<out>/sa1b/<file_name stem>.json` per image with SA-1B's released fields; `read_sa1b` reads
-  such a folder back into mask rows.
+- sa1b: `<out>/sa1b/<file_name stem>.json` per image with SA-1B's released fields and two extra keys,
+  `parent_mask_id` and `depth` (the masks' hierarchy, io/hierarchy.py); `read_sa1b` reads such a folder
+  back into mask rows.
 - coco: `<out>/coco/instances.json`, one "object" category, RLE segmentations; image and annotation
-  ids are the dataset's image_id and mask_id.
+  ids are the dataset's image_id and mask_id; `parent_mask_id` and `depth` as extra fields.
 - coco_polygons: `<out>/coco_polygons/instances.json`, as coco with polygon segmentations
   (exports/polygons.py: simplified to `polygon_tolerance` px, holes filled).
 - png: `<out>/png/layer0/<file_name stem>.png`, pixel value = instance number (0 = background;
@@ -28,6 +29,7 @@ from data_engine.io.dataset import Dataset, mask_row
 from data_engine.io.inputs import read_json
 
 SA1B_FIELDS = ("bbox", "area", "predicted_iou", "stability_score", "crop_box", "point_coords")
+HIERARCHY_FIELDS = ("parent_mask_id", "depth")  # io/hierarchy.py; extra keys in the sa1b and coco exports
 
 
 class ExportError(UserError, ValueError):
@@ -84,7 +86,7 @@ def write_sa1b(images: list[dict], masks: dict, out_dir: Path) -> dict:
         rows = masks.get(img["file_name"], [])
         doc = {
             "image": {k: img[k] for k in ("image_id", "width", "height", "file_name")},
-            "annotations": [sa1b_annotation(r) for r in rows],
+            "annotations": [{**sa1b_annotation(r), **{k: r.get(k) for k in HIERARCHY_FIELDS}} for r in rows],
         }
         write_text_atomic(json.dumps(doc), out_dir / stem_path(img["file_name"], ".json"))
     return {"files": len(images)}
@@ -111,7 +113,7 @@ def read_sa1b(folder: str | Path) -> tuple[list[dict], list[dict]]:
                     f"{path}: annotation {ann['id']} has size {ann['segmentation']['size']}, "
                     f"the image is {[img['height'], img['width']]}"
                 )
-            fields = {k: ann.get(k) for k in SA1B_FIELDS}
+            fields = {k: ann.get(k) for k in SA1B_FIELDS + HIERARCHY_FIELDS}
             counts = ann["segmentation"]["counts"]
             masks.append(mask_row(img, counts, stage="auto", source="sa1b", mask_id=ann["id"], **fields))
     return images, masks

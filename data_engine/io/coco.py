@@ -89,8 +89,19 @@ def row_annotation(row: dict, ann_id: int, image_id: int, **fields) -> dict:
     return annotation(ann_id, image_id, counts, height, width, area=row["area"], bbox=row["bbox"], **fields)
 
 
-# A dataset's mask row carries these into its COCO annotation (stage=export, Dataset.to_coco)
-PROVENANCE = ("predicted_iou", "stability_score", "point_coords", "crop_box", "stage", "source", "model")
+# A dataset's mask row carries these into its COCO annotation (stage=export, Dataset.to_coco); the last two
+# are the mask's place in its image's hierarchy (io/hierarchy.py)
+PROVENANCE = (
+    "predicted_iou",
+    "stability_score",
+    "point_coords",
+    "crop_box",
+    "stage",
+    "source",
+    "model",
+    "parent_mask_id",
+    "depth",
+)
 
 
 def dataset_annotation(row: dict) -> dict:

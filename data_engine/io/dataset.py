@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from data_engine.errors import UserError
 from data_engine.io import coco, inputs, rle
 from data_engine.io.atomic import atomic_path
+from data_engine.io.hierarchy import with_hierarchy
 from data_engine.io.images import load_rgb
 from data_engine.io.inputs import JsonFileError, read_json
 
@@ -39,6 +40,8 @@ MASK_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("model", pa.string()),
         ("extra", pa.string()),  # JSON: provenance a stage or format carries
+        ("parent_mask_id", pa.int64()),  # the smallest other mask of the image holding most of it (io/hierarchy.py)
+        ("depth", pa.int32()),  # 0: no other mask of the image holds it; else its parent's depth + 1
     ]
 )
 
@@ -160,7 +163,7 @@ def shard_files(out_dir: str | Path, part: str, suffix: str = ".parquet") -> lis
 
 def write_shard(out_dir: str | Path, shard_id: str, masks: list[dict], images: list[dict]) -> None:
     """One shard's masks/ and images/ files (images last: its presence means the shard is whole)."""
-    write_atomic(table(with_mask_ids(masks), MASK_SCHEMA), shard_path(out_dir, "masks", shard_id))
+    write_atomic(table(with_hierarchy(with_mask_ids(masks)), MASK_SCHEMA), shard_path(out_dir, "masks", shard_id))
     write_atomic(table(images, IMAGE_SCHEMA), shard_path(out_dir, "images", shard_id))
 
 
@@ -318,10 +321,16 @@ class Dataset:
 
     def scan(self, part: str = "masks") -> pads.Dataset:
         """masks/ or images/ as a pyarrow dataset, for streaming (to_batches) or counting without reading."""
-        schemas = {"masks": MASK_SCHEMA, "images": IMAGE_SCHEMA}
-        if part not in schemas:
-            raise DatasetError(f"Dataset.scan: part {part!r} is not one of {sorted(schemas)}")
-        return scan_part(self.path, part, schemas[part])
+        return scan_part(self.path, part, part_schema(part, "Dataset.scan"))
+
+    def shard_ids(self) -> list[str]:
+        """The ids of the shards written whole (their images/ file is written last), in shard order."""
+        return [p.stem for p in shard_files(self.path, "images")]
+
+    def shard(self, shard_id: str, part: str = "images", columns=None) -> pa.Table:
+        """One shard's rows of masks/ or images/, for a stage that redoes another run shard by shard."""
+        schema = part_schema(part, "Dataset.shard")
+        return pq.read_table(shard_path(self.path, part, shard_id), columns=columns, schema=schema)
 
     def image(self, image_id: int) -> np.ndarray:
         """[H, W, 3] uint8 RGB of one image, read from image_root as the stage read it: only a regular file,
@@ -369,6 +378,14 @@ class Dataset:
         for name in AUDIT_COLUMNS[1:]:
             masks = masks.append_column(name, taken[name])
         return masks.to_pandas() if as_pandas else masks
+
+
+def part_schema(part: str, key: str) -> pa.Schema:
+    """The schema of a dataset's part (masks or images); `key` names the caller in the refusal."""
+    schemas = {"masks": MASK_SCHEMA, "images": IMAGE_SCHEMA}
+    if part not in schemas:
+        raise DatasetError(f"{key}: part {part!r} is not one of {sorted(schemas)}")
+    return schemas[part]
 
 
 def find_image_root(folder: Path, record: dict) -> Path | None:

@@ -141,7 +141,7 @@ def recorded_fingerprint(out_dir: Path, overwrite: bool) -> str | None:
 
 
 def clear(out_dir: Path) -> None:
-    for name in ("masks", "images", "_done", "_debug", "overlays", "run.json", "summary.json"):
+    for name in ("masks", "images", "candidates", "_done", "_debug", "overlays", "run.json", "summary.json"):
         path = out_dir / name
         if path.is_dir():
             shutil.rmtree(path)

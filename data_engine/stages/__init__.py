@@ -15,12 +15,13 @@ STAGES = {
     "release": "data_engine.stages.release",
     "semi": "data_engine.stages.semi",
     "semi_merge": "data_engine.stages.semi_merge",
+    "sweep": "data_engine.stages.sweep",
     "synth": "data_engine.stages.synth",
     "train": "data_engine.stages.train",
     "verifier": "data_engine.stages.verifier",
 }
 # Stages that load no model: their model section is not checked (checking it imports torch).
-NO_MODEL = {"export", "release", "synth", "verifier"}
+NO_MODEL = {"export", "release", "sweep", "synth", "verifier"}
 
 
 def sections() -> dict:
@@ -35,6 +36,7 @@ def sections() -> dict:
     from data_engine.stages.release import Release
     from data_engine.stages.semi import Semi
     from data_engine.stages.semi_merge import SemiMerge
+    from data_engine.stages.sweep import Sweep
     from data_engine.stages.synth import Synth
     from data_engine.train.settings import Train
     from data_engine.verifier.settings import VerifierTraining
@@ -49,6 +51,7 @@ def sections() -> dict:
         "release": Release,
         "semi": Semi,
         "semi_merge": SemiMerge,
+        "sweep": Sweep,
         "synth": Synth,
         "train": Train,
         "verifier": VerifierTraining,

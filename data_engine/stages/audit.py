@@ -59,16 +59,19 @@ class Audit:
     image_root: str | None = setting(
         None, exists="path"
     )  # images for the report's overlays; null: the pred run's input
+    # 0: only masks no other mask of their image holds, on both sides (whole objects; the `depth` column,
+    # io/hierarchy.py); null: all masks
+    max_depth: int | None = setting(None, ge=0)
 
 
-SETTINGS_RECORDED = ("match_by", "min_iou", "boundary_ratio", "score", "worst_k")
+SETTINGS_RECORDED = ("match_by", "min_iou", "boundary_ratio", "score", "worst_k", "max_depth")
 
 
 def run(cfg: dict, settings: Audit) -> dict:
     """Load both sides, audit, write the three outputs; returns the headline figures and the paths."""
     start = time.time()
-    pred = load_side(settings.pred, "pred", settings.match_by, settings.score)
-    expert = load_side(settings.expert, "expert", settings.match_by, settings.score)
+    pred = load_side(settings.pred, "pred", settings.match_by, settings.score, settings.max_depth)
+    expert = load_side(settings.expert, "expert", settings.match_by, settings.score, settings.max_depth)
     result = audit(pred, expert, settings.min_iou, settings.boundary_ratio, settings.worst_k)
     calibrated = verifier_calibration(pred, result["rows"])
     if calibrated:

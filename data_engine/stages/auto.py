@@ -6,6 +6,7 @@ import logging
 from functools import partial
 from pathlib import Path
 
+from data_engine.amg import candidates
 from data_engine.amg.worker import AutoWorker
 from data_engine.io import inputs
 from data_engine.model.build import model_record
@@ -41,6 +42,7 @@ def run(cfg: dict, settings: None = None) -> dict:
             "input_root": str(listing.root),
         },
         info={"inputs": len(listing.names), "ignored_files": listing.ignored},
+        parts=("masks", "images", candidates.PART) if cfg["amg"]["keep_candidates"] else ("masks", "images"),
     )
     summary = run_job(job)
     if cfg["output"].get("overlays"):
