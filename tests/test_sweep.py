@@ -1,12 +1,16 @@
 """stage=sweep on a pilot's candidates: the pilot's own settings give its masks exactly; a grid with an
-expert set writes its table and page, with the audit's figures; settings it cannot honour are refused."""
+expert set writes its table and page, with the audit's figures; a pilot with a verifier scores its
+candidates and the sweep filters on the scores; settings it cannot honour are refused."""
 
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from conftest import compose_cfg
+from test_verifier import scripted_verifier
 
+from data_engine.amg import candidates
 from data_engine.amg.generator import MaskGenerator
 from data_engine.errors import ConfigError
 from data_engine.io.dataset import read_images, read_masks, shard_files
@@ -126,12 +130,15 @@ def test_depth_0_audit_counts_only_whole_objects(pilot):
         (["sweep.recall_at=0.6"], "sweep.recall_at"),
         (["sweep.box_nms_thresh=[]"], "sweep.box_nms_thresh"),
         (["sweep.mask_nms_thresh=[null,1.5]"], "sweep.mask_nms_thresh"),
+        (["sweep.verifier_thresh=[null,1.5]"], "sweep.verifier_thresh"),
+        (["sweep.verifier_thresh=0.5"], "sweep.verifier_thresh"),  # the pilot's candidates have no scores
     ],
 )
 def test_settings_it_cannot_honour_are_refused(pilot, overrides, key):
     root, _, _ = pilot
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    with pytest.raises(ConfigError, match="^" + key.replace(".", r"\.") + ":") as err:
         sweep(root, "refused", *overrides)
+    assert "\n" not in str(err.value)
 
 
 def test_a_pilot_without_candidates_is_refused(pilot):
@@ -139,3 +146,91 @@ def test_a_pilot_without_candidates_is_refused(pilot):
     cfg = compose_cfg(["stage=sweep", f"sweep.pilot={synth}", f"output.dir={root / 'nope'}"])
     with pytest.raises(Exception, match="sweep.pilot"):
         run_stage(cfg)
+
+
+# ----------------------------------------------------------------------------------------------
+# Verifier scores
+# ----------------------------------------------------------------------------------------------
+
+CENTER = 0.75  # the scripted verifier's score: sigmoid(10 * (predicted_iou - CENTER))
+
+
+@pytest.fixture(scope="module")
+def scored(pilot):
+    """A pilot with a scripted verifier on the same scenes, no crops, one shard."""
+    root, synth, _ = pilot
+    checkpoint = scripted_verifier(root / "verifier.pt", CENTER)
+    settings = ["amg.keep_candidates=true", "amg.min_mask_region_area=30", "amg.pred_iou_thresh=0.6"]
+    out = root / "scored"
+    run_stage(
+        compose_cfg(
+            settings + [f"verifier.checkpoint={checkpoint}", f"input.path={synth / 'pictures'}", f"output.dir={out}"]
+        )
+    )
+    return root, out
+
+
+def key(row: dict) -> tuple:
+    """A mask or candidate by its image, pixels and predicted IoU (prompts may give the same pixels)."""
+    return row["image_id"], row["segmentation"], row["predicted_iou"]
+
+
+def scored_sweep(root, name, *overrides):
+    cfg = compose_cfg(["stage=sweep", f"sweep.pilot={root / 'scored'}", f"output.dir={root / name}", *overrides])
+    return cfg, run_stage(cfg)
+
+
+def test_a_pilot_with_a_verifier_scores_its_candidates_before_the_clean_up(pilot, scored):
+    _, out = scored
+    found = pq.read_table(shard_files(out, "candidates")[0]).to_pylist()
+    assert len(found) > 0 and all(r["verifier_score"] is not None for r in found)
+    expected = [1 / (1 + np.exp(-10 * (r["predicted_iou"] - CENTER))) for r in found]
+    assert np.allclose([r["verifier_score"] for r in found], expected, atol=1e-5)
+    # A mask the clean-up left as it was has its candidate's score
+    by_mask = {key(r): r["verifier_score"] for r in found}
+    same = [m for m in read_masks(out).to_pylist() if key(m) in by_mask]
+    assert 0 < len(same) and all(m["verifier_score"] == by_mask[key(m)] for m in same)
+    # Without a verifier, null scores
+    unscored = pq.read_table(shard_files(pilot[2], "candidates")[0])
+    assert unscored.column("verifier_score").null_count == unscored.num_rows
+
+
+def test_candidates_written_before_the_score_column_read_with_it_null(pilot, tmp_path):
+    _, _, out = pilot
+    old = tmp_path / "old"
+    src = shard_files(out, "candidates")[0]
+    path = old / src.relative_to(out)
+    path.parent.mkdir(parents=True)
+    pq.write_table(pq.read_table(src).drop_columns(["verifier_score"]), path)
+    shard_id = src.stem
+    table = candidates.read(old, shard_id)
+    assert table.schema == candidates.SCHEMA and table.column("verifier_score").null_count == table.num_rows > 0
+    assert not candidates.has_scores(old, [shard_id]) and candidates.has_scores(out, [shard_id])
+
+
+def test_sweep_filters_on_verifier_scores(scored):
+    root, out = scored
+    pilot_masks = read_masks(out).to_pylist()
+    threshold = float(np.median([m["verifier_score"] for m in pilot_masks]))
+    _, summary = scored_sweep(root, "vgrid", f"sweep.verifier_thresh=[null,{threshold}]")
+    doc = json.loads((root / "vgrid" / "sweep.json").read_text())
+    off, on = doc["points"]
+    assert (off["verifier_thresh"], on["verifier_thresh"], doc["pilot"]) == (None, threshold, 0)
+    assert on["masks_per_image"] < off["masks_per_image"] == len(pilot_masks) / off["images"]
+    # At null: the pilot's masks, each with its candidate's score (scored before the clean-up)
+    same, _ = scored_sweep(root, "voff", "sweep.verifier_thresh=[null]")
+    ours = read_masks(same["output"]["dir"]).to_pylist()
+    found = pq.read_table(shard_files(out, "candidates")[0]).to_pylist()
+    by_mask = {key(r): r["verifier_score"] for r in found}
+    assert len(ours) == len(pilot_masks)
+    for a, b in zip(ours, pilot_masks):
+        assert a.pop("source") == "sweep" and b.pop("source") == "auto"
+        score, pilot_score = a.pop("verifier_score"), b.pop("verifier_score")
+        assert a == b and score is not None
+        if key(a) in by_mask:
+            assert score == pilot_score == by_mask[key(a)]
+    # At the threshold: fewer masks, each scored at or above it
+    cut, summary = scored_sweep(root, "von", f"sweep.verifier_thresh={threshold}")
+    kept = read_masks(cut["output"]["dir"]).to_pylist()
+    assert 0 < len(kept) == summary["masks"] < len(pilot_masks)
+    assert all(m["verifier_score"] >= threshold for m in kept)

@@ -3,7 +3,9 @@ area filters, before the thresholds and NMS (MaskGenerator(keep_candidates=True)
 
 They are stored per shard beside the masks, candidates/NNNNNN/shard-NNNNNNNNN.parquet, one row per
 candidate in the generator's order (crop by crop), and the sweep stage selects from them again at other
-settings with the generator's own steps (amg/select.py): `select` below.
+settings with the generator's own steps (amg/select.py): `select` below. With a verifier
+(verifier.checkpoint) each candidate has its verifier_score, scored as it came from the model (before the
+clean-up); files written before that column existed read with it null.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ SCHEMA = pa.schema(
         ("predicted_iou", pa.float32()),
         ("stability_score", pa.float32()),
         ("point_coords", pa.list_(pa.list_(pa.float64(), 2))),  # the prompt, image px
+        ("verifier_score", pa.float32()),  # the mask verifier's score (verifier.checkpoint); null: not scored
     ]
 )
 COLUMNS = SCHEMA.names[4:]
@@ -52,7 +55,30 @@ def columns(crops: list[dict]) -> dict:
         out["predicted_iou"] += data["iou_preds"].float().cpu().tolist()
         out["stability_score"] += data["stability"].float().cpu().tolist()
         out["point_coords"] += data["points"].double().cpu().reshape(n, -1, 2).tolist()
+    out["verifier_score"] = [None] * len(out["segmentation"])  # set by the worker when there is a verifier
     return out
+
+
+def scorer_rows(found: dict, height: int, width: int) -> list[dict]:
+    """One image's candidate columns -> rows with the fields the verifier reads (features.py), their area
+    and bbox from the RLE as the generator's records give them."""
+    from data_engine.io import rle
+
+    counts = found["segmentation"]
+    if not counts:
+        return []
+    areas, boxes = rle.area(counts, height, width).tolist(), rle.bbox(counts, height, width).tolist()
+    fields = ("predicted_iou", "stability_score", "crop_box")
+    return [
+        {"segmentation": c, "height": height, "width": width, "area": a, "bbox": b, **{k: found[k][i] for k in fields}}
+        for i, (c, a, b) in enumerate(zip(counts, areas, boxes))
+    ]
+
+
+def has_scores(pilot: str | Path, shard_ids: list[str]) -> bool:
+    """Whether the candidates files of these shards have the verifier_score column (the pilot's files may
+    predate it)."""
+    return all("verifier_score" in pq.read_schema(shard_path(pilot, PART, s)).names for s in shard_ids)
 
 
 def image_table(found: dict, image: dict) -> pa.Table:
@@ -91,14 +117,23 @@ def column_values(rows: pa.Table, name: str):
     return column.to_numpy() if name != "segmentation" else column.to_pylist()
 
 
-def select(found: dict | None, n_crops: int, height: int, width: int, selection: Selection) -> dict:
+def select(
+    found: dict | None, n_crops: int, height: int, width: int, selection: Selection, verifier_thresh=None
+) -> dict:
     """One image's stored candidates (by_image's) -> its masks at settings `selection`: each crop's candidates go
-    through select_crop in crop px, as in the generator, then the image's through select_image."""
+    through select_crop in crop px, as in the generator, then the image's through select_image. With
+    verifier_thresh, candidates scored below it are dropped first (with the thresholds, before NMS). When
+    the candidates have verifier scores, the masks carry theirs ("verifier")."""
     if found is None or not len(found["segmentation"]):
         return {"rles": []}
+    score = found["verifier_score"]
+    scored = not np.isnan(score).any()
+    passing = True if verifier_thresh is None else score.astype(np.float64) >= verifier_thresh
     parts = []
     for index in np.unique(found["crop_index"]):
-        rows = np.flatnonzero(found["crop_index"] == index)
+        rows = np.flatnonzero((found["crop_index"] == index) & passing)
+        if not len(rows):
+            continue
         crop = found["crop_box"][rows[0]]
         offset = torch.tensor([crop[0], crop[1], crop[0], crop[1]], dtype=torch.long)
         data = {
@@ -108,9 +143,12 @@ def select(found: dict | None, n_crops: int, height: int, width: int, selection:
             "points": torch.as_tensor(found["point_coords"][rows]),  # image px: only carried along
             "stability": torch.as_tensor(found["stability_score"][rows]),
             "crop_boxes": xyxy(found["crop_box"][rows]),
+            **({"verifier": torch.as_tensor(score[rows])} if scored else {}),
         }
         kept = select_crop(data, selection)
         parts.append({**kept, "boxes": kept["boxes"] + offset} if len(kept["rles"]) else kept)
+    if not parts:
+        return {"rles": []}
     return select_image(parts, n_crops, height, width, selection)
 
 

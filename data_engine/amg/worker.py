@@ -2,8 +2,9 @@
 
 Images are decoded ahead of the model (io.prefetch), go through the MaskGenerator (several at a time with
 amg.images_per_batch), and the finished shard is written in the background (runs.ShardWriter). With
-amg.keep_candidates the shard's candidates (amg/candidates.py) are written before it. Stage 2's prefill
-(semi.worker) is this worker with other prompts.
+amg.keep_candidates the shard's candidates (amg/candidates.py) are written before it, each with its
+verifier_score when there is a verifier (verifier.checkpoint). Stage 2's prefill (semi.worker) is this
+worker with other prompts.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class AutoWorker:
 
     batches_images = True  # images go through the generator amg.images_per_batch at a time
     verifier = None  # the mask verifier scoring every mask (verifier.checkpoint), set by __init__
+    found = None  # the candidates of the image being processed, when they are kept (rows)
 
     def __init__(self, cfg: dict, root: str):
         from data_engine.amg.generator import mask_generator
@@ -115,6 +117,7 @@ class AutoWorker:
             else:
                 masks = self.rows(generated, entry)
             masks = self.verified(image, masks)
+            self.keep_candidates(image, entry)
         except Exception as err:  # per-image boundary: one bad file never stops the shard
             log.warning("%s failed: %s", name, reason(err))
             return image_row(entry, seconds=time.time() - start, error=reason(err)), []
@@ -126,15 +129,25 @@ class AutoWorker:
         return self.rows(self.generator.generate(image), row)
 
     def rows(self, generated: dict, row: dict) -> list[dict]:
-        """Generator columns of one image -> its mask rows; its candidates, when kept, are set aside for the
-        shard's candidates file."""
-        if "candidates" in generated:
-            self.candidates.append(candidates.image_table(generated.pop("candidates"), row))
+        """Generator columns of one image -> its mask rows; its candidates, when kept, are set aside
+        (keep_candidates)."""
+        self.found = generated.pop("candidates", None)
         return mask_rows(generated, row, self.model_name)
 
     def verified(self, image, masks: list[dict]) -> list[dict]:
         """The image's mask rows with their verifier_score (unchanged without verifier.checkpoint)."""
         return self.verifier.score_rows(image, masks) if self.verifier else masks
+
+    def keep_candidates(self, image, row: dict) -> None:
+        """The image's candidates set aside by `rows`, if any, added to the shard's candidates file; with a
+        verifier, each scored as it came from the model (before the clean-up)."""
+        found, self.found = self.found, None
+        if found is None:
+            return
+        if self.verifier and found["segmentation"]:
+            rows = candidates.scorer_rows(found, row["height"], row["width"])
+            found["verifier_score"] = self.verifier.scores(image, rows).tolist()
+        self.candidates.append(candidates.image_table(found, row))
 
     def _maybe_crash(self, shard_id: str, index: int) -> None:
         """Fault injection: the process exits mid-shard, once per output dir (debug.crash_on_shard) or on

@@ -1,12 +1,14 @@
 """The sweep stage: the automatic stage's selection redone on a pilot run's stored candidates, no model.
 
 A pilot is a stage=auto output made with amg.keep_candidates=true. For each setting of a grid of
-pred_iou_thresh x stability_score_thresh x box_nms_thresh x min_mask_region_area x mask_nms_thresh (each
-sweep.<key>: null for the pilot's value, a number, or a list), every image's candidates go through the
-generator's own steps (amg/select.py), shard by shard as the pilot's. One setting writes an ordinary
-masks dataset (the pilot's own settings give the pilot's masks exactly); any sweep writes grid/ (per
-image and setting: masks, near-duplicates, matched pairs' IoU with sweep.expert's masks), sweep.json and
-sweep.html (a table, a plot, and the setting reaching sweep.recall_target with the fewest masks).
+pred_iou_thresh x stability_score_thresh x box_nms_thresh x min_mask_region_area x mask_nms_thresh x
+verifier_thresh (each sweep.<key>: null for the pilot's value, a number, or a list), every image's
+candidates go through the generator's own steps (amg/select.py), shard by shard as the pilot's;
+verifier_thresh (a pilot with verifier.checkpoint: its candidates have verifier scores) drops those
+scored below it with the thresholds. One setting writes an ordinary masks dataset (the pilot's own
+settings give the pilot's masks exactly); any sweep writes grid/ (per image and setting: masks,
+near-duplicates, matched pairs' IoU with sweep.expert's masks), sweep.json and sweep.html (a table, a
+plot, and the setting reaching sweep.recall_target with the fewest masks).
 
 The section imports without torch (composing any config imports it): the selection's modules (amg/) are
 imported where the work is done.
@@ -35,7 +37,14 @@ from data_engine.runtime import runs
 from data_engine.runtime.job import ShardedJob, run_job
 from data_engine.schema import absolute, setting
 
-AXES = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "min_mask_region_area", "mask_nms_thresh")
+AXES = (
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "box_nms_thresh",
+    "min_mask_region_area",
+    "mask_nms_thresh",
+    "verifier_thresh",
+)
 GRID = "grid"  # per-shard files of audit/sweep.py's image_row rows
 PILOT = "give the output.dir of a stage=auto run made with amg.keep_candidates=true"
 
@@ -49,6 +58,9 @@ class Sweep:
     box_nms_thresh: float | list[float] | None = setting(None, ge=0, le=1)
     min_mask_region_area: int | list[int] | None = setting(None, ge=0)
     mask_nms_thresh: float | list[float | None] | None = setting(None, ge=0, le=1)  # null in a list: off, [null,0.9]
+    # candidates scored below this by the pilot's verifier are dropped (needs a pilot with verifier.checkpoint);
+    # null (also in a list): off
+    verifier_thresh: float | list[float | None] | None = setting(None, ge=0, le=1)
     # the named setting: the fewest masks per image whose recall at IoU recall_at reaches this (needs expert)
     recall_target: float = setting(0.8, ge=0, le=1)
     recall_at: float = setting(0.5, choices=(0.5, 0.75, 0.9))
@@ -73,6 +85,7 @@ def run(cfg: dict, settings: Sweep) -> dict:
     require(bool(amg.get("keep_candidates")), "sweep.pilot", f"{pilot.path} was run without candidates: {PILOT}")
     points = grid(settings, amg)
     check_floors(points, amg)
+    check_verifier(points, pilot)
     out_dir, single = Path(cfg["output"]["dir"]), len(points) == 1
     job = ShardedJob(
         out_dir=out_dir,
@@ -115,6 +128,22 @@ def check_floors(points: list[dict], amg: dict) -> None:
             )
 
 
+def check_verifier(points: list[dict], pilot: Dataset) -> None:
+    """A verifier threshold needs the pilot's candidates to have verifier scores."""
+    from data_engine.amg import candidates
+
+    if all(p["verifier_thresh"] is None for p in points):
+        return
+    ledger = runs.read_ledger(pilot.path)
+    done = [shard_id for shard_id in pilot.shard_ids() if shard_id in ledger]
+    scored = bool((pilot.run.get("verifier") or {}).get("checkpoint")) and candidates.has_scores(pilot.path, done)
+    require(
+        scored,
+        "sweep.verifier_thresh",
+        f"the candidates of {pilot.path} have no verifier scores: rerun the pilot with verifier.checkpoint",
+    )
+
+
 def pilot_shards(pilot: Dataset) -> list[dict]:
     """The pilot's finished shards, each with its images' file names."""
     done = runs.read_ledger(pilot.path)
@@ -134,6 +163,7 @@ class SweepWorker:
         self.settings, self.out_dir, self.model = settings, out_dir, model
         self.pilot = Dataset.open(settings.pilot, "sweep.pilot", PILOT)
         self.selections = [Selection.of({**amg, **p}) for p in points]
+        self.verifier_thresh = [p["verifier_thresh"] for p in points]
         self.crops = (amg["crop_n_layers"], amg["crop_overlap_ratio"])
         expert = settings.expert
         self.expert = load_side(expert, "expert", settings.match_by, max_depth=settings.max_depth) if expert else None
@@ -173,7 +203,10 @@ class SweepWorker:
         near_iou, min_iou = self.settings.near_duplicate_iou, self.settings.min_iou
         n_crops, expert, masks = len(image_crops((h, w), *self.crops)), self.expert_masks(image), []
         for point, selection in enumerate(self.selections):
-            columns = records(candidates.select(found, n_crops, h, w, selection), h, w)
+            data = candidates.select(found, n_crops, h, w, selection, self.verifier_thresh[point])
+            columns = records(data, h, w)
+            if "verifier" in data and len(columns["segmentation"]):  # the candidates' scores, before clean-up
+                columns["verifier_score"] = data["verifier"].tolist()
             counts = self.within_depth(columns["segmentation"], h, w)
             rows.append(image_row(point, image["image_id"], counts, expert, h, w, near_iou, min_iou))
             if len(self.selections) == 1:
