@@ -133,5 +133,5 @@ def test_a_failing_step_exits_non_zero_with_one_line_naming_it(tmp_path):
     )
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("data-engine: error: engine step 01_broken (annotate) failed: ConfigError: annotate.source")
+    assert last.startswith("data-engine: error: engine step 01_broken (annotate) failed: DatasetError: annotate.source")
     assert "rerun the same command" in last
