@@ -29,7 +29,16 @@ SHRINK = {
         "detector.min_size=96",
         "detector.max_size=96",
     ],
-    "semi": ["detector.min_size=96", "detector.max_size=96", "amg.points_per_side=8"],
+    # every box of the briefly trained detector is prompted, so that stage 2 has prefilled masks to review
+    # and the verifier has labels to learn from
+    "semi": [
+        "detector.min_size=96",
+        "detector.max_size=96",
+        "amg.points_per_side=8",
+        "semi.box_score_thresh=0.0",
+        "semi.max_boxes=40",
+    ],
+    "verifier": ["verifier.steps=20", "verifier.checkpoint_every=20"],
     "auto": ["amg.points_per_side=8"],
 }
 
