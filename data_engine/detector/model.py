@@ -23,7 +23,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from data_engine.detector.settings import MAX_SIDE, SETTING_BOUNDS, SETTING_KEYS
 from data_engine.errors import UserError, is_int, is_number
 from data_engine.io.atomic import atomic_path
-from data_engine.model.build import check_finite
+from data_engine.model.build import check_finite, read_torch_dict
 
 FORMAT = "data_engine.detector/1"  # marks a checkpoint written by save_detector
 NUM_CLASSES = 2  # background + one generic "object"
@@ -138,7 +138,7 @@ def save_detector(model: nn.Module, variant: str, settings: dict, path) -> None:
 def load_detector(path, device=None) -> nn.Module:
     """The detector saved at `path`, in eval mode on `device` (default cpu)."""
     path = Path(path).expanduser()
-    saved = read_file(path)
+    saved = read_torch_dict(path, f"detector checkpoint {path}", DetectorCheckpointError, WHAT_TO_DO)
     if saved.get("format") != FORMAT:
         raise DetectorCheckpointError(f"detector checkpoint {path} is {describe(saved)}; {WHAT_TO_DO}")
     check_saved(saved, path)
@@ -187,22 +187,6 @@ def settings_problem(settings: dict) -> str | None:
 WHAT_TO_DO = "pass the model.pt written by stage=detector (detector.checkpoint=DET/model.pt)"
 
 
-def read_file(path: Path) -> dict:
-    """The dict stored in a torch file, or a DetectorCheckpointError saying why there is none."""
-    if not path.is_file():
-        raise DetectorCheckpointError(f"detector checkpoint {path} does not exist; {WHAT_TO_DO}")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt or foreign files
-        raise DetectorCheckpointError(
-            f"detector checkpoint {path} could not be read ({type(err).__name__}): the file is corrupt or not "
-            f"a PyTorch checkpoint; {WHAT_TO_DO}"
-        ) from None
-    if not isinstance(saved, dict):
-        raise DetectorCheckpointError(f"detector checkpoint {path} holds a {type(saved).__name__}; {WHAT_TO_DO}")
-    return saved
-
-
 def describe(saved: dict) -> str:
     """What a foreign checkpoint looks like, for the error message."""
     state = saved.get("model", saved)
@@ -234,7 +218,7 @@ def read_start_weights(path, variant: str) -> dict:
     """The state dict to start training from: a checkpoint of save_detector (of the same variant), a
     training checkpoint ({'model': ...}), or a user's plain torchvision state dict for `variant`."""
     path = Path(path).expanduser()
-    saved = read_file(path)
+    saved = read_torch_dict(path, f"detector checkpoint {path}", DetectorCheckpointError, WHAT_TO_DO)
     if saved.get("format") == FORMAT:
         check_saved(saved, path)
     if saved.get("format") == FORMAT and saved["variant"] != variant:

@@ -215,19 +215,29 @@ def check_finite(state: dict, path: Path) -> None:
 
 def read_state(path: Path, variant: str) -> dict:
     """The state dict in a checkpoint file (or in a training checkpoint's 'model'), or a CheckpointError."""
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} for model variant {variant!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt files
-        raise CheckpointError(
-            f"checkpoint {path} for model variant {variant!r} could not be read ({reason(err)}); "
-            "the file is corrupt or not a PyTorch checkpoint"
-        ) from None
-    state = state.get("model", state) if isinstance(state, dict) else state
+    saved = read_torch_dict(path, f"checkpoint {path} for model variant {variant!r}", CheckpointError)
+    state = saved.get("model", saved)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} for model variant {variant!r} holds no state dict")
     return state
+
+
+def read_torch_dict(path: Path, what: str, error: type[Exception], what_to_do: str = "") -> dict:
+    """The dict a torch file holds (loaded on the CPU, tensors only: weights_only), or `error` saying, after
+    `what` (e.g. "detector checkpoint PATH"), why there is none and then `what_to_do`. The one reader of the
+    project's checkpoint files: SAM's, the detector's, the verifier's."""
+    tail = f"; {what_to_do}" if what_to_do else ""
+    if not Path(path).is_file():
+        raise error(f"{what} does not exist{tail}")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or foreign files
+        raise error(
+            f"{what} could not be read ({reason(err)}): the file is corrupt or not a PyTorch checkpoint{tail}"
+        ) from None
+    if not isinstance(saved, dict):
+        raise error(f"{what} holds a {type(saved).__name__}, not a dict{tail}")
+    return saved
 
 
 def reason(err: Exception, limit: int = 80) -> str:

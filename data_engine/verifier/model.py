@@ -15,7 +15,7 @@ from torch import nn
 
 from data_engine.errors import UserError
 from data_engine.io.atomic import atomic_path
-from data_engine.model.build import check_finite
+from data_engine.model.build import check_finite, read_torch_dict
 
 FORMAT = "data_engine.verifier/1"
 WHAT_TO_DO = "give a model.pt written by stage=verifier"
@@ -80,7 +80,7 @@ def save_verifier(model: MaskVerifier, path, extra: dict | None = None) -> None:
 def load_verifier(path, device: str = "cpu") -> MaskVerifier:
     """The verifier of a model.pt, in eval mode on `device`; a VerifierCheckpointError for anything else."""
     path = Path(path).expanduser()
-    saved = read_file(path)
+    saved = read_torch_dict(path, f"verifier checkpoint {path}", VerifierCheckpointError, WHAT_TO_DO)
     if saved.get("format") != FORMAT or not isinstance(saved.get("settings"), dict):
         raise VerifierCheckpointError(f"verifier checkpoint {path} is not a verifier of this project; {WHAT_TO_DO}")
     try:
@@ -90,15 +90,3 @@ def load_verifier(path, device: str = "cpu") -> MaskVerifier:
         raise VerifierCheckpointError(f"verifier checkpoint {path} is damaged ({err}); {WHAT_TO_DO}") from None
     check_finite(saved["model"], path)
     return model.to(device).eval()
-
-
-def read_file(path: Path) -> dict:
-    if not path.is_file():
-        raise VerifierCheckpointError(f"verifier checkpoint {path} does not exist; {WHAT_TO_DO}")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt or foreign files
-        raise VerifierCheckpointError(f"verifier checkpoint {path} cannot be read ({err}); {WHAT_TO_DO}") from None
-    if not isinstance(saved, dict):
-        raise VerifierCheckpointError(f"verifier checkpoint {path} holds a {type(saved).__name__}; {WHAT_TO_DO}")
-    return saved
