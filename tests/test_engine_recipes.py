@@ -31,12 +31,18 @@ def test_the_demo_plans_every_step_with_stage_1_stage_2_and_the_automatic_stage(
     assert auto["cfg"]["verifier"]["checkpoint"] == f"{verifiers[-1]['dir']}/model.pt"
 
 
-def test_the_vit_h_recipe_plans_six_stage_1_and_five_stage_2_retrainings(tmp_path):
-    checkpoint = tmp_path / "sam_vit_h_4b8939.pth"
+def stand_in_recipe_inputs(tmp_path, checkpoint_name: str):
+    """A checkpoint file and a data folder with the experts' batch, enough to plan a recipe (never run)."""
+    checkpoint = tmp_path / checkpoint_name
     checkpoint.write_bytes(b"stand-in: never loaded here")
     data = tmp_path / "data"
     (data / "experts" / "images").mkdir(parents=True)
     (data / "experts" / "annotations.json").write_text('{"images": [], "annotations": []}')
+    return checkpoint, data
+
+
+def test_the_vit_h_recipe_plans_six_stage_1_and_five_stage_2_retrainings(tmp_path):
+    checkpoint, data = stand_in_recipe_inputs(tmp_path, "sam_vit_h_4b8939.pth")
     cfg = compose_cfg(
         ["stage=engine", "engine=sa1b_vit_h", "model=vit_h", f"model.checkpoint={checkpoint}", f"engine.data={data}"],
         tmp_path,
@@ -55,11 +61,7 @@ def test_the_vit_h_recipe_plans_six_stage_1_and_five_stage_2_retrainings(tmp_pat
 
 
 def test_the_sam2_recipe_runs_the_same_loop_with_a_sam2_model(tmp_path):
-    checkpoint = tmp_path / "sam2.1_hiera_large.pt"
-    checkpoint.write_bytes(b"stand-in: never loaded here")
-    data = tmp_path / "data"
-    (data / "experts" / "images").mkdir(parents=True)
-    (data / "experts" / "annotations.json").write_text('{"images": [], "annotations": []}')
+    checkpoint, data = stand_in_recipe_inputs(tmp_path, "sam2.1_hiera_large.pt")
     overrides = [f"model.checkpoint={checkpoint}", f"engine.data={data}"]
     cfg = compose_cfg(["stage=engine", "engine=sa1b_sam2", "model=sam2.1_hiera_l", *overrides], tmp_path, small=False)
     validate(cfg)

@@ -134,8 +134,7 @@ def check_verifier(points: list[dict], pilot: Dataset) -> None:
 
     if all(p["verifier_thresh"] is None for p in points):
         return
-    ledger = runs.read_ledger(pilot.path)
-    done = [shard_id for shard_id in pilot.shard_ids() if shard_id in ledger]
+    done = finished_shards(pilot)
     scored = bool((pilot.run.get("verifier") or {}).get("checkpoint")) and candidates.has_scores(pilot.path, done)
     require(
         scored,
@@ -144,13 +143,17 @@ def check_verifier(points: list[dict], pilot: Dataset) -> None:
     )
 
 
+def finished_shards(pilot: Dataset) -> list[str]:
+    """The ids of the pilot's shards written whole and recorded done in its ledger, in shard order."""
+    done = runs.read_ledger(pilot.path)
+    return [shard_id for shard_id in pilot.shard_ids() if shard_id in done]
+
+
 def pilot_shards(pilot: Dataset) -> list[dict]:
     """The pilot's finished shards, each with its images' file names."""
-    done = runs.read_ledger(pilot.path)
     return [
         {"shard_id": shard_id, "files": pilot.shard(shard_id, columns=["file_name"]).column(0).to_pylist()}
-        for shard_id in pilot.shard_ids()
-        if shard_id in done
+        for shard_id in finished_shards(pilot)
     ]
 
 

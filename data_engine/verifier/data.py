@@ -67,10 +67,10 @@ def merge_examples(path: Path, label_iou: float) -> list[dict]:
             verdicts[extra["prefill_mask_id"]] = 1
         elif row["source"] == EDITED:
             verdicts[extra["prefill_mask_id"]] = int(extra["iou_with_prefill"] >= label_iou)
-    reviewed = set(merged.images(filter=pc.field("status") == "ok", columns=["file_name"])["file_name"].to_pylist())
+    reviewed = merged.images(filter=pc.field("status") == "ok", columns=["file_name"])["file_name"].to_pylist()
     # The prefill run's masks (their scores and pixels), read from the images the merge read
     prefill = Dataset.open(merged.run["semi_merge"]["prefill"], "verifier.data", WHAT, image_root=merged.image_root)
-    rows = [r for r in prefill.masks().to_pylist() if r["file_name"] in reviewed and route_of(r) != ACCEPTED]
+    rows = [r for r in prefill.masks(pc.field("file_name").isin(reviewed)).to_pylist() if route_of(r) != ACCEPTED]
     labels = [verdicts.get(r["mask_id"], 0) for r in rows]  # neither kept nor edited: deleted
     return group(rows, labels, prefill, str(path))
 
