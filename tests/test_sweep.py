@@ -3,6 +3,7 @@ expert set writes its table and page, with the audit's figures; a pilot with a v
 candidates and the sweep filters on the scores; settings it cannot honour are refused."""
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -145,6 +146,17 @@ def test_a_pilot_without_candidates_is_refused(pilot):
     root, synth, _ = pilot
     cfg = compose_cfg(["stage=sweep", f"sweep.pilot={synth}", f"output.dir={root / 'nope'}"])
     with pytest.raises(Exception, match="sweep.pilot"):
+        run_stage(cfg)
+
+
+def test_a_damaged_candidates_file_is_one_line_naming_it(pilot, tmp_path):
+    root, _, out = pilot
+    copy = tmp_path / "pilot"
+    shutil.copytree(out, copy)
+    damaged = shard_files(copy, "candidates")[0]
+    damaged.write_bytes(b"not parquet")
+    cfg = compose_cfg(["stage=sweep", f"sweep.pilot={copy}", f"output.dir={tmp_path / 'out'}", "runtime=serial"])
+    with pytest.raises(candidates.CandidatesError, match=f"^sweep.pilot: candidates file {damaged} cannot be read"):
         run_stage(cfg)
 
 

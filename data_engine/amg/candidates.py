@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import torch
 
 from data_engine.amg.select import Selection, select_crop, select_image
+from data_engine.errors import UserError
 from data_engine.io.dataset import shard_path, write_atomic
 
 PART = "candidates"
@@ -93,8 +94,20 @@ def write(out_dir: str | Path, shard_id: str, tables: list[pa.Table]) -> None:
     write_atomic(pa.concat_tables([SCHEMA.empty_table(), *tables]), shard_path(out_dir, PART, shard_id))
 
 
+class CandidatesError(UserError, ValueError):
+    """A pilot's candidates file that is missing or cannot be read."""
+
+
 def read(pilot: str | Path, shard_id: str) -> pa.Table:
-    return pq.read_table(shard_path(pilot, PART, shard_id), schema=SCHEMA)
+    """A pilot shard's candidates, or a CandidatesError naming the file and what to do."""
+    path = shard_path(pilot, PART, shard_id)
+    try:
+        return pq.read_table(path, schema=SCHEMA)
+    except (OSError, pa.ArrowException) as err:
+        raise CandidatesError(
+            f"sweep.pilot: candidates file {path} cannot be read ({type(err).__name__}): it is damaged; "
+            "run the pilot again into a new output.dir"
+        ) from None
 
 
 def by_image(table: pa.Table) -> dict[int, dict]:
